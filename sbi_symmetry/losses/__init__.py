@@ -1,0 +1,1 @@
+"""Training losses: VICReg for symmetry embeddings and symmetric InfoNCE for Embed and Emulate."""

@@ -1,0 +1,1 @@
+"""Networks: convolutional encoders, projector heads and emulators."""
