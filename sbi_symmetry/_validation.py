@@ -71,7 +71,7 @@ def check_shape(value: Tensor, shape: Sequence[int | None], name: str) -> None:
         name: Argument name used in the message.
     """
     ok = value.ndim == len(shape) and all(
-        want is None or want == got for want, got in zip(shape, value.shape)
+        want is None or want == got for want, got in zip(shape, value.shape, strict=False)
     )
     if not ok:
         pretty = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from sbi_symmetry.tasks.base import NuisanceTask, SignalInNoiseTask, array_namespace
 from sbi_symmetry.tasks.damped_oscillator import DampedOscillator
+from sbi_symmetry.tasks.lorenz96 import Lorenz96
 from sbi_symmetry.tasks.sine_gaussian import SineGaussian
 
 TASKS: dict[str, type[NuisanceTask]] = {
     DampedOscillator.name: DampedOscillator,
     SineGaussian.name: SineGaussian,
+    Lorenz96.name: Lorenz96,
 }
 
 
@@ -36,6 +38,7 @@ def get_task(name: str, device: str = "cpu") -> NuisanceTask:
 __all__ = [
     "TASKS",
     "DampedOscillator",
+    "Lorenz96",
     "NuisanceTask",
     "SignalInNoiseTask",
     "SineGaussian",
