@@ -1,1 +1,15 @@
-"""Networks: convolutional encoders, projector heads and emulators."""
+"""Networks: convolutional encoders, projector heads and emulators.
+
+Example:
+    >>> from sbi_symmetry.nets import ConvEncoder1D
+    >>> ConvEncoder1D(input_length=200, output_dim=3).output_dim
+    3
+"""
+
+from __future__ import annotations
+
+from sbi_symmetry.nets.conv import ConvEncoder1D
+from sbi_symmetry.nets.heads import Expander
+from sbi_symmetry.nets.mlp import ResidualMLP
+
+__all__ = ["ConvEncoder1D", "Expander", "ResidualMLP"]

@@ -1,0 +1,117 @@
+r"""Symmetric (inter-domain) InfoNCE: the Embed-and-Emulate loss over all pairs of a batch.
+
+Set-up. A batch holds ``B`` joint draws ``(theta_i, x_i) ~ p(theta, x)``. An encoder gives
+``f(x_i)`` and an emulator ``g(theta_j)``, both in ``R^n``; the critic is
+
+    h(theta_j, x_i) = <f(x_i), g(theta_j)> / tau = L_ij,
+
+one ``B x B`` matrix of logits from a single matrix product. The loss of pair ``i`` is
+
+    loss_i = 1/2 [ -log softmax_j(L_ij)|_{j=i}  -  log softmax_k(L_ki)|_{k=i} ]
+           = 1/2 [ -L_ii + logsumexp_j L_ij  -  L_ii + logsumexp_k L_ki ].
+
+The first term (rows, ``x -> theta``) asks: given ``x_i``, which of the ``B`` parameters generated
+it? The second (columns, ``theta -> x``) asks: given ``theta_i``, which of the ``B`` data sets
+did it generate? The other ``B - 1`` members of the batch are draws from the marginals, so each
+term is a ``B``-way classification between one joint and ``B - 1`` product-of-marginals pairs.
+
+What it estimates. For the row term the Bayes-optimal class probabilities are
+``r(theta_i, x) / sum_j r(theta_j, x)`` with ``r = p(theta, x) / (p(theta) p(x))``, the
+likelihood-to-evidence ratio; a critic reaches them exactly when
+``h(theta, x) = log r(theta, x) + c(x)`` for an arbitrary function ``c`` of the data (it cancels
+inside the softmax over ``j``). Likewise the column term is minimised exactly by
+``h = log r(theta, x) + c'(theta)``. The sum is minimised by critics in both families at once,
+and their intersection is ``log r(theta, x) + C`` with ``C`` a constant: ``c(x) = c'(theta)`` for
+all ``(theta, x)`` forces both to be the same constant. So the symmetric loss pins the estimated
+ratio down up to a constant that does not depend on ``x`` (nor on ``theta``), which is what makes
+``exp(h(theta, x))`` a posterior-to-prior ratio comparable across observations, and the reason
+Embed and Emulate uses the symmetric form.
+
+Relation to NRE-B. ``sbi``'s ``NRE_B`` trains the row term only (``x -> theta``), with ``K - 1``
+negatives drawn at random from the batch for each ``x``: its optimum is ``log r + c(x)``, with
+``c(x)`` left free. Its classifier sees ``K`` concatenated ``(theta, x)`` pairs per data set, so
+``sbi`` repeats each ``x`` ``K`` times (``B * K`` encoder passes per batch). A two-tower critic
+needs ``B`` encoder and ``B`` emulator passes for all ``B^2`` pairs, both directions included.
+
+A batch in which every embedding is the same has all logits equal and ``loss_i = log B``:
+the loss of guessing.
+
+Example:
+    >>> import torch
+    >>> f, g = torch.ones(4, 3), torch.ones(4, 3)
+    >>> symmetric_infonce(f, g, temperature=0.5)  # all equal: log 4 each
+    tensor([1.3863, 1.3863, 1.3863, 1.3863])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sbi_symmetry._validation import check_finite, check_tensor
+
+
+def _check_temperature(temperature: float | Tensor) -> None:
+    if isinstance(temperature, Tensor):
+        if temperature.numel() != 1:
+            raise ValueError(
+                f"`temperature` must be a scalar; got a tensor of shape {tuple(temperature.shape)}."
+            )
+        value = float(temperature.detach())
+    elif isinstance(temperature, int | float) and not isinstance(temperature, bool):
+        value = float(temperature)
+    else:
+        raise TypeError(
+            f"`temperature` must be a float or a scalar tensor; got {type(temperature).__name__}."
+        )
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"`temperature` must be a finite number > 0; got {value!r}.")
+
+
+def symmetric_infonce(f_x: Tensor, g_theta: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
+    """Per-pair symmetric InfoNCE losses of a batch of ``B`` matched embeddings.
+
+    Row ``i`` of ``f_x`` and row ``i`` of ``g_theta`` come from the same joint draw; every other
+    pairing is a negative. See the module docstring for the maths.
+
+    Args:
+        f_x: Data embeddings ``f(x)``, shape ``(B, n)``.
+        g_theta: Parameter embeddings ``g(theta)``, shape ``(B, n)``.
+        temperature: Divides the inner products; a float or a scalar tensor (learnable), > 0.
+
+    Returns:
+        Losses of shape ``(B,)``: the mean of the row (``x -> theta``) and column
+        (``theta -> x``) cross-entropies of each pair. Their mean is the training loss.
+
+    Example:
+        >>> import torch
+        >>> f = torch.eye(3)
+        >>> loss = symmetric_infonce(f, f, temperature=0.1)  # perfectly matched
+        >>> bool((loss < 1e-3).all())
+        True
+    """
+    check_tensor(f_x, "f_x")
+    check_tensor(g_theta, "g_theta")
+    if f_x.ndim != 2 or g_theta.ndim != 2:
+        raise ValueError(
+            "`f_x` and `g_theta` must be 2-D (batch, embedding_dim); got shapes "
+            f"{tuple(f_x.shape)} and {tuple(g_theta.shape)}."
+        )
+    if f_x.shape != g_theta.shape:
+        raise ValueError(
+            "`f_x` and `g_theta` must have the same shape (one row per joint pair, the same "
+            f"embedding width); got {tuple(f_x.shape)} and {tuple(g_theta.shape)}."
+        )
+    if f_x.shape[0] < 2:
+        raise ValueError(
+            f"symmetric InfoNCE needs a batch of at least 2 pairs (the others are the "
+            f"negatives); got {f_x.shape[0]}."
+        )
+    _check_temperature(temperature)
+    check_finite(f_x, "f_x")
+    check_finite(g_theta, "g_theta")
+    logits = (f_x @ g_theta.T) / temperature
+    positive = torch.diagonal(logits)
+    x_to_theta = torch.logsumexp(logits, dim=1) - positive
+    theta_to_x = torch.logsumexp(logits, dim=0) - positive
+    return 0.5 * (x_to_theta + theta_to_x)

@@ -1,0 +1,87 @@
+"""Projector ("expander") heads used only while pretraining an encoder with VICReg.
+
+VICReg does not regularise the summary ``y = f(x)`` itself but its image ``z = h(y)`` under a
+small MLP ``h``, the expander, which is thrown away afterwards. The paper's expander for the toy
+problems is ``3 -> 20 -> 20 -> 20 -> 12`` with ReLU.
+
+Example:
+    >>> import torch
+    >>> h = Expander(3)
+    >>> h(torch.randn(5, 3)).shape
+    torch.Size([5, 12])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
+
+from torch import Tensor, nn
+
+from sbi_symmetry._validation import check_tensor
+
+
+class Expander(nn.Module):
+    """MLP ``input_dim -> hidden_dims... -> output_dim`` with ReLU between layers.
+
+    Args:
+        input_dim: Width of the encoder's summary.
+        output_dim: Width of the expanded representation the VICReg loss sees.
+        hidden_dims: Widths of the hidden layers (may be empty: one linear layer).
+        batch_norm: Put ``BatchNorm1d`` after each hidden linear layer, as the VICReg reference
+            projector does. Off by default: it needs batches of at least two in training mode and
+            makes the output of one sample depend on the rest of its batch. The expander is only
+            used in pretraining (large batches), never inside ``sbi``.
+
+    Attributes:
+        config: The constructor's keyword arguments (JSON-serialisable).
+        output_dim: Width of the output.
+
+    Example:
+        >>> Expander(3, 12, hidden_dims=(20, 20, 20)).config["hidden_dims"]
+        [20, 20, 20]
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int = 12,
+        hidden_dims: Sequence[int] = (20, 20, 20),
+        *,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        widths = [input_dim, *hidden_dims, output_dim]
+        for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden_dims):
+            raise ValueError(
+                f"`hidden_dims` must be a sequence of positive integers; got {hidden_dims!r}."
+            )
+        layers: list[nn.Module] = []
+        for i, (w_in, w_out) in enumerate(pairwise(widths)):
+            layers.append(nn.Linear(w_in, w_out))
+            if i < len(widths) - 2:
+                if batch_norm:
+                    layers.append(nn.BatchNorm1d(w_out))
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.config: dict[str, Any] = {
+            "input_dim": input_dim,
+            "output_dim": output_dim,
+            "hidden_dims": list(hidden_dims),
+            "batch_norm": batch_norm,
+        }
+
+    def forward(self, y: Tensor) -> Tensor:
+        """Expand summaries ``y`` of shape ``(B, input_dim)`` to ``(B, output_dim)``."""
+        check_tensor(y, "y")
+        if y.ndim != 2 or y.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"Expander expects `y` of shape (B, {self.input_dim}); got {tuple(y.shape)}."
+            )
+        return self.net(y)

@@ -1,0 +1,249 @@
+"""ConvEncoder1D and Expander: shapes, shift invariance by construction, config, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sbi_symmetry.nets.conv import ConvEncoder1D
+from sbi_symmetry.nets.heads import Expander
+from sbi_symmetry.tasks import DampedOscillator, SineGaussian
+
+TINY = {"channels": 4, "num_blocks": 2, "kernel_size": 5, "hidden_dim": 16}
+
+
+def tiny(length: int = 40, **kwargs) -> ConvEncoder1D:
+    torch.manual_seed(0)
+    return ConvEncoder1D(length, **{**TINY, **kwargs})
+
+
+def num_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("pooling", ["mean", "max", "flatten"])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_output_shape_for_2d_and_3d_inputs(pooling, batch):
+    enc = tiny(pooling=pooling, output_dim=5)
+    x = torch.randn(batch, 40)
+    out = enc(x)
+    assert out.shape == (batch, 5) and out.dtype == torch.float32
+    assert torch.equal(out, enc(x.unsqueeze(1)))
+
+
+def test_multichannel_input_and_batch_of_one_in_train_mode():
+    enc = tiny(in_channels=3, norm="group")
+    enc.train()
+    assert enc(torch.randn(1, 3, 40)).shape == (1, 3)
+    out = enc(torch.randn(6, 3, 40))
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+
+
+def test_float64_model_gives_float64_output():
+    enc = tiny().double()
+    assert enc(torch.randn(2, 40, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_backbone_and_head_compose_to_forward():
+    enc = tiny(pooling="max")
+    x = torch.randn(3, 1, 40)
+    features = enc.backbone(x)
+    assert features.shape == (3, TINY["channels"], 40)
+    assert torch.equal(enc.head(features), enc(x))
+    assert enc.output_dim == 3
+
+
+def test_per_block_dilation_and_padding_mode_are_applied():
+    enc = tiny(dilation=[1, 3], padding_mode="circular")
+    convs = [m for m in enc.backbone.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert [c.dilation[0] for c in convs] == [1, 1, 1, 3, 3]
+    assert {c.padding_mode for c in convs} == {"circular"}
+    assert enc(torch.randn(2, 40)).shape == (2, 3)
+
+
+# ------------------------------------------------------------------------------- invariance
+@given(
+    shift=st.integers(-80, 80),
+    pooling=st.sampled_from(["mean", "max"]),
+    kernel=st.sampled_from([3, 4, 7]),
+    dilation=st.sampled_from([1, 2]),
+    norm=st.sampled_from(["none", "group"]),
+)
+def test_pooled_circular_encoder_is_exactly_invariant_to_rolls(
+    shift, pooling, kernel, dilation, norm
+):
+    torch.manual_seed(0)
+    enc = ConvEncoder1D(
+        40,
+        4,
+        in_channels=2,
+        channels=5,
+        num_blocks=2,
+        kernel_size=kernel,
+        dilation=dilation,
+        pooling=pooling,
+        hidden_dim=8,
+        padding_mode="circular",
+        norm=norm,
+    ).double()
+    x = torch.randn(3, 2, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    rolled = torch.roll(x, shift, dims=-1)
+    # Equal up to float64 rounding (~1e-16): the convolutions and the mean add the same
+    # products in a position-dependent order.
+    assert torch.allclose(enc(rolled), enc(x), rtol=0, atol=1e-12)
+
+
+def test_flatten_head_is_not_shift_invariant():
+    enc = tiny(pooling="flatten", padding_mode="circular").double()
+    x = torch.randn(3, 40, dtype=torch.float64)
+    diff = (enc(torch.roll(x, 5, dims=-1)) - enc(x)).abs().max()
+    assert diff > 1e-3  # so the invariance property above is a real check
+
+
+@given(shift=st.integers(-8, 8), pooling=st.sampled_from(["mean", "max"]))
+def test_pooled_zero_padded_encoder_is_invariant_away_from_the_edges(shift, pooling):
+    # With zero padding, features near the window's edges differ from those in the middle, but a
+    # signal that stays clear of the edges (by more than the receptive field) moves freely.
+    torch.manual_seed(0)
+    enc = ConvEncoder1D(64, 3, channels=4, num_blocks=2, kernel_size=3, pooling=pooling).double()
+    x = torch.zeros(2, 64, dtype=torch.float64)
+    x[:, 24:34] = torch.randn(2, 10, generator=torch.Generator().manual_seed(2), dtype=x.dtype)
+    assert torch.allclose(enc(torch.roll(x, shift, dims=-1)), enc(x), rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------- sbi
+@pytest.mark.parametrize("channels", [1, 2])
+def test_works_as_sbi_embedding_net(channels):
+    from sbi.neural_nets import posterior_nn
+
+    enc = tiny(in_channels=channels)
+    theta = torch.rand(30, 2)
+    x = torch.randn(30, channels, 40).squeeze(1)
+    estimator = posterior_nn("maf", embedding_net=enc, z_score_x="none")(theta, x)
+    log_prob = estimator.log_prob(theta[:1].unsqueeze(0), x[:1])  # a batch of one
+    assert log_prob.shape == (1, 1) and torch.isfinite(log_prob).all()
+
+
+# ------------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"pooling": "flatten", "dilation": [1, 2], "activation": "gelu"},
+        {"in_channels": 3, "padding_mode": "circular", "norm": "group", "output_dim": 7},
+    ],
+)
+def test_config_rebuilds_the_same_architecture(kwargs):
+    enc = tiny(**kwargs)
+    config = json.loads(json.dumps(enc.config))  # JSON round trip
+    rebuilt = ConvEncoder1D(**config)
+    assert rebuilt.config == enc.config
+    ref, new = enc.state_dict(), rebuilt.state_dict()
+    assert list(ref) == list(new)
+    assert all(ref[k].shape == new[k].shape for k in ref)
+    rebuilt.load_state_dict(ref)
+    x = torch.randn(2, enc.in_channels, 40)
+    assert torch.equal(rebuilt(x), enc(x))
+
+
+def test_paper_sizes_and_parameter_counts():
+    sho = ConvEncoder1D.paper("damped-oscillator")
+    assert sho.config["input_length"] == 200
+    assert (sho.config["channels"], sho.config["num_blocks"], sho.config["kernel_size"]) == (
+        20,
+        4,
+        21,
+    )
+    # stem 1*20*21 + 20; each block 2 * (20*20*21 + 20); head 20*100 + 100 + 100*3 + 3
+    backbone = 440 + 4 * 2 * (20 * 20 * 21 + 20)
+    assert num_params(sho.backbone) == backbone == 67_800
+    assert num_params(sho) == backbone + 2_100 + 303 == 70_203
+    flat = ConvEncoder1D.paper(DampedOscillator(), pooling="flatten")
+    assert num_params(flat) == backbone + (20 * 200 * 100 + 100) + 303 == 468_203
+    sg = ConvEncoder1D.paper(SineGaussian())
+    assert (sg.config["input_length"], sg.config["channels"], sg.config["kernel_size"]) == (
+        500,
+        10,
+        11,
+    )
+    with pytest.raises(ValueError, match="task"):
+        ConvEncoder1D.paper("lorenz")
+
+
+# ------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (torch.randn(2, 39), r"\(B, 1, 40\) or \(B, 40\); got \(2, 39\) \(length 39\)"),
+        (torch.randn(2, 2, 40), r"got \(2, 2, 40\) \(2 channel\(s\)\)"),
+        (torch.randn(40), r"got \(40,\) \(1 dimension\(s\)\)"),
+        (torch.randn(2, 1, 1, 40), r"4 dimension\(s\)"),
+    ],
+)
+def test_bad_input_shapes_raise_naming_the_expected_shape(x, match):
+    with pytest.raises(ValueError, match=match):
+        tiny()(x)
+
+
+def test_multichannel_encoder_rejects_2d_input():
+    with pytest.raises(ValueError, match=r"\(B, 3, 40\); got \(2, 40\)"):
+        tiny(in_channels=3)(torch.randn(2, 40))
+
+
+def test_non_tensor_and_integer_inputs_raise():
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
+        tiny()([[0.0] * 40])
+    with pytest.raises(TypeError, match="floating-point"):
+        tiny()(torch.zeros(2, 40, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pooling": "avg"}, "pooling"),
+        ({"padding_mode": "reflect"}, "padding_mode"),
+        ({"dilation": [1, 2, 3]}, "one per block"),
+        ({"dilation": 0}, "dilation"),
+        ({"channels": 0}, "channels"),
+        ({"output_dim": 2.5}, "output_dim"),
+        ({"kernel_size": 101, "padding_mode": "circular"}, "circular padding"),
+    ],
+)
+def test_bad_constructor_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ConvEncoder1D(40, **{**TINY, **kwargs})
+
+
+# ------------------------------------------------------------------------------- Expander
+def test_expander_is_the_paper_mlp():
+    h = Expander(3)
+    linears = [m for m in h.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (3, 20),
+        (20, 20),
+        (20, 20),
+        (20, 12),
+    ]
+    assert sum(isinstance(m, torch.nn.ReLU) for m in h.modules()) == 3
+    assert num_params(h) == 80 + 420 + 420 + 252
+    assert h(torch.randn(1, 3)).shape == (1, 12)
+    assert Expander(**json.loads(json.dumps(h.config))).config == h.config
+
+
+def test_expander_options_and_errors():
+    h = Expander(3, 6, hidden_dims=(), batch_norm=True)
+    assert h(torch.randn(4, 3)).shape == (4, 6)
+    with_bn = Expander(3, 6, hidden_dims=(8,), batch_norm=True)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in with_bn.modules())
+    with pytest.raises(ValueError, match=r"\(B, 3\)"):
+        h(torch.randn(4, 4))
+    with pytest.raises(ValueError, match="hidden_dims"):
+        Expander(3, 6, hidden_dims=(0,))
+    with pytest.raises(ValueError, match="input_dim"):
+        Expander(0)

@@ -1,0 +1,552 @@
+"""Tests of the VICReg pretraining loop: checks before training, schedule, history, early
+stopping, determinism, checkpoint and resume."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from sbi.utils import BoxUniform
+from torch import nn
+
+from sbi_symmetry import pretrain as pretrain_module
+from sbi_symmetry.augment import AugmentedViews, CircularShift, ResimulatedViews
+from sbi_symmetry.embedding import SymmetryEmbedding
+from sbi_symmetry.nets.conv import ConvEncoder1D
+from sbi_symmetry.pretrain import PretrainConfig, pretrain_vicreg, scheduled_learning_rate
+from sbi_symmetry.tasks import DampedOscillator
+
+LENGTH = 24
+FAST = dict(batch_size=32, max_epochs=2, warmup_epochs=0, show_progress_bar=False)
+SMALL = dict(batch_size=32, show_progress_bar=False)
+
+
+class ToyViews:
+    """theta (n, 2) -> two noisy shifted bumps of length LENGTH; counts its calls."""
+
+    input_kind = "theta"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _one(self, theta: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(LENGTH, dtype=torch.float32)
+        shift = torch.randint(-3, 4, (theta.shape[0], 1)).float()
+        centre = 8 + 8 * theta[:, :1] + shift
+        bump = theta[:, 1:2] * torch.exp(-0.5 * (t - centre) ** 2)
+        return 2.0 + 3.0 * (bump + 0.1 * torch.randn(theta.shape[0], LENGTH))
+
+    def __call__(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        return self._one(theta), self._one(theta)
+
+
+def prior() -> BoxUniform:
+    return BoxUniform(torch.zeros(2), torch.ones(2))
+
+
+def encoder(seed: int = 0, **kwargs) -> ConvEncoder1D:
+    torch.manual_seed(seed)
+    return ConvEncoder1D(
+        LENGTH, 3, channels=4, num_blocks=1, kernel_size=5, hidden_dim=16, **kwargs
+    )
+
+
+def weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------------------------- basic run
+def test_returns_embedding_with_scaling_freeze_and_history():
+    views = ToyViews()
+    emb = pretrain_vicreg(encoder(), views, prior(), num_simulations=200, **FAST)
+    assert isinstance(emb, SymmetryEmbedding)
+    assert emb.freeze == "backbone" and not emb.training
+    assert emb.output_dim == 3
+    # The toy data are 2 + 3 * (bump + noise): mean a bit above 2, std a bit above 0.3.
+    assert 2.0 < float(emb.input_mean) < 2.5
+    assert 0.3 < float(emb.input_std) < 1.5
+    history = emb.history
+    for key in (
+        "train_total",
+        "train_invariance",
+        "train_variance",
+        "train_covariance",
+        "val_total",
+        "val_invariance",
+        "val_variance",
+        "val_covariance",
+        "lr",
+        "effective_rank",
+        "summary_std",
+        "val_invariance_error",
+    ):
+        assert len(history[key]) == 2, key
+    assert all(len(stds) == 3 for stds in history["summary_std"])
+    assert all(0 <= r <= 3 for r in history["effective_rank"])
+    assert history["epoch"] == [1, 2]
+    theta = prior().sample((5,))
+    assert emb(views(theta)[0]).shape == (5, 3)
+
+
+def test_training_lowers_the_loss():
+    torch.manual_seed(0)
+    emb = pretrain_vicreg(
+        encoder(),
+        ToyViews(),
+        prior(),
+        num_simulations=400,
+        batch_size=32,
+        max_epochs=6,
+        warmup_epochs=0,
+        learning_rate=3e-3,
+        schedule="constant",
+        show_progress_bar=False,
+    )
+    val = emb.history["val_total"]
+    assert min(val[1:]) < val[0]
+
+
+def test_fresh_views_resimulate_every_batch_and_fixed_bank_does_not():
+    fresh, fixed = ToyViews(), ToyViews()
+    pretrain_vicreg(encoder(), fresh, prior(), num_simulations=200, **FAST)
+    pretrain_vicreg(encoder(), fixed, prior(), num_simulations=200, fresh_views=False, **FAST)
+    steps = (200 - 20) // 32  # training batches per epoch
+    # fixed: validation bank + training bank (one chunk each); fresh adds a scaling pass and
+    # one call per batch per epoch.
+    assert fixed.calls == 2
+    assert fresh.calls == 2 + 2 * steps
+
+
+def test_stored_x_with_augmented_views_and_channel_scaling():
+    torch.manual_seed(1)
+    x = torch.randn(160, 2, LENGTH) * torch.tensor([[1.0], [4.0]]) + torch.tensor([[0.0], [10.0]])
+    views = AugmentedViews(CircularShift())
+    emb = pretrain_vicreg(encoder(in_channels=2), views, x=x, input_scaling="channel", **FAST)
+    assert emb.input_mean.shape == (2,)
+    assert torch.allclose(emb.input_mean, torch.tensor([0.0, 10.0]), atol=0.3)
+    assert torch.allclose(emb.input_std, torch.tensor([1.0, 4.0]), rtol=0.1)
+    assert emb(x[:3]).shape == (3, 3)
+
+
+def test_custom_encoder_without_output_dim_gets_a_probed_expander():
+    torch.manual_seed(0)
+    custom = nn.Sequential(nn.Linear(LENGTH, 8), nn.ReLU(), nn.Linear(8, 5))
+    emb = pretrain_vicreg(custom, ToyViews(), prior(), num_simulations=200, freeze="none", **FAST)
+    assert emb.output_dim == 5
+    assert len(emb.history["summary_std"][0]) == 5
+
+
+# --------------------------------------------------------------------------------- schedule
+@given(
+    peak=st.floats(1e-5, 1.0),
+    total=st.integers(1, 200),
+    warm_frac=st.floats(0, 0.99),
+    schedule=st.sampled_from(["cosine", "constant"]),
+)
+def test_schedule_reaches_peak_after_warmup_and_never_exceeds_it(peak, total, warm_frac, schedule):
+    warmup = int(warm_frac * total)
+    rates = [
+        scheduled_learning_rate(
+            s, peak=peak, total_steps=total, warmup_steps=warmup, schedule=schedule
+        )
+        for s in range(total)
+    ]
+    assert all(0 <= r <= peak * (1 + 1e-12) for r in rates)
+    first_after_warmup = rates[warmup - 1] if warmup > 0 else rates[0]
+    assert first_after_warmup == pytest.approx(peak)
+    if schedule == "constant":
+        assert all(r == pytest.approx(peak) for r in rates[warmup:])
+    else:
+        tail = rates[warmup:]
+        assert all(a >= b for a, b in itertools.pairwise(tail))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_optimizer_runs_at_the_scheduled_rate(monkeypatch, schedule):
+    applied: list[float] = []
+    original_step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        applied.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    lr = 2e-3
+    emb = pretrain_vicreg(
+        encoder(),
+        ToyViews(),
+        prior(),
+        num_simulations=200,
+        batch_size=32,
+        max_epochs=4,
+        warmup_epochs=1,
+        learning_rate=lr,
+        schedule=schedule,
+        show_progress_bar=False,
+    )
+    steps = (200 - 20) // 32
+    expected = [
+        scheduled_learning_rate(
+            s, peak=lr, total_steps=4 * steps, warmup_steps=steps, schedule=schedule
+        )
+        for s in range(4 * steps)
+    ]
+    assert applied == pytest.approx(expected, rel=1e-6)
+    # The rate right after warm-up is exactly the configured one, and history records it.
+    assert applied[steps - 1] == pytest.approx(lr)
+    assert applied[steps] == pytest.approx(lr)
+    assert emb.history["lr"] == pytest.approx([applied[(e + 1) * steps - 1] for e in range(4)])
+    if schedule == "constant":
+        assert emb.history["lr"] == pytest.approx([lr] * 4)
+
+
+# --------------------------------------------------------------------------------- early stop
+def test_early_stopping_restores_the_best_weights(monkeypatch):
+    scripted = iter([3.0, 2.0, 4.0, 5.0, 6.0, 7.0])
+    real_validate = pretrain_module._validate
+
+    def fake_validate(*args, **kwargs):
+        terms, stats = real_validate(*args, **kwargs)
+        return {**terms, "total": next(scripted)}, stats
+
+    monkeypatch.setattr(pretrain_module, "_validate", fake_validate)
+    enc = encoder()
+    snapshots = []
+    emb = pretrain_vicreg(
+        enc,
+        ToyViews(),
+        prior(),
+        num_simulations=200,
+        batch_size=32,
+        max_epochs=6,
+        warmup_epochs=0,
+        stop_after_epochs=2,
+        show_progress_bar=False,
+        callback=lambda epoch, history: snapshots.append(weights(enc)),
+    )
+    assert emb.history["val_total"] == [3.0, 2.0, 4.0, 5.0]  # stopped after 2 bad epochs
+    assert_same(weights(emb.encoder), snapshots[1])
+    assert not all(torch.equal(snapshots[1][k], snapshots[3][k]) for k in snapshots[1])
+
+
+# --------------------------------------------------------------------------------- determinism
+def test_same_seed_gives_identical_weights_and_history():
+    runs = []
+    for _ in range(2):
+        emb = pretrain_vicreg(encoder(), ToyViews(), prior(), num_simulations=200, seed=3, **FAST)
+        runs.append(emb)
+    assert_same(weights(runs[0]), weights(runs[1]))
+    for key in runs[0].history:
+        if key != "epoch_time_s":
+            assert runs[0].history[key] == runs[1].history[key], key
+    other = pretrain_vicreg(encoder(), ToyViews(), prior(), num_simulations=200, seed=4, **FAST)
+    assert not torch.equal(
+        weights(other)["encoder.head.3.weight"], weights(runs[0])["encoder.head.3.weight"]
+    )
+
+
+# --------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_resume_matches_an_uninterrupted_run(tmp_path):
+    settings = dict(
+        num_simulations=200, batch_size=32, max_epochs=4, warmup_epochs=1, show_progress_bar=False
+    )
+    full = pretrain_vicreg(encoder(), ToyViews(), prior(), **settings)
+
+    path = tmp_path / "run.pt"
+
+    def interrupt(epoch, history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_vicreg(
+            encoder(), ToyViews(), prior(), checkpoint_path=path, callback=interrupt, **settings
+        )
+    saved = torch.load(path, weights_only=True)
+    assert saved["epochs_done"] == 2 and len(saved["history"]["val_total"]) == 2
+    assert {"optimizer", "scheduler", "rng", "expander", "embedding"} <= saved.keys()
+
+    torch.manual_seed(123)  # resuming must not depend on the caller's RNG state
+    resumed = pretrain_vicreg(
+        encoder(seed=9), ToyViews(), prior(), checkpoint_path=path, resume=True, **settings
+    )
+    assert_same(weights(full), weights(resumed))
+    for key in full.history:
+        if key != "epoch_time_s":
+            assert full.history[key] == resumed.history[key], key
+
+
+def test_checkpoint_refuses_foreign_file_and_changed_settings(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    path.write_text("not mine")
+    enc = encoder()
+    before = weights(enc)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        pretrain_vicreg(enc, ToyViews(), prior(), num_simulations=200, checkpoint_path=path, **FAST)
+    assert path.read_text() == "not mine"
+    assert_same(before, weights(enc))
+    pretrain_vicreg(
+        enc,
+        ToyViews(),
+        prior(),
+        num_simulations=200,
+        checkpoint_path=path,
+        overwrite_checkpoint=True,
+        **FAST,
+    )
+    assert torch.load(path, weights_only=True)["epochs_done"] == 2
+    with pytest.raises(ValueError, match="learning_rate"):
+        pretrain_vicreg(
+            encoder(),
+            ToyViews(),
+            prior(),
+            num_simulations=200,
+            checkpoint_path=path,
+            resume=True,
+            learning_rate=0.5,
+            **FAST,
+        )
+    with pytest.raises(ValueError, match="training data differ"):
+        pretrain_vicreg(
+            encoder(),
+            ToyViews(),
+            prior(),
+            num_simulations=240,
+            checkpoint_path=path,
+            resume=True,
+            **FAST,
+        )
+
+
+def test_resume_of_a_finished_run_returns_its_result(tmp_path):
+    path = tmp_path / "done.pt"
+    first = pretrain_vicreg(
+        encoder(), ToyViews(), prior(), num_simulations=200, checkpoint_path=path, **FAST
+    )
+    again = pretrain_vicreg(
+        encoder(seed=5),
+        ToyViews(),
+        prior(),
+        num_simulations=200,
+        checkpoint_path=path,
+        resume=True,
+        **FAST,
+    )
+    assert_same(weights(first), weights(again))
+    assert list(tmp_path.iterdir()) == [path]  # no temporary files left
+
+
+# --------------------------------------------------------------------------------- bad input
+class WrongShapeViews(ToyViews):
+    def __call__(self, theta):
+        a, b = super().__call__(theta)
+        return a, b[:, :-1]
+
+
+class NaNViews(ToyViews):
+    def __call__(self, theta):
+        a, b = super().__call__(theta)
+        a[0, 0] = float("nan")
+        return a, b
+
+
+class MetaViews(ToyViews):
+    def __call__(self, theta):
+        a, b = super().__call__(theta)
+        return a.to("meta"), b.to("meta")
+
+
+class FlatEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(LENGTH, 1)
+
+    def forward(self, x):
+        return self.lin(x).squeeze(-1)  # (B,), not (B, D)
+
+
+@pytest.mark.parametrize(
+    ("make_call", "error", "match"),
+    [
+        (
+            lambda e: pretrain_vicreg(e, ToyViews(), prior(), num_simulations=200, batch_size=2),
+            ValueError,
+            "batch_size",
+        ),
+        (
+            lambda e: pretrain_vicreg(e, WrongShapeViews(), prior(), num_simulations=200, **SMALL),
+            ValueError,
+            "same shape",
+        ),
+        (
+            lambda e: pretrain_vicreg(e, NaNViews(), prior(), num_simulations=200, **SMALL),
+            ValueError,
+            "NaN",
+        ),
+        (
+            lambda e: pretrain_vicreg(e, AugmentedViews(CircularShift()), prior(), **SMALL),
+            ValueError,
+            "`x` is required",
+        ),
+        (
+            lambda e: pretrain_vicreg(e, ToyViews(), None, **SMALL),
+            ValueError,
+            "`prior` is required",
+        ),
+        (
+            lambda e: pretrain_vicreg(e, ToyViews(), prior(), x=torch.zeros(10, LENGTH), **SMALL),
+            ValueError,
+            "input_kind='theta'",
+        ),
+        (
+            lambda e: pretrain_vicreg(
+                e,
+                AugmentedViews(CircularShift()),
+                x=torch.full((200, LENGTH), float("nan")),
+                **SMALL,
+            ),
+            ValueError,
+            "NaN",
+        ),
+        (
+            lambda e: pretrain_vicreg(e, ToyViews(), prior(), num_simulations=40),
+            ValueError,
+            "more simulations",
+        ),
+        (
+            lambda e: pretrain_vicreg(
+                e, ToyViews(), prior(), num_simulations=200, validation_fraction=0.01, **SMALL
+            ),
+            ValueError,
+            "validation",
+        ),
+        (
+            lambda e: pretrain_vicreg(
+                e, ToyViews(), prior(), num_simulations=200, max_epochs=3, warmup_epochs=3, **SMALL
+            ),
+            ValueError,
+            "warmup_epochs",
+        ),
+        (
+            lambda e: pretrain_vicreg(
+                e, ToyViews(), prior(), num_simulations=200, epochs=3, **SMALL
+            ),
+            TypeError,
+            "Unknown pretraining option",
+        ),
+        (
+            lambda e: pretrain_vicreg(e, lambda t: (t, t), prior(), **SMALL),
+            TypeError,
+            "Views object",
+        ),
+        (
+            lambda e: pretrain_vicreg(
+                e,
+                AugmentedViews(CircularShift()),
+                x=torch.zeros(200, LENGTH, device="meta"),
+                **SMALL,
+            ),
+            ValueError,
+            "is on meta",
+        ),
+        (
+            lambda e: pretrain_vicreg(
+                e, ToyViews(), prior(), num_simulations=200, expander=nn.Linear(7, 4), **SMALL
+            ),
+            ValueError,
+            "expander",
+        ),
+    ],
+)
+def test_bad_input_fails_before_any_training(make_call, error, match):
+    enc = encoder()
+    before = weights(enc)
+    with pytest.raises(error, match=match):
+        make_call(enc)
+    assert_same(before, weights(enc))
+
+
+def test_views_on_another_device_are_refused():
+    with pytest.raises(ValueError, match="output of `views` is on meta"):
+        pretrain_vicreg(encoder(), MetaViews(), prior(), num_simulations=200, **FAST)
+
+
+def test_encoder_output_must_be_batch_by_dim():
+    flat = FlatEncoder()
+    before = weights(flat)
+    with pytest.raises(ValueError, match=r"\(B, D\)"):
+        pretrain_vicreg(flat, ToyViews(), prior(), num_simulations=200, freeze="none", **FAST)
+    assert_same(before, weights(flat))
+
+
+def test_backbone_freeze_needs_backbone_and_head():
+    plain = nn.Linear(LENGTH, 3)
+    with pytest.raises(ValueError, match="backbone"):
+        pretrain_vicreg(plain, ToyViews(), prior(), num_simulations=200, **FAST)
+
+
+def test_prior_on_another_device_is_refused():
+    class MetaPrior:
+        def sample(self, shape):
+            return torch.zeros(*shape, 2, device="meta")
+
+    with pytest.raises(ValueError, match="prior's samples is on meta"):
+        pretrain_vicreg(encoder(), ToyViews(), MetaPrior(), num_simulations=200, **FAST)
+
+
+def test_config_object_and_overrides_combine():
+    config = PretrainConfig(batch_size=32, max_epochs=3, show_progress_bar=False)
+    emb = pretrain_vicreg(
+        encoder(),
+        ToyViews(),
+        prior(),
+        num_simulations=200,
+        config=config,
+        max_epochs=2,
+        warmup_epochs=0,
+        freeze="all",
+    )
+    assert len(emb.history["val_total"]) == 2
+    assert emb.freeze == "all"
+    assert config.max_epochs == 3  # the caller's config is not modified
+    assert PretrainConfig(max_epochs=100).warmup == 5
+    assert math.isclose(PretrainConfig().learning_rate, 1e-3)
+
+
+def test_works_with_resimulated_views_of_a_task():
+    task = DampedOscillator()
+    views = ResimulatedViews(task.simulate, task.nuisance_prior)
+    torch.manual_seed(0)
+    enc = ConvEncoder1D(200, 3, channels=4, num_blocks=2, kernel_size=5)
+    emb = pretrain_vicreg(enc, views, task.prior, num_simulations=150, **FAST)
+    assert emb(task.simulate(task.sample_prior(4))).shape == (4, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_pretraining_on_cuda_follows_the_device():
+    task = DampedOscillator(device="cuda")
+    views = ResimulatedViews(task.simulate, task.nuisance_prior)
+    torch.manual_seed(0)
+    enc = ConvEncoder1D(200, 3, channels=4, num_blocks=2, kernel_size=5)
+    emb = pretrain_vicreg(enc, views, task.prior, num_simulations=150, device="cuda", **FAST)
+    assert emb.input_mean.device.type == "cuda"
+    assert all(p.device.type == "cuda" for p in emb.parameters())
+    x = task.simulate(task.sample_prior(4))
+    assert emb(x).device.type == "cuda"
+    with pytest.raises(ValueError, match="is on cpu"):
+        emb(x.cpu())
+    cpu_task = DampedOscillator()
+    cpu_views = ResimulatedViews(cpu_task.simulate, cpu_task.nuisance_prior)
+    with pytest.raises(ValueError, match="prior's samples is on cpu"):
+        pretrain_vicreg(enc, cpu_views, cpu_task.prior, num_simulations=150, device="cuda", **FAST)
