@@ -1,0 +1,20 @@
+"""Embed and Emulate: a two-tower ratio estimator trained with symmetric InfoNCE inside ``sbi``.
+
+* :class:`EmbedEmulateRatioEstimator`: ``log r(theta, x) = <f(x), g(theta)> / temperature``,
+  an ``sbi`` ``RatioEstimator`` that encodes each distinct ``x`` once and caches ``x_o``.
+* :func:`embed_emulate_classifier`: a builder for ``classifier=`` of ``NRE_B``/``NRE_C``.
+* :class:`EmbedEmulate`: the NRE trainer with the symmetric InfoNCE loss over the whole batch.
+
+Example:
+    >>> from sbi_symmetry.emulate import EmbedEmulate
+    >>> EmbedEmulate.__mro__[1].__name__
+    'RatioEstimatorTrainer'
+"""
+
+from __future__ import annotations
+
+from sbi_symmetry.emulate.builder import embed_emulate_classifier
+from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
+from sbi_symmetry.emulate.trainer import EmbedEmulate
+
+__all__ = ["EmbedEmulate", "EmbedEmulateRatioEstimator", "embed_emulate_classifier"]

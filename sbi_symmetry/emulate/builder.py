@@ -1,0 +1,121 @@
+"""A classifier builder, so stock ``NRE_B``/``NRE_C`` can train the two-tower network too.
+
+``sbi``'s ratio trainers take ``classifier=build`` with ``build(batch_theta, batch_x)`` returning
+a ``RatioEstimator``; :func:`embed_emulate_classifier` returns such a ``build`` that assembles an
+:class:`~sbi_symmetry.emulate.estimator.EmbedEmulateRatioEstimator` from a given encoder and
+(a given or default) emulator. The same network can then be trained with NRE-B's, NRE-C's or
+the symmetric InfoNCE loss (:class:`~sbi_symmetry.emulate.trainer.EmbedEmulate`).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> build = embed_emulate_classifier(nn.Linear(10, 8))
+    >>> est = build(torch.randn(20, 2), torch.randn(20, 10))
+    >>> est.embedding_dim
+    8
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
+from sbi_symmetry.nets.mlp import ResidualMLP
+
+Builder = Callable[[Tensor, Tensor], EmbedEmulateRatioEstimator]
+
+
+def _probe_width(encoder: nn.Module, batch_x: Tensor) -> int:
+    """Output width of ``encoder`` on two rows of ``batch_x`` (modes restored afterwards)."""
+    modes = [m.training for m in encoder.modules()]
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            z = encoder(batch_x[: min(2, batch_x.shape[0])])
+    finally:
+        for module, mode in zip(encoder.modules(), modes, strict=True):
+            module.training = mode
+    if z.ndim != 2:
+        raise ValueError(
+            f"`encoder` must map (B, *x_shape) to (B, n); it returned shape {tuple(z.shape)}."
+        )
+    return int(z.shape[1])
+
+
+def default_encoder(x_shape: tuple[int, ...], embedding_dim: int) -> nn.Module:
+    """Flatten the data and map it with a :class:`ResidualMLP` to ``embedding_dim``.
+
+    Args:
+        x_shape: Shape of one simulation.
+        embedding_dim: Output width.
+
+    Returns:
+        The encoder.
+    """
+    return nn.Sequential(
+        nn.Flatten(), ResidualMLP(math.prod(x_shape), embedding_dim, hidden_dim=128)
+    )
+
+
+def embed_emulate_classifier(
+    encoder: nn.Module | None = None,
+    emulator: nn.Module | None = None,
+    *,
+    embedding_dim: int = 16,
+    emulator_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Builder:
+    """Return ``build(batch_theta, batch_x) -> EmbedEmulateRatioEstimator`` for ``sbi``.
+
+    Args:
+        encoder: ``f(x)``; ``None`` builds a flattening :class:`ResidualMLP` of width
+            ``embedding_dim`` at build time. A given module is reused as is by every ``build``
+            call (also with ``retrain_from_scratch=True``), as ``sbi`` does with embedding nets.
+        emulator: ``g(theta)``; ``None`` builds a :class:`ResidualMLP` from ``theta_dim`` to the
+            encoder's output width (probed on the build batch).
+        embedding_dim: Width of the default encoder (ignored when ``encoder`` is given).
+        emulator_kwargs: Extra arguments of the default emulator (``hidden_dim``,
+            ``num_blocks``).
+        **kwargs: Passed to :class:`EmbedEmulateRatioEstimator` (``similarity``,
+            ``temperature``, ``learn_temperature``, ``temperature_bounds``, ``z_score_theta``,
+            ``z_score_x``).
+
+    Returns:
+        The builder, to pass as ``classifier=`` to ``NRE_B``, ``NRE_C`` or ``EmbedEmulate``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from sbi.inference import NRE_C
+        >>> from sbi_symmetry._sbi_compat import NullTracker
+        >>> nre = NRE_C(classifier=embed_emulate_classifier(nn.Linear(3, 8)),
+        ...             tracker=NullTracker(), show_progress_bars=False)
+    """
+    if encoder is not None and not isinstance(encoder, nn.Module):
+        raise TypeError(f"`encoder` must be a torch.nn.Module; got {type(encoder).__name__}.")
+    if emulator is not None and not isinstance(emulator, nn.Module):
+        raise TypeError(f"`emulator` must be a torch.nn.Module; got {type(emulator).__name__}.")
+    if not isinstance(embedding_dim, int) or embedding_dim < 1:
+        raise ValueError(f"`embedding_dim` must be a positive integer; got {embedding_dim!r}.")
+    emulator_kwargs = dict(emulator_kwargs or {})
+
+    def build(batch_theta: Tensor, batch_x: Tensor) -> EmbedEmulateRatioEstimator:
+        """Assemble the estimator from the first batch of simulations."""
+        if batch_theta.ndim != 2:
+            raise ValueError(
+                f"`theta` must have shape (N, theta_dim); got {tuple(batch_theta.shape)}."
+            )
+        enc = encoder
+        if enc is None:
+            enc = default_encoder(tuple(batch_x.shape[1:]), embedding_dim)
+        emu = emulator
+        if emu is None:
+            emu = ResidualMLP(batch_theta.shape[1], _probe_width(enc, batch_x), **emulator_kwargs)
+        return EmbedEmulateRatioEstimator(enc, emu, batch_theta, batch_x, **kwargs)
+
+    return build

@@ -1,0 +1,255 @@
+"""``EmbedEmulate``: ``sbi``'s NRE trainer with the symmetric InfoNCE loss over the whole batch.
+
+The trainer subclasses ``sbi``'s ``RatioEstimatorTrainer`` (the base of ``NRE_A``/``NRE_B``/
+``NRE_C``) rather than ``NRE_B``: it shares their data handling, training loop, early stopping and
+``build_posterior`` (MCMC, rejection, importance sampling, VI; ratio-based potential), but its
+loss is neither NRE-B's (one-sided, ``K - 1`` random negatives) nor NRE-C's, so it should not
+pass ``isinstance(trainer, NRE_B)`` nor offer a ``num_atoms`` argument that means nothing here:
+every other pair of the batch is a negative, in both directions.
+
+Only :meth:`EmbedEmulate._loss` changes: ``B`` encoder passes, ``B`` emulator passes, one
+``B x B`` matrix product, symmetric InfoNCE per pair (:mod:`sbi_symmetry.losses.infonce`).
+Optionally a VICReg term (Bardes et al. 2022) on the encoder's outputs for two fresh views of the
+batch (``views``; e.g. ``ResimulatedViews``: the same ``theta`` re-simulated with independent
+nuisance and noise) pushes the encoder towards invariance under the nuisance while it learns the
+ratio. It is added during training only: the validation loss that drives early stopping is the
+pure InfoNCE, i.e. the quality of the ratio.
+
+Example:
+    >>> import torch
+    >>> from sbi.utils import BoxUniform
+    >>> from sbi_symmetry.nets.mlp import ResidualMLP
+    >>> prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    >>> theta = prior.sample((200,))
+    >>> x = theta + 0.1 * torch.randn(200, 2)
+    >>> trainer = EmbedEmulate(prior, encoder=ResidualMLP(2, 8), show_progress_bars=False)
+    >>> estimator = trainer.append_simulations(theta, x).train(max_num_epochs=1)
+    >>> estimator.embedding_dim
+    8
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+from sbi.inference.trainers._contracts import LossArgsNRE
+from sbi.inference.trainers.nre.nre_base import RatioEstimatorTrainer
+from sbi.sbi_types import Tracker
+from torch import Tensor, nn
+from torch.distributions import Distribution
+from torch.utils.tensorboard.writer import SummaryWriter
+
+from sbi_symmetry._sbi_compat import NullTracker
+from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
+from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
+
+
+class EmbedEmulate(RatioEstimatorTrainer):
+    """Embed and Emulate (Jiang, Lu & Willett): contrastive two-tower ratio estimation in ``sbi``.
+
+    Args:
+        prior: Prior over ``theta`` (may be ``None`` and given to ``build_posterior``).
+        encoder: ``f(x)`` mapping ``(B, *x_shape)`` to ``(B, n)``; ``None`` builds a flattening
+            ``ResidualMLP`` with ``embedding_dim`` outputs.
+        emulator: ``g(theta)`` mapping ``(B, theta_dim)`` to ``(B, n)``; ``None`` builds a
+            ``ResidualMLP`` to the encoder's width.
+        classifier: Instead of ``encoder``/``emulator``: a builder from
+            :func:`~sbi_symmetry.emulate.builder.embed_emulate_classifier`.
+        embedding_dim: Width of the default encoder.
+        temperature: (Initial) temperature of the logits, > 0.
+        similarity: ``"cosine"`` (unit sphere, the default) or ``"dot"``.
+        learn_temperature: Learn ``log(temperature)`` with the networks.
+        z_score_theta: Standardise ``theta`` with the first batch's statistics.
+        z_score_x: ``"none"`` or ``"structured"`` (see the estimator).
+        emulator_kwargs: Extra arguments of the default emulator.
+        views: Optional ``Views`` (``input_kind`` ``"theta"`` or ``"x"``) for the symmetry
+            regulariser.
+        symmetry_weight: Weight of the VICReg term (0 switches it off).
+        vicreg_kwargs: Extra arguments of ``vicreg_loss`` (its term weights).
+        device: Training device.
+        logging_level: As in ``sbi``.
+        summary_writer: Deprecated in ``sbi``; use ``tracker``.
+        tracker: ``sbi`` tracker; default :class:`~sbi_symmetry._sbi_compat.NullTracker`
+            (nothing is written to ``./sbi-logs``).
+        show_progress_bars: As in ``sbi``.
+    """
+
+    def __init__(
+        self,
+        prior: Distribution | None = None,
+        encoder: nn.Module | None = None,
+        emulator: nn.Module | None = None,
+        *,
+        classifier: Builder | None = None,
+        embedding_dim: int = 16,
+        temperature: float = 0.15,
+        similarity: Similarity = "cosine",
+        learn_temperature: bool = False,
+        z_score_theta: bool = True,
+        z_score_x: Literal["none", "structured"] = "none",
+        emulator_kwargs: dict[str, Any] | None = None,
+        views: Any = None,
+        symmetry_weight: float = 0.0,
+        vicreg_kwargs: dict[str, Any] | None = None,
+        device: str = "cpu",
+        logging_level: int | str = "warning",
+        summary_writer: SummaryWriter | None = None,
+        tracker: Tracker | None = None,
+        show_progress_bars: bool = True,
+    ) -> None:
+        if classifier is not None:
+            if encoder is not None or emulator is not None:
+                raise ValueError(
+                    "Pass either `classifier` (a builder) or `encoder`/`emulator`, not both."
+                )
+            if isinstance(classifier, str) or not callable(classifier):
+                raise TypeError(
+                    "`classifier` must be a builder callable(batch_theta, batch_x) returning an "
+                    "EmbedEmulateRatioEstimator, e.g. embed_emulate_classifier(encoder); sbi's "
+                    f"named classifiers are not two-tower networks. Got {classifier!r}."
+                )
+            build = classifier
+        else:
+            build = embed_emulate_classifier(
+                encoder,
+                emulator,
+                embedding_dim=embedding_dim,
+                emulator_kwargs=emulator_kwargs,
+                similarity=similarity,
+                temperature=temperature,
+                learn_temperature=learn_temperature,
+                z_score_theta=z_score_theta,
+                z_score_x=z_score_x,
+            )
+        if (
+            isinstance(symmetry_weight, bool)
+            or not isinstance(symmetry_weight, int | float)
+            or (not 0 <= symmetry_weight < float("inf"))
+        ):
+            raise ValueError(
+                f"`symmetry_weight` must be a finite number >= 0; got {symmetry_weight!r}."
+            )
+        if symmetry_weight > 0 and views is None:
+            raise ValueError("`symmetry_weight` > 0 needs `views` (e.g. ResimulatedViews).")
+        if views is not None:
+            kind = getattr(views, "input_kind", None)
+            if kind not in ("theta", "x") or not callable(views):
+                raise TypeError(
+                    "`views` must be callable with `input_kind` 'theta' or 'x' (the Views "
+                    f"protocol of sbi_symmetry.augment); got {views!r}."
+                )
+            if symmetry_weight == 0:
+                warnings.warn(
+                    "`views` is ignored while `symmetry_weight` is 0.", UserWarning, stacklevel=2
+                )
+        if tracker is None and summary_writer is None:
+            tracker = NullTracker()
+        super().__init__(
+            prior=prior,
+            classifier=build,
+            device=device,
+            logging_level=logging_level,
+            summary_writer=summary_writer,
+            tracker=tracker,
+            show_progress_bars=show_progress_bars,
+        )
+        self._views = views
+        self._symmetry_weight = float(symmetry_weight)
+        self._vicreg_kwargs = dict(vicreg_kwargs or {})
+
+    def train(
+        self,
+        training_batch_size: int = 200,
+        learning_rate: float = 5e-4,
+        validation_fraction: float = 0.1,
+        stop_after_epochs: int = 20,
+        max_num_epochs: int = 2**31 - 1,
+        clip_max_norm: float | None = 5.0,
+        resume_training: bool = False,
+        discard_prior_samples: bool = False,
+        retrain_from_scratch: bool = False,
+        show_train_summary: bool = False,
+        dataloader_kwargs: dict | None = None,
+    ) -> EmbedEmulateRatioEstimator:
+        """Train with symmetric InfoNCE; arguments as ``NRE_B.train`` without ``num_atoms``.
+
+        Each batch of ``training_batch_size`` pairs is its own set of negatives (``B - 1`` per
+        pair and direction), so there is no ``num_atoms``: larger batches mean more negatives.
+        Both the training and the validation batches must hold at least 2 pairs. As everywhere
+        in ``sbi`` 0.27, ``max_num_epochs=N`` runs ``N + 1`` epochs.
+
+        Args:
+            training_batch_size: Pairs per batch (also the number of candidates per softmax).
+            learning_rate: Adam learning rate.
+            validation_fraction: Fraction of the simulations held out for early stopping.
+            stop_after_epochs: Epochs without validation improvement before stopping.
+            max_num_epochs: Upper bound on the epochs (see above).
+            clip_max_norm: Gradient-norm clipping (``None`` for none).
+            resume_training: Continue the previous run (optimiser, split, epochs).
+            discard_prior_samples: Drop round-0 simulations.
+            retrain_from_scratch: Rebuild the estimator (a given encoder module is reused).
+            show_train_summary: Print the summary at the end.
+            dataloader_kwargs: Passed to the data loaders.
+
+        Returns:
+            The trained :class:`EmbedEmulateRatioEstimator`.
+        """
+        if not isinstance(training_batch_size, int) or training_batch_size < 2:
+            raise ValueError(
+                "`training_batch_size` must be an integer >= 2 (the other pairs of a batch "
+                f"are the negatives); got {training_batch_size!r}."
+            )
+        return super().train(
+            training_batch_size=training_batch_size,
+            learning_rate=learning_rate,
+            validation_fraction=validation_fraction,
+            stop_after_epochs=stop_after_epochs,
+            max_num_epochs=max_num_epochs,
+            clip_max_norm=clip_max_norm,
+            resume_training=resume_training,
+            discard_prior_samples=discard_prior_samples,
+            retrain_from_scratch=retrain_from_scratch,
+            show_train_summary=show_train_summary,
+            dataloader_kwargs=dataloader_kwargs,
+            loss_kwargs=LossArgsNRE(num_atoms=2),
+        )  # type: ignore[return-value]
+
+    def _initialize_neural_network(self, retrain_from_scratch: bool, start_idx: int) -> None:
+        super()._initialize_neural_network(retrain_from_scratch, start_idx)
+        if not isinstance(self._neural_net, EmbedEmulateRatioEstimator):
+            raise TypeError(
+                "EmbedEmulate needs the classifier builder to return an "
+                f"EmbedEmulateRatioEstimator; it returned {type(self._neural_net).__name__}."
+            )
+
+    def _loss(self, theta: Tensor, x: Tensor, num_atoms: int = 2, **_: Any) -> Tensor:
+        """Per-pair symmetric InfoNCE (+ the weighted VICReg term while training).
+
+        Args:
+            theta: Parameters of the batch, ``(B, theta_dim)``.
+            x: Data of the batch, ``(B, *x_shape)``.
+            num_atoms: Ignored (``sbi`` passes its loss arguments by keyword); the whole batch
+                is the set of negatives.
+
+        Returns:
+            Losses of shape ``(B,)``.
+        """
+        if theta.shape[0] < 2:
+            raise ValueError(
+                f"A batch of {theta.shape[0]} pair(s) reached the loss; symmetric InfoNCE needs "
+                "at least 2. Use more simulations or a larger `validation_fraction`."
+            )
+        net = self._neural_net
+        assert isinstance(net, EmbedEmulateRatioEstimator)
+        losses = net.loss(theta, x)
+        if self._symmetry_weight > 0 and net.training:
+            from sbi_symmetry.losses.vicreg import vicreg_loss
+
+            batch = theta if self._views.input_kind == "theta" else x
+            view_a, view_b = self._views(batch)
+            terms = vicreg_loss(
+                net.embedding_net(view_a), net.embedding_net(view_b), **self._vicreg_kwargs
+            )
+            losses = losses + self._symmetry_weight * terms.total
+        return losses
