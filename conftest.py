@@ -1,4 +1,4 @@
-"""Shared fixtures: every test runs in its own temporary folder and starts from fixed seeds."""
+"""Shared fixtures for tests and doctests: each runs in a temporary folder with seeded RNGs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import pytest
 import torch
 from hypothesis import settings
 
-settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True)
-settings.register_profile("dev", max_examples=20, deadline=None, derandomize=True)
+settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True, database=None)
+settings.register_profile("dev", max_examples=20, deadline=None, derandomize=True, database=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# The suite is many small tensor operations: one intra-op thread avoids thread-pool contention
+# on small (2-core, often shared) machines and makes timings and results repeatable.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

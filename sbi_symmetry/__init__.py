@@ -8,14 +8,70 @@ Example:
 
 from __future__ import annotations
 
-from sbi_symmetry.tasks import DampedOscillator, NuisanceTask, SignalInNoiseTask, SineGaussian
+from sbi_symmetry._sbi_compat import NullTracker
+from sbi_symmetry.augment import (
+    AugmentedViews,
+    CircularShift,
+    Compose,
+    ResimulatedViews,
+    TimeShift,
+    Views,
+)
+from sbi_symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
+from sbi_symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
+from sbi_symmetry.emulate import (
+    EmbedEmulate,
+    EmbedEmulateRatioEstimator,
+    embed_emulate_classifier,
+)
+from sbi_symmetry.losses import VICRegLoss, VICRegTerms, symmetric_infonce, vicreg_loss
+from sbi_symmetry.nets import ConvEncoder1D, Expander, ResidualMLP
+from sbi_symmetry.pretrain import PretrainConfig, pretrain_vicreg
+from sbi_symmetry.simulation import SimulationStore, simulate_dataset, simulate_views
+from sbi_symmetry.tasks import (
+    DampedOscillator,
+    Lorenz96,
+    NuisanceTask,
+    SignalInNoiseTask,
+    SineGaussian,
+    get_task,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AugmentedViews",
+    "CircularShift",
+    "Compose",
+    "ConvEncoder1D",
     "DampedOscillator",
+    "EmbedEmulate",
+    "EmbedEmulateRatioEstimator",
+    "Expander",
+    "Lorenz96",
     "NuisanceTask",
+    "NullTracker",
+    "PretrainConfig",
+    "ResidualMLP",
+    "ResimulatedViews",
     "SignalInNoiseTask",
+    "SimulationStore",
     "SineGaussian",
+    "SymmetryEmbedding",
+    "TimeShift",
+    "VICRegLoss",
+    "VICRegTerms",
+    "Views",
     "__version__",
+    "collapse_statistics",
+    "embed_emulate_classifier",
+    "get_task",
+    "invariance_error",
+    "plot_summaries",
+    "pretrain_vicreg",
+    "simulate_dataset",
+    "simulate_views",
+    "symmetric_infonce",
+    "symmetry_posterior_nn",
+    "vicreg_loss",
 ]

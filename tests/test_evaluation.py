@@ -1,0 +1,105 @@
+"""Evaluation helpers: MAC counting, coverage from ranks, calibration on exact posteriors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import MultivariateNormal
+
+from sbi_symmetry.evaluation import (
+    c2st_score,
+    calibrate,
+    count_macs,
+    count_parameters,
+    coverage_from_ranks,
+    std_ratio,
+    summarise,
+)
+
+
+def test_count_macs_linear_and_conv_by_hand():
+    net = nn.Sequential(nn.Conv1d(2, 4, kernel_size=3, padding=1), nn.Flatten(), nn.Linear(40, 5))
+    x = torch.zeros(7, 2, 10)
+    want = 7 * (4 * 10 * 2 * 3) + 7 * 40 * 5
+    assert count_macs(net, lambda: net(x)) == want
+    assert count_parameters(net) == (4 * 2 * 3 + 4) + (40 * 5 + 5)
+    net[0].weight.requires_grad_(False)
+    assert count_parameters(net) == 4 + 40 * 5 + 5
+    assert count_parameters(net, trainable_only=False) == 4 * 2 * 3 + 4 + 40 * 5 + 5
+
+
+def test_count_macs_removes_its_hooks():
+    net = nn.Linear(3, 3)
+    count_macs(net, lambda: net(torch.zeros(2, 3)))
+    assert not net._forward_hooks
+
+
+def test_coverage_from_uniform_ranks_is_diagonal():
+    g = torch.Generator().manual_seed(0)
+    ranks = torch.randint(0, 1001, (20_000, 2), generator=g)
+    alpha, cov = coverage_from_ranks(ranks, 1000)
+    assert torch.allclose(cov, alpha[:, None].expand_as(cov), atol=0.02)
+    assert (cov[0] < 0.01).all() and cov[-1].eq(1).all()
+
+
+class _GaussianPosterior:
+    """Exact posterior of theta ~ N(0, I), x = theta + N(0, s^2 I), widened by `scale`."""
+
+    def __init__(self, s: float, scale: float = 1.0) -> None:
+        self.s, self.scale = s, scale
+
+    def sample_batched(self, sample_shape, x, **_):
+        var = self.s**2 / (1 + self.s**2)
+        mean = x / (1 + self.s**2)
+        n = torch.Size(sample_shape).numel()
+        return mean + self.scale * var**0.5 * torch.randn(n, *x.shape)
+
+
+@pytest.mark.parametrize("scale, calibrated", [(1.0, True), (0.5, False)])
+def test_calibrate_flags_overconfident_posteriors(scale, calibrated):
+    prior = MultivariateNormal(torch.zeros(2), torch.eye(2))
+    torch.manual_seed(1)
+    thetas = prior.sample((300,))
+    xs = thetas + 0.5 * torch.randn_like(thetas)
+    result = calibrate(_GaussianPosterior(0.5, scale), prior, thetas, xs, num_posterior_samples=200)
+    assert result.ranks.shape == (300, 2)
+    assert result.is_calibrated() is calibrated
+    if calibrated:
+        assert result.max_coverage_error() < 0.1 and abs(result.tarp_atc) < 0.15
+    else:
+        assert result.max_coverage_error() > 0.2 and result.tarp_atc < -0.03  # too narrow
+    assert set(result.to_dict()) >= {"ks_pvals", "calibrated", "tarp_atc"}
+
+
+def test_calibrate_checks_shapes():
+    prior = MultivariateNormal(torch.zeros(2), torch.eye(2))
+    with pytest.raises(ValueError, match="same number of rows"):
+        calibrate(_GaussianPosterior(0.5), prior, torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="`samples` must have shape"):
+        calibrate(
+            _GaussianPosterior(0.5),
+            prior,
+            torch.zeros(3, 2),
+            torch.zeros(3, 2),
+            num_posterior_samples=10,
+            samples=torch.zeros(5, 3, 2),
+        )
+
+
+def test_c2st_separates_and_accepts():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1000, 2, generator=g), torch.randn(1000, 2, generator=g)
+    assert c2st_score(a, b) < 0.6
+    assert c2st_score(a + 3.0, b) > 0.95
+    with pytest.raises(ValueError, match="same d"):
+        c2st_score(a, b[:, :1])
+    with pytest.raises(ValueError, match="NaN/inf"):
+        c2st_score(a * float("nan"), b)
+
+
+def test_std_ratio_and_summary():
+    ref = torch.randn(5000, 2)
+    assert torch.allclose(std_ratio(2 * ref, ref), torch.full((2,), 2.0, dtype=torch.float64))
+    s = summarise([0.5, 0.6, 0.7])
+    assert s["mean"] == pytest.approx(0.6) and s["n"] == 3 and s["min"] == 0.5
