@@ -1,0 +1,1 @@
+"""End-to-end workflow: the compared methods, presets, the pipeline and its report."""

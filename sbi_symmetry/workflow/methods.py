@@ -1,0 +1,371 @@
+"""The methods the project compares, each trained the same way from the same simulations.
+
+* ``symmetry_npe``: VICReg-pretrained :class:`~sbi_symmetry.embedding.SymmetryEmbedding` + sbi NPE
+  (method A);
+* ``raw_npe``: sbi NPE on the raw data with its default network (baseline a);
+* ``end_to_end_npe``: sbi NPE with the same encoder architecture trained jointly, no pretraining
+  (baseline b);
+* ``embed_emulate``: the contrastive two-tower ratio estimator (method B);
+* ``nre_c``: sbi ``NRE_C`` with the same encoder as x-embedding (baseline for method B).
+
+Every function returns a :class:`TrainedMethod` with the sbi posterior and its costs: trainable
+parameters, multiply-accumulates of one training forward pass at batch 1000, wall times, and the
+per-epoch loss curves. Nothing is written to disk (sbi's TensorBoard logging is off).
+
+Example:
+    >>> import torch
+    >>> from sbi_symmetry.tasks import DampedOscillator
+    >>> task = DampedOscillator()
+    >>> theta, x = task.sample_joint(300, generator=torch.Generator().manual_seed(0))
+    >>> m = raw_npe(task, theta, x, max_num_epochs=1, show_progress_bars=False)
+    >>> m.posterior.sample((5,), x=x[:1], show_progress_bars=False).shape
+    torch.Size([5, 2])
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from sbi.inference import NPE, NRE_C
+from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameters
+from sbi.neural_nets import classifier_nn, posterior_nn
+from torch import Tensor, nn
+
+from sbi_symmetry._sbi_compat import NullTracker
+from sbi_symmetry.embedding import SymmetryEmbedding
+from sbi_symmetry.emulate import EmbedEmulate
+from sbi_symmetry.evaluation.cost import count_macs, count_parameters
+from sbi_symmetry.pretrain import pretrain_vicreg
+from sbi_symmetry.tasks.base import NuisanceTask
+
+#: MCMC settings for ratio-based posteriors: sbi's vectorised slice sampler.
+MCMC_PARAMETERS = MCMCPosteriorParameters(
+    method="slice_np_vectorized", num_chains=20, warmup_steps=50, thin=1, init_strategy="resample"
+)
+
+
+@dataclass
+class TrainedMethod:
+    """A trained method and what it cost.
+
+    Attributes:
+        name: Method name.
+        posterior: The sbi posterior (``sample``, ``sample_batched``, ``log_prob``).
+        estimator: The trained network.
+        train_seconds: Wall time of sbi's training (excludes pretraining).
+        pretrain_seconds: Wall time of VICReg pretraining (0 if none).
+        trainable_parameters: Parameters that the final training updated.
+        total_parameters: All parameters, frozen ones included.
+        macs_per_1000: Multiply-accumulates of one training forward pass at batch 1000.
+        epochs: Epochs sbi trained.
+        history: ``{"train": [...], "validation": [...]}`` losses per epoch (and pretraining's).
+        extra: Anything method-specific (pretraining simulator calls, the embedding ...).
+    """
+
+    name: str
+    posterior: Any
+    estimator: nn.Module
+    train_seconds: float
+    pretrain_seconds: float
+    trainable_parameters: int
+    total_parameters: int
+    macs_per_1000: int
+    epochs: int
+    history: dict[str, list[float]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def sample(self, x_o: Tensor, num_samples: int, show_progress_bars: bool = False) -> Tensor:
+        """Draw ``num_samples`` posterior samples for one observation ``x_o`` (batch of 1)."""
+        return self.posterior.sample(
+            (num_samples,), x=x_o, show_progress_bars=show_progress_bars
+        ).reshape(num_samples, -1)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly costs."""
+        return {
+            "train_seconds": self.train_seconds,
+            "pretrain_seconds": self.pretrain_seconds,
+            "trainable_parameters": self.trainable_parameters,
+            "total_parameters": self.total_parameters,
+            "macs_per_1000": self.macs_per_1000,
+            "epochs": self.epochs,
+            **{k: v for k, v in self.extra.items() if isinstance(v, int | float | str)},
+        }
+
+
+def _train_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"training_batch_size": 200, "stop_after_epochs": 20, "show_train_summary": False}
+    return {**defaults, **kwargs}
+
+
+def _macs(estimator: nn.Module, theta: Tensor, x: Tensor, ratio: bool) -> int:
+    idx = torch.arange(1000) % theta.shape[0]
+    t, xx = theta[idx], x[idx]
+    was_training = estimator.training
+    estimator.eval()
+    with torch.no_grad():
+        if ratio:
+            macs = count_macs(estimator, lambda: estimator(t, xx))
+        else:
+            macs = count_macs(estimator, lambda: estimator.loss(t, xx))
+    estimator.train(was_training)
+    return macs
+
+
+def _finish(
+    name: str,
+    trainer: Any,
+    estimator: nn.Module,
+    seconds: float,
+    theta: Tensor,
+    x: Tensor,
+    ratio: bool,
+    posterior: Any,
+    pretrain_seconds: float = 0.0,
+    extra: dict[str, Any] | None = None,
+    history: dict[str, list[float]] | None = None,
+) -> TrainedMethod:
+    summary = trainer._summary
+    curves = {
+        "train": list(summary["training_loss"]),
+        "validation": list(summary["validation_loss"]),
+    }
+    return TrainedMethod(
+        name=name,
+        posterior=posterior,
+        estimator=estimator,
+        train_seconds=seconds,
+        pretrain_seconds=pretrain_seconds,
+        trainable_parameters=count_parameters(estimator),
+        total_parameters=count_parameters(estimator, trainable_only=False),
+        macs_per_1000=_macs(estimator, theta, x, ratio),
+        epochs=int(summary["epochs_trained"][-1]),
+        history={**curves, **(history or {})},
+        extra=extra or {},
+    )
+
+
+def _npe(
+    name: str,
+    task: NuisanceTask,
+    theta: Tensor,
+    x: Tensor,
+    builder: Any,
+    show_progress_bars: bool,
+    train_kwargs: dict[str, Any],
+    **finish: Any,
+) -> TrainedMethod:
+    trainer = NPE(
+        task.prior,
+        density_estimator=builder,
+        tracker=NullTracker(),
+        show_progress_bars=show_progress_bars,
+    )
+    start = time.perf_counter()
+    estimator = trainer.append_simulations(theta, x).train(**_train_kwargs(train_kwargs))
+    seconds = time.perf_counter() - start
+    posterior = trainer.build_posterior(estimator)
+    return _finish(name, trainer, estimator, seconds, theta, x, False, posterior, **finish)
+
+
+def raw_npe(
+    task: NuisanceTask,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    model: str = "maf",
+    show_progress_bars: bool = True,
+    **train_kwargs: Any,
+) -> TrainedMethod:
+    """NPE from sbi on the raw data with its default network and default ``z_score_x``.
+
+    Args:
+        task: The task (its prior is used).
+        theta: Training parameters ``(n, d)``.
+        x: Training simulations ``(n, *x_shape)``.
+        model: Flow name for ``posterior_nn``.
+        show_progress_bars: Show sbi's progress.
+        **train_kwargs: Passed to ``NPE.train`` (e.g. ``max_num_epochs``).
+
+    Returns:
+        The trained method.
+    """
+    builder = posterior_nn(model)
+    return _npe("raw_npe", task, theta, x, builder, show_progress_bars, train_kwargs)
+
+
+def end_to_end_npe(
+    task: NuisanceTask,
+    theta: Tensor,
+    x: Tensor,
+    encoder: nn.Module,
+    *,
+    model: str = "maf",
+    show_progress_bars: bool = True,
+    **train_kwargs: Any,
+) -> TrainedMethod:
+    """NPE from sbi with ``encoder`` as embedding, trained jointly with the flow, no pretraining.
+
+    ``z_score_x="structured"`` (one mean and scale for all samples) gives the encoder the same
+    kind of input scaling a pretrained :class:`SymmetryEmbedding` applies, without breaking the
+    shift symmetry the way per-index standardisation would.
+
+    Args:
+        task: The task.
+        theta: Training parameters.
+        x: Training simulations.
+        encoder: A fresh encoder (copied, so the caller's module is not trained).
+        model: Flow name.
+        show_progress_bars: Show sbi's progress.
+        **train_kwargs: Passed to ``NPE.train``.
+
+    Returns:
+        The trained method.
+    """
+    net = copy.deepcopy(encoder)
+    builder = posterior_nn(model, embedding_net=net, z_score_x="structured")
+    return _npe("end_to_end_npe", task, theta, x, builder, show_progress_bars, train_kwargs)
+
+
+def symmetry_npe(
+    task: NuisanceTask,
+    theta: Tensor,
+    x: Tensor,
+    encoder: nn.Module,
+    *,
+    model: str = "maf",
+    pretrain_simulations: int = 20_000,
+    pretrain_kwargs: dict[str, Any] | None = None,
+    embedding: SymmetryEmbedding | None = None,
+    show_progress_bars: bool = True,
+    **train_kwargs: Any,
+) -> TrainedMethod:
+    """VICReg-pretrain ``encoder`` on the task's views, then train NPE on the embedding.
+
+    Args:
+        task: The task (its ``views`` and ``prior`` drive pretraining).
+        theta: Training parameters for NPE.
+        x: Training simulations for NPE.
+        encoder: A fresh encoder (copied, so the caller's module is not trained).
+        model: Flow name.
+        pretrain_simulations: Parameter draws for pretraining (fresh views every epoch).
+        pretrain_kwargs: Overrides of :class:`~sbi_symmetry.pretrain.PretrainConfig`.
+        embedding: An already pretrained embedding to reuse instead of pretraining (copied).
+        show_progress_bars: Progress bars for pretraining and training.
+        **train_kwargs: Passed to ``NPE.train``.
+
+    Returns:
+        The trained method; ``extra["embedding"]`` is the embedding as sbi left it.
+    """
+    pretrain_seconds = 0.0
+    pretrained = embedding
+    if pretrained is None:
+        start = time.perf_counter()
+        kwargs = {"show_progress_bar": show_progress_bars, **(pretrain_kwargs or {})}
+        pretrained = pretrain_vicreg(
+            copy.deepcopy(encoder),
+            task.views,
+            task.prior,
+            num_simulations=pretrain_simulations,
+            **kwargs,
+        )
+        pretrain_seconds = time.perf_counter() - start
+    embedding = copy.deepcopy(pretrained)  # sbi fine-tunes this copy; `pretrained` stays as is
+    builder = embedding.posterior_nn(model)
+    pre_history = {
+        f"pretrain_{k}": list(v)
+        for k, v in pretrained.history.items()
+        if k in ("train_total", "val_total")
+    }
+    return _npe(
+        "symmetry_npe",
+        task,
+        theta,
+        x,
+        builder,
+        show_progress_bars,
+        train_kwargs,
+        pretrain_seconds=pretrain_seconds,
+        extra={"embedding": embedding, "pretrained_embedding": pretrained},
+        history=pre_history,
+    )
+
+
+def embed_emulate(
+    task: NuisanceTask,
+    theta: Tensor,
+    x: Tensor,
+    encoder: nn.Module,
+    *,
+    show_progress_bars: bool = True,
+    estimator_kwargs: dict[str, Any] | None = None,
+    **train_kwargs: Any,
+) -> TrainedMethod:
+    """Train :class:`~sbi_symmetry.emulate.EmbedEmulate`; its posterior samples by slice MCMC.
+
+    Args:
+        task: The task.
+        theta: Training parameters.
+        x: Training simulations.
+        encoder: The data tower ``f(x)`` (copied).
+        show_progress_bars: Show sbi's progress.
+        estimator_kwargs: Extra arguments of ``EmbedEmulate`` (temperature, views, ...).
+        **train_kwargs: Passed to ``EmbedEmulate.train``.
+
+    Returns:
+        The trained method.
+    """
+    trainer = EmbedEmulate(
+        task.prior,
+        encoder=copy.deepcopy(encoder),
+        show_progress_bars=show_progress_bars,
+        **(estimator_kwargs or {}),
+    )
+    start = time.perf_counter()
+    estimator = trainer.append_simulations(theta, x).train(**_train_kwargs(train_kwargs))
+    seconds = time.perf_counter() - start
+    posterior = trainer.build_posterior(estimator, posterior_parameters=MCMC_PARAMETERS)
+    return _finish("embed_emulate", trainer, estimator, seconds, theta, x, True, posterior)
+
+
+def nre_c(
+    task: NuisanceTask,
+    theta: Tensor,
+    x: Tensor,
+    encoder: nn.Module,
+    *,
+    model: str = "resnet",
+    num_classes: int = 5,
+    show_progress_bars: bool = True,
+    **train_kwargs: Any,
+) -> TrainedMethod:
+    """``NRE_C`` from sbi with ``encoder`` as x-embedding (default classifier and classes).
+
+    Args:
+        task: The task.
+        theta: Training parameters.
+        x: Training simulations.
+        encoder: The x-embedding (copied).
+        model: ``classifier_nn`` model.
+        num_classes: NRE-C's number of classes ``K``.
+        show_progress_bars: Show sbi's progress.
+        **train_kwargs: Passed to ``NRE_C.train``.
+
+    Returns:
+        The trained method.
+    """
+    builder = classifier_nn(model, embedding_net_x=copy.deepcopy(encoder), z_score_x="structured")
+    trainer = NRE_C(
+        task.prior, classifier=builder, tracker=NullTracker(), show_progress_bars=show_progress_bars
+    )
+    start = time.perf_counter()
+    estimator = trainer.append_simulations(theta, x).train(
+        num_classes=num_classes, **_train_kwargs(train_kwargs)
+    )
+    seconds = time.perf_counter() - start
+    posterior = trainer.build_posterior(estimator, posterior_parameters=MCMC_PARAMETERS)
+    return _finish("nre_c", trainer, estimator, seconds, theta, x, True, posterior)
