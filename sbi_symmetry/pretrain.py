@@ -26,6 +26,16 @@ The loop:
 * is deterministic under ``seed`` (bitwise on CPU), and can write a checkpoint every epoch and
   resume from it with the same result as an uninterrupted run.
 
+Under ``torchrun --nproc_per_node=N`` (``torch.distributed`` initialised, ``N > 1``) the same call
+trains data-parallel (:mod:`sbi_symmetry.distributed`): ``batch_size`` is the global batch, each
+rank embeds its ``batch_size / N`` rows of every step, the VICReg statistics are computed over the
+gathered global batch and the gradients are averaged, so the optimisation is that of one process
+(with ``fresh_views=False`` the same run to float tolerance; fresh views are drawn per rank from
+seeds derived from ``seed``, the epoch and the rank). Every rank draws the same parameters and
+validation bank (checked); validation chunks and the input-scaling pass are shared out. Rank 0
+alone shows the progress bar and writes the checkpoint, which holds the global state only, so a
+run resumes under any number of processes.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -58,6 +68,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
+from sbi_symmetry import distributed
 from sbi_symmetry._validation import check_finite, check_tensor
 from sbi_symmetry.diagnostics import collapse_statistics, summary_invariance
 from sbi_symmetry.embedding import FREEZE_MODES, SymmetryEmbedding, check_freeze_mode
@@ -81,7 +92,8 @@ class PretrainConfig:
 
     Attributes:
         batch_size: Pairs of views per optimisation step (at least 3; much larger than the
-            expander width for the covariance term to work).
+            expander width for the covariance term to work). Under several processes: the
+            global batch over all of them, a multiple of their number.
         learning_rate: Peak learning rate of AdamW, reached at the end of the warm-up.
         weight_decay: AdamW's decoupled weight decay.
         max_epochs: Most epochs to train (exactly this many, not one more).
@@ -252,7 +264,8 @@ def pretrain_vicreg(
             ``output_dim``).
         config: A :class:`PretrainConfig`; keyword overrides are applied on top of it.
         callback: Called as ``callback(epoch, history)`` after each epoch (and its checkpoint),
-            ``epoch`` counted from 1.
+            ``epoch`` counted from 1; on every rank under several processes (the history is the
+            same on all; check ``sbi_symmetry.distributed.is_main_process()`` to log once).
         **config_overrides: Any :class:`PretrainConfig` field, e.g. ``max_epochs=50``.
 
     Returns:
@@ -264,7 +277,12 @@ def pretrain_vicreg(
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"`encoder` must be a torch.nn.Module, got {type(encoder).__name__}.")
     kind = _check_views(views)
-    checkpoint = _CheckpointFile(cfg) if cfg.checkpoint_path is not None else None
+    distributed.local_batch_size(cfg.batch_size)  # a global batch, split evenly over the ranks
+    checkpoint = (  # only rank 0 owns (and writes) the file; its errors are raised on every rank
+        distributed.on_main_process(lambda: _CheckpointFile(cfg))
+        if cfg.checkpoint_path is not None
+        else None
+    )
     inputs_given = _check_inputs(kind, prior, x, num_simulations, device)
     if kind == "x":
         num_simulations = inputs_given.shape[0]
@@ -302,6 +320,8 @@ def pretrain_vicreg(
         raise TypeError(f"`expander` must be a torch.nn.Module, got {type(expander).__name__}.")
     expander.to(device)
     _probe_expander(expander, embedding, val_a)
+    distributed.broadcast_module(embedding)  # rank 0's initial weights on every rank
+    distributed.broadcast_module(expander)
     steps_per_epoch = num_train // cfg.batch_size
     total_steps = cfg.max_epochs * steps_per_epoch
     warmup_steps = cfg.warmup * steps_per_epoch
@@ -323,8 +343,14 @@ def pretrain_vicreg(
     )
     state = _RunState(history={key: [] for key in _history_keys()})
     fingerprint = [num_simulations, float(inputs.double().sum()), float(val_a.double().sum())]
+    distributed.check_same_on_all_ranks(fingerprint, "pretraining data (inputs, validation views)")
 
-    if checkpoint is not None and (saved := checkpoint.load()) is not None:
+    saved = (  # read by rank 0, sent to all: a checkpoint of any world size resumes on any
+        distributed.on_main_process(lambda: checkpoint.load(), share_result=True)
+        if cfg.checkpoint_path is not None
+        else None
+    )
+    if saved is not None:
         _restore(
             saved,
             cfg,
@@ -343,7 +369,7 @@ def pretrain_vicreg(
         initial=state.epochs_done,
         desc="VICReg pretraining",
         unit="epoch",
-        disable=not cfg.show_progress_bar,
+        disable=not (cfg.show_progress_bar and distributed.is_main_process()),
     )
     try:
         while not state.finished:
@@ -374,18 +400,20 @@ def pretrain_vicreg(
             )
             _early_stopping_update(state, val_terms["total"], epoch, embedding, expander, cfg)
             state.epochs_done = epoch
-            if checkpoint is not None:
-                checkpoint.write(
-                    _checkpoint_dict(
-                        cfg,
-                        fingerprint,
-                        embedding,
-                        expander,
-                        optimizer,
-                        scheduler,
-                        state,
-                        generator,
-                        device,
+            if cfg.checkpoint_path is not None:  # global state, written by rank 0 only
+                distributed.on_main_process(
+                    lambda: checkpoint.write(
+                        _checkpoint_dict(
+                            cfg,
+                            fingerprint,
+                            embedding,
+                            expander,
+                            optimizer,
+                            scheduler,
+                            state,
+                            generator,
+                            device,
+                        )
                     )
                 )
             progress.update(1)
@@ -588,11 +616,17 @@ def _input_scaling(
             v = v.reshape(1, -1)
         return v.sum(dim=1).cpu(), (v**2).sum(dim=1).cpu(), v.shape[1]
 
+    # Fresh views under several processes: each rank simulates its share of the chunks.
+    starts, sharded = distributed.shard_items(range(0, train_inputs.shape[0], chunk))
+    sharded = sharded and bank is None
+
     def batches() -> Iterator[Tensor]:
         if bank is not None:
             yield from bank
             return
-        for i in range(0, train_inputs.shape[0], chunk):
+        if sharded:  # independent random streams per rank
+            torch.manual_seed(distributed.rank_seed(int(torch.randint(0, 2**62, ())), "scaling"))
+        for i in starts:
             yield from _checked_views(views, train_inputs[i : i + chunk], train_inputs.device)
 
     total, total_sq, count = 0.0, 0.0, 0
@@ -605,6 +639,9 @@ def _input_scaling(
         check_finite(v, "training views")
         s, sq, n = reduce(v)
         total, total_sq, count = total + s, total_sq + sq, count + n
+    if sharded:
+        sums = distributed.all_reduce_sum(torch.stack([total, total_sq, total * 0 + count]))
+        total, total_sq, count = sums[0], sums[1], int(sums[2][0])
     mean = total / count
     std = (total_sq / count - mean**2).clamp_min(0).sqrt()
     if bool((std == 0).any()):
@@ -671,6 +708,7 @@ def _loss(
         variance_weight=cfg.variance_weight,
         covariance_weight=cfg.covariance_weight,
         gamma=cfg.gamma,
+        global_batch=True,  # statistics of all ranks' rows (no-op in one process)
     )
 
 
@@ -690,12 +728,14 @@ def _train_epoch(
     embedding.train()
     expander.train()
     device = train_inputs.device
+    if distributed.is_distributed():  # fresh views: independent per rank, resumable per epoch
+        torch.manual_seed(distributed.rank_seed(cfg.seed, "views", epoch))
     order = torch.randperm(train_inputs.shape[0], generator=generator).to(device)
     steps = train_inputs.shape[0] // cfg.batch_size
     sums = torch.zeros(len(_LOSS_TERMS), device=device, dtype=torch.float64)
     lr = math.nan
     for step in range(steps):
-        index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        index = distributed.rank_share(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
         if bank is None:
             view_a, view_b = _checked_views(views, train_inputs[index], device)
             if tuple(view_a.shape[1:]) != view_shape:
@@ -714,6 +754,7 @@ def _train_epoch(
             ) from error
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
+        distributed.average_gradients([*embedding.parameters(), *expander.parameters()])
         if cfg.clip_grad_norm is not None:
             params = [*embedding.parameters(), *expander.parameters()]
             nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
@@ -738,8 +779,9 @@ def _validate(
     chunks = max(1, num // cfg.batch_size)
     sums = torch.zeros(len(_LOSS_TERMS), dtype=torch.float64)
     summaries_a, summaries_b = [], []
+    parts, sharded = distributed.shard_items(torch.arange(num).tensor_split(chunks))
     with torch.no_grad():
-        for index in torch.arange(num).tensor_split(chunks):
+        for index in parts:  # the single-process chunks, shared out over the ranks
             index = index.to(val_a.device)
             a, b = val_a[index], val_b[index]
             y_a, y_b = embedding(a), embedding(b)
@@ -756,6 +798,9 @@ def _validate(
             values = torch.stack([getattr(terms, t) for t in _LOSS_TERMS]).double().cpu()
             sums += values * len(index)
     z_a, z_b = torch.cat(summaries_a), torch.cat(summaries_b)
+    if sharded:
+        sums = distributed.all_reduce_sum(sums)
+        z_a, z_b = distributed.gather_rows(z_a), distributed.gather_rows(z_b)
     stats = collapse_statistics(z_a)
     stats["invariance_error"] = summary_invariance(z_a, z_b)
     means = (sums / num).tolist()

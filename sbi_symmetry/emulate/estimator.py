@@ -375,13 +375,18 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         """
         return self.encode(x) @ self.emulate(theta).T / self.temperature
 
-    def loss(self, input: Tensor, condition: Tensor, **kwargs: object) -> Tensor:
+    def loss(
+        self, input: Tensor, condition: Tensor, *, global_batch: bool = False, **kwargs: object
+    ) -> Tensor:
         """Per-pair symmetric InfoNCE over all ``B x B`` pairs of the batch.
 
         Args:
             input: Parameters ``theta``, shape ``(B, theta_dim)``.
             condition: Data ``x``, shape ``(B, *x_shape)``, row ``i`` simulated from
                 ``theta_i``.
+            global_batch: Under ``torch.distributed``, use the pairs of all ranks as candidates
+                and return this rank's losses (see
+                :func:`~sbi_symmetry.losses.infonce.symmetric_infonce`); no effect in one process.
             **kwargs: Ignored (``sbi`` passes loss arguments by keyword).
 
         Returns:
@@ -398,4 +403,6 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
                 "`input` must be (B, theta_dim) and `condition` (B, *x_shape) with the same B; "
                 f"got {tuple(input.shape)} and {tuple(condition.shape)}."
             )
-        return symmetric_infonce(self.encode(condition), self.emulate(input), self.temperature)
+        return symmetric_infonce(
+            self.encode(condition), self.emulate(input), self.temperature, global_batch=global_batch
+        )

@@ -15,6 +15,18 @@ nuisance and noise) pushes the encoder towards invariance under the nuisance whi
 ratio. It is added during training only: the validation loss that drives early stopping is the
 pure InfoNCE, i.e. the quality of the ratio.
 
+Several processes (``torchrun --nproc_per_node=N``): ``train`` runs unchanged. Its hooks into
+``sbi``'s loop, active only when ``torch.distributed`` is initialised with more than one process:
+``training_batch_size`` is the *global* batch (divisible by ``N``); every rank holds the same
+simulations (checked), rank 0's train/validation split is used everywhere, and each step every
+rank takes its share of one global batch (:class:`~sbi_symmetry.distributed.ShardedSampler`);
+the InfoNCE candidates (and the VICReg statistics) are the whole global batch, gathered with
+gradients; the weights are averaged by ``DistributedDataParallel``; the training and validation
+losses are averaged over ranks, so early stopping picks the same epoch everywhere; only rank 0
+prints or logs to the tracker. Limitations: ``dataloader_kwargs`` may not set the sampler or the
+batch size; each rank keeps the whole data set in memory (as ``sbi`` does); a last partial
+global batch is dropped (as ``sbi`` does), and a validation set smaller than ``N`` is refused.
+
 Example:
     >>> import torch
     >>> from sbi.utils import BoxUniform
@@ -33,13 +45,16 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
+import torch
 from sbi.inference.trainers._contracts import LossArgsNRE
 from sbi.inference.trainers.nre.nre_base import RatioEstimatorTrainer
 from sbi.sbi_types import Tracker
 from torch import Tensor, nn
 from torch.distributions import Distribution
+from torch.utils import data
 from torch.utils.tensorboard.writer import SummaryWriter
 
+from sbi_symmetry import distributed
 from sbi_symmetry._sbi_compat import NullTracker
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
@@ -157,6 +172,7 @@ class EmbedEmulate(RatioEstimatorTrainer):
         self._views = views
         self._symmetry_weight = float(symmetry_weight)
         self._vicreg_kwargs = dict(vicreg_kwargs or {})
+        self._parallel_loss: nn.Module | None = None
 
     def train(
         self,
@@ -200,20 +216,28 @@ class EmbedEmulate(RatioEstimatorTrainer):
                 "`training_batch_size` must be an integer >= 2 (the other pairs of a batch "
                 f"are the negatives); got {training_batch_size!r}."
             )
-        return super().train(
-            training_batch_size=training_batch_size,
-            learning_rate=learning_rate,
-            validation_fraction=validation_fraction,
-            stop_after_epochs=stop_after_epochs,
-            max_num_epochs=max_num_epochs,
-            clip_max_norm=clip_max_norm,
-            resume_training=resume_training,
-            discard_prior_samples=discard_prior_samples,
-            retrain_from_scratch=retrain_from_scratch,
-            show_train_summary=show_train_summary,
-            dataloader_kwargs=dataloader_kwargs,
-            loss_kwargs=LossArgsNRE(num_atoms=2),
-        )  # type: ignore[return-value]
+        distributed.local_batch_size(training_batch_size, "training_batch_size")
+        if distributed.is_distributed() and self._symmetry_weight > 0:
+            # Fresh views are drawn with torch's global RNG: independent streams per rank.
+            base = distributed.broadcast_object(int(torch.randint(0, 2**62, ())))
+            torch.manual_seed(distributed.rank_seed(base, "views"))
+        try:
+            return super().train(
+                training_batch_size=training_batch_size,
+                learning_rate=learning_rate,
+                validation_fraction=validation_fraction,
+                stop_after_epochs=stop_after_epochs,
+                max_num_epochs=max_num_epochs,
+                clip_max_norm=clip_max_norm,
+                resume_training=resume_training,
+                discard_prior_samples=discard_prior_samples,
+                retrain_from_scratch=retrain_from_scratch,
+                show_train_summary=show_train_summary and distributed.is_main_process(),
+                dataloader_kwargs=dataloader_kwargs,
+                loss_kwargs=LossArgsNRE(num_atoms=2),
+            )  # type: ignore[return-value]
+        finally:
+            self._parallel_loss = None  # releases DDP's hooks and its reference to the net
 
     def _initialize_neural_network(self, retrain_from_scratch: bool, start_idx: int) -> None:
         super()._initialize_neural_network(retrain_from_scratch, start_idx)
@@ -222,6 +246,7 @@ class EmbedEmulate(RatioEstimatorTrainer):
                 "EmbedEmulate needs the classifier builder to return an "
                 f"EmbedEmulateRatioEstimator; it returned {type(self._neural_net).__name__}."
             )
+        distributed.broadcast_module(self._neural_net)  # rank 0's initial weights everywhere
 
     def _loss(self, theta: Tensor, x: Tensor, num_atoms: int = 2, **_: Any) -> Tensor:
         """Per-pair symmetric InfoNCE (+ the weighted VICReg term while training).
@@ -235,21 +260,154 @@ class EmbedEmulate(RatioEstimatorTrainer):
         Returns:
             Losses of shape ``(B,)``.
         """
-        if theta.shape[0] < 2:
+        if theta.shape[0] * distributed.get_world_size() < 2:
             raise ValueError(
                 f"A batch of {theta.shape[0]} pair(s) reached the loss; symmetric InfoNCE needs "
                 "at least 2. Use more simulations or a larger `validation_fraction`."
             )
         net = self._neural_net
         assert isinstance(net, EmbedEmulateRatioEstimator)
-        losses = net.loss(theta, x)
-        if self._symmetry_weight > 0 and net.training:
+        loss = _TrainingLoss(net, self._views, self._symmetry_weight, self._vicreg_kwargs)
+        if distributed.is_distributed() and net.training and torch.is_grad_enabled():
+            if self._parallel_loss is None or self._parallel_loss.module.net is not net:
+                self._parallel_loss = distributed.data_parallel(loss)
+            return self._parallel_loss(theta, x)
+        return loss(theta, x)
+
+    # ------------------------------------------------------------------ torch.distributed hooks
+    def get_dataloaders(
+        self,
+        starting_round: int = 0,
+        training_batch_size: int = 200,
+        validation_fraction: float = 0.1,
+        resume_training: bool = False,
+        dataloader_kwargs: dict | None = None,
+    ) -> tuple[data.DataLoader, data.DataLoader]:
+        """``sbi``'s loaders; under several processes, loaders of this rank's share of batches.
+
+        Args:
+            starting_round: First round of simulations to use.
+            training_batch_size: Global batch size.
+            validation_fraction: Fraction held out for validation.
+            resume_training: Keep the previous split.
+            dataloader_kwargs: Extra ``DataLoader`` arguments.
+
+        Returns:
+            The training and validation loaders.
+        """
+        train_loader, val_loader = super().get_dataloaders(
+            starting_round,
+            training_batch_size,
+            validation_fraction,
+            resume_training,
+            dataloader_kwargs=dataloader_kwargs,
+        )
+        if not distributed.is_distributed():
+            return train_loader, val_loader
+        return self._sharded_loaders(train_loader.dataset, training_batch_size, dataloader_kwargs)
+
+    def _sharded_loaders(
+        self, dataset: Any, batch_size: int, dataloader_kwargs: dict | None
+    ) -> tuple[data.DataLoader, data.DataLoader]:
+        owned = {"sampler", "batch_sampler", "batch_size", "shuffle", "drop_last"}
+        clash = sorted(owned & set(dataloader_kwargs or {}))
+        if clash:
+            raise ValueError(
+                f"Under torch.distributed the trainer sets {clash} itself (each rank loads its "
+                "share of every global batch); remove them from `dataloader_kwargs`."
+            )
+        world = distributed.get_world_size()
+        distributed.check_same_on_all_ranks(
+            distributed.tensor_fingerprint(*dataset.tensors[:2]), "simulations (theta, x)"
+        )
+        self.train_indices, self.val_indices = distributed.broadcast_object(
+            (self.train_indices, self.val_indices)
+        )
+        sizes = []
+        for name, indices, least in (
+            ("training", self.train_indices, 2),
+            ("validation", self.val_indices, 2),
+        ):
+            size = min(batch_size, len(indices))
+            size -= size % world
+            if size < max(least, world):
+                raise ValueError(
+                    f"The {name} set has {len(indices)} simulation(s): too few for a global "
+                    f"batch over {world} processes. Use more simulations or a larger "
+                    "`validation_fraction`."
+                )
+            sizes.append(size)
+        seeds = distributed.broadcast_object([int(s) for s in torch.randint(0, 2**62, (2,))])
+        loaders = []
+        for indices, size, seed in zip(
+            (self.train_indices, self.val_indices), sizes, seeds, strict=True
+        ):
+            sampler = distributed.ShardedSampler(indices.tolist(), size, seed=seed)
+            loaders.append(
+                data.DataLoader(
+                    dataset,
+                    batch_size=sampler.local_batch_size,
+                    drop_last=True,
+                    sampler=sampler,
+                    **(dataloader_kwargs or {}),
+                )
+            )
+        return loaders[0], loaders[1]
+
+    def _train_epoch(self, train_loader: Any, clip_max_norm: Any, loss_args: Any) -> float:
+        return distributed.all_reduce_mean(
+            super()._train_epoch(train_loader, clip_max_norm, loss_args)
+        )
+
+    def _validate_epoch(self, val_loader: Any, loss_args: Any) -> float:
+        # The mean over ranks, identical everywhere: all ranks stop on the same epoch.
+        return distributed.all_reduce_mean(super()._validate_epoch(val_loader, loss_args))
+
+    def _summarize(self, round_: int) -> None:
+        if distributed.is_main_process():
+            super()._summarize(round_)
+
+    def _report_convergence_at_end(self, epoch: int, max_num_epochs: int) -> None:
+        if distributed.is_main_process():
+            super()._report_convergence_at_end(epoch, max_num_epochs)
+
+    @staticmethod
+    def _maybe_show_progress(show: bool, epoch: int) -> None:
+        RatioEstimatorTrainer._maybe_show_progress(show and distributed.is_main_process(), epoch)
+
+
+class _TrainingLoss(nn.Module):
+    """The per-pair training loss as a module, so that DDP can wrap it.
+
+    Its forward uses every trained weight; the global-batch statistics are a no-op in one process.
+    """
+
+    def __init__(
+        self,
+        net: EmbedEmulateRatioEstimator,
+        views: Any,
+        symmetry_weight: float,
+        vicreg_kwargs: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.views = views
+        self.symmetry_weight = symmetry_weight
+        self.vicreg_kwargs = vicreg_kwargs
+
+    def forward(self, theta: Tensor, x: Tensor) -> Tensor:
+        """Per-pair symmetric InfoNCE (+ the weighted VICReg term while training)."""
+        losses = self.net.loss(theta, x, global_batch=True)
+        if self.symmetry_weight > 0 and self.net.training:
             from sbi_symmetry.losses.vicreg import vicreg_loss
 
-            batch = theta if self._views.input_kind == "theta" else x
-            view_a, view_b = self._views(batch)
+            batch = theta if self.views.input_kind == "theta" else x
+            view_a, view_b = self.views(batch)
             terms = vicreg_loss(
-                net.embedding_net(view_a), net.embedding_net(view_b), **self._vicreg_kwargs
+                self.net.embedding_net(view_a),
+                self.net.embedding_net(view_b),
+                global_batch=True,
+                **self.vicreg_kwargs,
             )
-            losses = losses + self._symmetry_weight * terms.total
+            losses = losses + self.symmetry_weight * terms.total
         return losses

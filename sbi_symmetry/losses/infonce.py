@@ -36,6 +36,14 @@ needs ``B`` encoder and ``B`` emulator passes for all ``B^2`` pairs, both direct
 A batch in which every embedding is the same has all logits equal and ``loss_i = log B``:
 the loss of guessing.
 
+Several processes (``torchrun``). The negatives are the rest of the batch, so ``W`` ranks that
+each used only their own ``B`` pairs would train a ``B``-way instead of a ``WB``-way
+classification: a different, weaker loss. With ``global_batch=True`` every rank gathers all
+``WB`` embeddings (gradients flowing back) and returns the losses of its own pairs against all
+``WB`` candidates; the mean over a rank's pairs, with gradients averaged over ranks, has exactly
+the gradient of the single-process mean over the ``WB`` pairs (see
+:mod:`sbi_symmetry.distributed`).
+
 Example:
     >>> import torch
     >>> f, g = torch.ones(4, 3), torch.ones(4, 3)
@@ -48,6 +56,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sbi_symmetry import distributed
 from sbi_symmetry._validation import check_finite, check_tensor
 
 
@@ -68,7 +77,13 @@ def _check_temperature(temperature: float | Tensor) -> None:
         raise ValueError(f"`temperature` must be a finite number > 0; got {value!r}.")
 
 
-def symmetric_infonce(f_x: Tensor, g_theta: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
+def symmetric_infonce(
+    f_x: Tensor,
+    g_theta: Tensor,
+    temperature: float | Tensor = 1.0,
+    *,
+    global_batch: bool = False,
+) -> Tensor:
     """Per-pair symmetric InfoNCE losses of a batch of ``B`` matched embeddings.
 
     Row ``i`` of ``f_x`` and row ``i`` of ``g_theta`` come from the same joint draw; every other
@@ -78,10 +93,16 @@ def symmetric_infonce(f_x: Tensor, g_theta: Tensor, temperature: float | Tensor 
         f_x: Data embeddings ``f(x)``, shape ``(B, n)``.
         g_theta: Parameter embeddings ``g(theta)``, shape ``(B, n)``.
         temperature: Divides the inner products; a float or a scalar tensor (learnable), > 0.
+        global_batch: Under ``torch.distributed`` with several processes, the candidates of
+            every pair are the pairs of *all* ranks (gathered with gradients flowing), and the
+            losses of this rank's pairs are returned. Must be called on every rank with the
+            same batch size. No effect in one process.
 
     Returns:
         Losses of shape ``(B,)``: the mean of the row (``x -> theta``) and column
         (``theta -> x``) cross-entropies of each pair. Their mean is the training loss.
+        With ``global_batch`` under ``W`` processes: this rank's ``B`` pairs, each against all
+        ``W B`` candidates.
 
     Example:
         >>> import torch
@@ -102,6 +123,9 @@ def symmetric_infonce(f_x: Tensor, g_theta: Tensor, temperature: float | Tensor 
             "`f_x` and `g_theta` must have the same shape (one row per joint pair, the same "
             f"embedding width); got {tuple(f_x.shape)} and {tuple(g_theta.shape)}."
         )
+    if global_batch and distributed.is_distributed():
+        _check_temperature(temperature)
+        return _global_batch_infonce(f_x, g_theta, temperature)
     if f_x.shape[0] < 2:
         raise ValueError(
             f"symmetric InfoNCE needs a batch of at least 2 pairs (the others are the "
@@ -114,4 +138,30 @@ def symmetric_infonce(f_x: Tensor, g_theta: Tensor, temperature: float | Tensor 
     positive = torch.diagonal(logits)
     x_to_theta = torch.logsumexp(logits, dim=1) - positive
     theta_to_x = torch.logsumexp(logits, dim=0) - positive
+    return 0.5 * (x_to_theta + theta_to_x)
+
+
+def _global_batch_infonce(f_x: Tensor, g_theta: Tensor, temperature: float | Tensor) -> Tensor:
+    """This rank's rows and columns of the global ``WB x WB`` logit matrix, as per-pair losses.
+
+    Rank ``r`` holds pairs ``off + i`` (``off = r B``) of the gathered batch. Its row terms need
+    ``f(x_i)`` against every ``g(theta_j)``, its column terms ``g(theta_i)`` against every
+    ``f(x_k)``: two ``B x WB`` products instead of the whole matrix. Errors about the gathered
+    batch (size, NaN/inf) are raised after the gather, on every rank alike.
+    """
+    both = distributed.gather_with_grad(torch.cat([f_x, g_theta], dim=1))
+    width = f_x.shape[1]
+    f_all, g_all = both[:, :width], both[:, width:]
+    if f_all.shape[0] < 2:
+        raise ValueError(
+            f"symmetric InfoNCE needs a global batch of at least 2 pairs; got {f_all.shape[0]}."
+        )
+    check_finite(f_all, "f_x (gathered over ranks)")
+    check_finite(g_all, "g_theta (gathered over ranks)")
+    rows = torch.arange(f_x.shape[0], device=f_x.device)
+    columns = rows + distributed.rank_rows(f_x.shape[0]).start
+    x_logits = (f_x @ g_all.T) / temperature  # x_i against every theta of the global batch
+    theta_logits = (g_theta @ f_all.T) / temperature  # theta_i against every x
+    x_to_theta = torch.logsumexp(x_logits, dim=1) - x_logits[rows, columns]
+    theta_to_x = torch.logsumexp(theta_logits, dim=1) - theta_logits[rows, columns]
     return 0.5 * (x_to_theta + theta_to_x)

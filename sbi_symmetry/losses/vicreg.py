@@ -38,6 +38,13 @@ cannot both be satisfied; the gradient would fight itself. More generally ``C`` 
 ``B - 1``, so a batch needs ``B > D`` for both terms to be able to reach zero; use batches much
 larger than ``D`` (the usual 128-1024 against ``D = 12``).
 
+Several processes (``torchrun``): the batch mean, variance and covariance above are statistics of
+the whole batch, so a rank that computed them from its own ``B / W`` rows would optimise a
+different loss (noisier variance, covariance of rank at most ``B / W - 1``). With
+``global_batch=True`` the rows of all ranks are gathered first (gradients flowing back) and every
+rank evaluates the loss of the global batch; averaging the weight gradients over ranks then gives
+exactly the single-process gradient (see :mod:`sbi_symmetry.distributed`).
+
 Example:
     >>> import torch
     >>> _ = torch.manual_seed(0)
@@ -57,6 +64,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sbi_symmetry import distributed
 from sbi_symmetry._validation import check_finite, check_tensor
 
 MIN_BATCH_SIZE = 3
@@ -139,6 +147,22 @@ def _check_pair(z_a: Tensor, z_b: Tensor) -> None:
     check_finite(z_b, "z_b")
 
 
+def _gather_views(z_a: Tensor, z_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Both views' rows of every rank (one gradient-keeping all-gather); as given in one process.
+
+    Shape errors are raised before the collective, NaN/inf and batch-size errors after it (on
+    the gathered batch), so every rank raises the same error and none is left waiting.
+    """
+    if not distributed.is_distributed():
+        return z_a, z_b
+    for name, z in (("z_a", z_a), ("z_b", z_b)):
+        check_tensor(z, name)
+    if z_a.ndim != 2 or z_a.shape != z_b.shape:
+        _check_pair(z_a, z_b)  # raises the shape error
+    both = distributed.gather_with_grad(torch.cat([z_a, z_b], dim=1))
+    return both[:, : z_a.shape[1]], both[:, z_a.shape[1] :]
+
+
 def variance_term(z: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
     """``v(Z) = mean_j relu(gamma - sqrt(Var_batch(Z_j) + eps))`` for one view.
 
@@ -179,6 +203,7 @@ def vicreg_loss(
     covariance_weight: float = 1.0,
     gamma: float = 1.0,
     eps: float = 1e-4,
+    global_batch: bool = False,
 ) -> VICRegTerms:
     """VICReg loss of two ``(B, D)`` views (see the module docstring for the maths).
 
@@ -190,6 +215,11 @@ def vicreg_loss(
         covariance_weight: ``nu``, weight of the off-diagonal covariance (summed over views).
         gamma: Target standard deviation per dimension.
         eps: Numerical constant inside the square root of the variance.
+        global_batch: Under ``torch.distributed`` with several processes, compute the terms
+            over the rows of *all* ranks, gathered with gradients flowing
+            (:func:`sbi_symmetry.distributed.gather_with_grad`); every rank then returns the
+            loss of the whole global batch. Must be called on every rank. No effect in one
+            process.
 
     Returns:
         :class:`VICRegTerms` with the weighted ``total`` and the raw terms.
@@ -206,6 +236,8 @@ def vicreg_loss(
         >>> bool(0 < terms.invariance < 0.02)
         True
     """
+    if global_batch:
+        z_a, z_b = _gather_views(z_a, z_b)
     _check_pair(z_a, z_b)
     _check_settings(invariance_weight, variance_weight, covariance_weight, gamma, eps)
 
