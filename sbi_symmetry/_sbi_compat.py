@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
 
 class NullTracker:
     """An sbi ``Tracker`` that records nothing, so training writes no ``./sbi-logs`` folder.
@@ -37,3 +40,25 @@ class NullTracker:
 
     def flush(self) -> None:
         """Nothing to flush."""
+
+
+class FlattenEmbedding(nn.Module):
+    """``(B, C, L) -> (B, C * L)`` for sbi's flows, which take vectors.
+
+    sbi 0.27 reads ``next(embedding_net.parameters())`` when it builds a network, which raises
+    ``StopIteration`` for a module without parameters such as ``nn.Flatten``; this one carries an
+    empty, frozen parameter so that the lookup works and nothing is trained.
+
+    Example:
+        >>> import torch
+        >>> FlattenEmbedding()(torch.zeros(4, 3, 5)).shape
+        torch.Size([4, 15])
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Flatten everything but the batch dimension."""
+        return x.reshape(x.shape[0], -1)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
+from sbi.inference.posteriors.direct_posterior import DirectPosterior
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -102,6 +103,21 @@ class CalibrationResult:
         }
 
 
+def sampling_time_limit(posterior: Any, seconds: float | None) -> dict[str, float]:
+    """``{"max_sampling_time": seconds}`` for posteriors that accept it (sbi's NPE), else ``{}``.
+
+    Args:
+        posterior: An sbi posterior.
+        seconds: The limit, or ``None`` for none.
+
+    Returns:
+        Keyword arguments for ``sample`` / ``sample_batched``.
+    """
+    if seconds is None or not isinstance(posterior, DirectPosterior):
+        return {}
+    return {"max_sampling_time": seconds}
+
+
 class _Replay:
     """Posterior stand-in that hands sbi's diagnostics samples already drawn for ``xs``.
 
@@ -128,6 +144,7 @@ def calibrate(
     samples: Tensor | None = None,
     show_progress_bar: bool = False,
     seed: int = 0,
+    max_sampling_time: float | None = None,
 ) -> CalibrationResult:
     """Run SBC (``run_sbc``/``check_sbc``) and TARP (``run_tarp``/``check_tarp``) from ``sbi``.
 
@@ -143,6 +160,9 @@ def calibrate(
         samples: Optional samples already drawn, ``(num_posterior_samples, N, d)``.
         show_progress_bar: Show sbi's progress bars.
         seed: Seed for sampling and for the reference points of TARP.
+        max_sampling_time: For NPE posteriors (rejection of samples outside the prior), give up
+            with sbi's RuntimeError after this many seconds instead of waiting indefinitely when
+            almost all the flow's mass leaks out of the prior.
 
     Returns:
         A :class:`CalibrationResult`; its ``extra["samples"]`` holds the posterior samples.
@@ -155,7 +175,10 @@ def calibrate(
     torch.manual_seed(seed)
     if samples is None:
         samples = posterior.sample_batched(
-            (num_posterior_samples,), x=xs, show_progress_bars=show_progress_bar
+            (num_posterior_samples,),
+            x=xs,
+            show_progress_bars=show_progress_bar,
+            **sampling_time_limit(posterior, max_sampling_time),
         )
     expected = (num_posterior_samples, thetas.shape[0], thetas.shape[1])
     if tuple(samples.shape) != expected:

@@ -35,17 +35,45 @@ from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameter
 from sbi.neural_nets import classifier_nn, posterior_nn
 from torch import Tensor, nn
 
-from sbi_symmetry._sbi_compat import NullTracker
+from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker
 from sbi_symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.emulate import EmbedEmulate
+from sbi_symmetry.evaluation.calibration import sampling_time_limit
 from sbi_symmetry.evaluation.cost import count_macs, count_parameters
 from sbi_symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
 
-#: MCMC settings for ratio-based posteriors: sbi's vectorised slice sampler.
-MCMC_PARAMETERS = MCMCPosteriorParameters(
-    method="slice_np_vectorized", num_chains=20, warmup_steps=50, thin=1, init_strategy="resample"
-)
+
+def mcmc_parameters(x: Tensor) -> MCMCPosteriorParameters:
+    """MCMC settings for ratio-based posteriors: sbi's vectorised slice sampler.
+
+    Chains start from prior samples resampled by the potential, except for multi-channel data
+    ``(n, C, L)``: sbi 0.27's batched MCMC (``sample_batched``, used by SBC and TARP) passes each
+    observation to the potential without its batch dimension while initialising, which splits a
+    ``(C, L)`` observation into ``C`` i.i.d. trials; there the chains start from the prior and
+    warm up longer.
+
+    Args:
+        x: The training data (only its number of dimensions matters).
+
+    Returns:
+        The posterior parameters for ``build_posterior``.
+    """
+    if x.ndim > 2:
+        return MCMCPosteriorParameters(
+            method="slice_np_vectorized",
+            num_chains=20,
+            warmup_steps=200,
+            thin=1,
+            init_strategy="proposal",
+        )
+    return MCMCPosteriorParameters(
+        method="slice_np_vectorized",
+        num_chains=20,
+        warmup_steps=50,
+        thin=1,
+        init_strategy="resample",
+    )
 
 
 @dataclass
@@ -62,7 +90,8 @@ class TrainedMethod:
         total_parameters: All parameters, frozen ones included.
         macs_per_1000: Multiply-accumulates of one training forward pass at batch 1000.
         epochs: Epochs sbi trained.
-        history: ``{"train": [...], "validation": [...]}`` losses per epoch (and pretraining's).
+        history: ``{"train": [...], "validation": [...]}`` losses per epoch (and pretraining's),
+            ``"epoch_seconds"``: sbi's wall time of each epoch (training and validation).
         extra: Anything method-specific (pretraining simulator calls, the embedding ...).
     """
 
@@ -78,11 +107,23 @@ class TrainedMethod:
     history: dict[str, list[float]]
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def sample(self, x_o: Tensor, num_samples: int, show_progress_bars: bool = False) -> Tensor:
-        """Draw ``num_samples`` posterior samples for one observation ``x_o`` (batch of 1)."""
-        return self.posterior.sample(
-            (num_samples,), x=x_o, show_progress_bars=show_progress_bars
-        ).reshape(num_samples, -1)
+    def sample(
+        self,
+        x_o: Tensor,
+        num_samples: int,
+        show_progress_bars: bool = False,
+        max_sampling_time: float | None = None,
+    ) -> Tensor:
+        """Draw ``num_samples`` posterior samples for one observation ``x_o`` (batch of 1).
+
+        ``max_sampling_time`` bounds sbi's rejection of NPE samples outside the prior (a
+        RuntimeError instead of an endless loop when the flow leaks); ignored for MCMC.
+        """
+        limit = sampling_time_limit(self.posterior, max_sampling_time)
+        draws = self.posterior.sample(
+            (num_samples,), x=x_o, show_progress_bars=show_progress_bars, **limit
+        )
+        return draws.reshape(num_samples, -1)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly costs."""
@@ -133,6 +174,7 @@ def _finish(
     curves = {
         "train": list(summary["training_loss"]),
         "validation": list(summary["validation_loss"]),
+        "epoch_seconds": list(summary["epoch_durations_sec"]),
     }
     return TrainedMethod(
         name=name,
@@ -178,23 +220,29 @@ def raw_npe(
     x: Tensor,
     *,
     model: str = "maf",
+    flow_kwargs: dict[str, Any] | None = None,
     show_progress_bars: bool = True,
     **train_kwargs: Any,
 ) -> TrainedMethod:
     """NPE from sbi on the raw data with its default network and default ``z_score_x``.
+
+    Multi-channel data ``(n, C, L)`` are flattened (sbi's flows take vectors).
 
     Args:
         task: The task (its prior is used).
         theta: Training parameters ``(n, d)``.
         x: Training simulations ``(n, *x_shape)``.
         model: Flow name for ``posterior_nn``.
+        flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``); none by
+            default, i.e. sbi's default network.
         show_progress_bars: Show sbi's progress.
         **train_kwargs: Passed to ``NPE.train`` (e.g. ``max_num_epochs``).
 
     Returns:
         The trained method.
     """
-    builder = posterior_nn(model)
+    flat = {"embedding_net": FlattenEmbedding()} if x.ndim > 2 else {}  # (B, C, L) data
+    builder = posterior_nn(model, **flat, **(flow_kwargs or {}))
     return _npe("raw_npe", task, theta, x, builder, show_progress_bars, train_kwargs)
 
 
@@ -205,6 +253,7 @@ def end_to_end_npe(
     encoder: nn.Module,
     *,
     model: str = "maf",
+    flow_kwargs: dict[str, Any] | None = None,
     show_progress_bars: bool = True,
     **train_kwargs: Any,
 ) -> TrainedMethod:
@@ -220,6 +269,7 @@ def end_to_end_npe(
         x: Training simulations.
         encoder: A fresh encoder (copied, so the caller's module is not trained).
         model: Flow name.
+        flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``).
         show_progress_bars: Show sbi's progress.
         **train_kwargs: Passed to ``NPE.train``.
 
@@ -227,7 +277,7 @@ def end_to_end_npe(
         The trained method.
     """
     net = copy.deepcopy(encoder)
-    builder = posterior_nn(model, embedding_net=net, z_score_x="structured")
+    builder = posterior_nn(model, embedding_net=net, z_score_x="structured", **(flow_kwargs or {}))
     return _npe("end_to_end_npe", task, theta, x, builder, show_progress_bars, train_kwargs)
 
 
@@ -238,6 +288,7 @@ def symmetry_npe(
     encoder: nn.Module,
     *,
     model: str = "maf",
+    flow_kwargs: dict[str, Any] | None = None,
     pretrain_simulations: int = 20_000,
     pretrain_kwargs: dict[str, Any] | None = None,
     embedding: SymmetryEmbedding | None = None,
@@ -252,9 +303,12 @@ def symmetry_npe(
         x: Training simulations for NPE.
         encoder: A fresh encoder (copied, so the caller's module is not trained).
         model: Flow name.
+        flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``);
+            ``z_score_x`` is always ``"none"`` (the embedding scales its own input).
         pretrain_simulations: Parameter draws for pretraining (fresh views every epoch).
         pretrain_kwargs: Overrides of :class:`~sbi_symmetry.pretrain.PretrainConfig`.
-        embedding: An already pretrained embedding to reuse instead of pretraining (copied).
+        embedding: An already pretrained embedding to reuse instead of pretraining (copied,
+            with its freeze mode).
         show_progress_bars: Progress bars for pretraining and training.
         **train_kwargs: Passed to ``NPE.train``.
 
@@ -275,7 +329,7 @@ def symmetry_npe(
         )
         pretrain_seconds = time.perf_counter() - start
     embedding = copy.deepcopy(pretrained)  # sbi fine-tunes this copy; `pretrained` stays as is
-    builder = embedding.posterior_nn(model)
+    builder = embedding.posterior_nn(model, **(flow_kwargs or {}))
     pre_history = {
         f"pretrain_{k}": list(v)
         for k, v in pretrained.history.items()
@@ -328,7 +382,7 @@ def embed_emulate(
     start = time.perf_counter()
     estimator = trainer.append_simulations(theta, x).train(**_train_kwargs(train_kwargs))
     seconds = time.perf_counter() - start
-    posterior = trainer.build_posterior(estimator, posterior_parameters=MCMC_PARAMETERS)
+    posterior = trainer.build_posterior(estimator, posterior_parameters=mcmc_parameters(x))
     return _finish("embed_emulate", trainer, estimator, seconds, theta, x, True, posterior)
 
 
@@ -367,5 +421,5 @@ def nre_c(
         num_classes=num_classes, **_train_kwargs(train_kwargs)
     )
     seconds = time.perf_counter() - start
-    posterior = trainer.build_posterior(estimator, posterior_parameters=MCMC_PARAMETERS)
+    posterior = trainer.build_posterior(estimator, posterior_parameters=mcmc_parameters(x))
     return _finish("nre_c", trainer, estimator, seconds, theta, x, True, posterior)
