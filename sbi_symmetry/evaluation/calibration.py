@@ -145,6 +145,7 @@ def calibrate(
     show_progress_bar: bool = False,
     seed: int = 0,
     max_sampling_time: float | None = None,
+    sample_kwargs: dict[str, Any] | None = None,
 ) -> CalibrationResult:
     """Run SBC (``run_sbc``/``check_sbc``) and TARP (``run_tarp``/``check_tarp``) from ``sbi``.
 
@@ -163,6 +164,8 @@ def calibrate(
         max_sampling_time: For NPE posteriors (rejection of samples outside the prior), give up
             with sbi's RuntimeError after this many seconds instead of waiting indefinitely when
             almost all the flow's mass leaks out of the prior.
+        sample_kwargs: Extra arguments of ``posterior.sample_batched``, e.g. ``num_chains``
+            for MCMC posteriors (sbi runs that many chains for *every* observation).
 
     Returns:
         A :class:`CalibrationResult`; its ``extra["samples"]`` holds the posterior samples.
@@ -179,6 +182,7 @@ def calibrate(
             x=xs,
             show_progress_bars=show_progress_bar,
             **sampling_time_limit(posterior, max_sampling_time),
+            **(sample_kwargs or {}),
         )
     expected = (num_posterior_samples, thetas.shape[0], thetas.shape[1])
     if tuple(samples.shape) != expected:

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sbi.inference.posteriors import MCMCPosterior
 from tqdm.auto import tqdm
 
 from sbi_symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
 from sbi_symmetry.evaluation import Stopwatch, c2st_score, calibrate, std_ratio, summarise
-from sbi_symmetry.nets import ConvEncoder1D
+from sbi_symmetry.nets import ConvEncoder1D, Expander
 from sbi_symmetry.plots import plot_coverage, plot_loss_curves, plot_posteriors, plot_sbc_ranks
 from sbi_symmetry.tasks import SignalInNoiseTask, get_task
 from sbi_symmetry.workflow import methods as M
@@ -138,6 +139,7 @@ def run(
     # 2. symmetry embedding + NPE -----------------------------------------------------------
     encoder = _encoder(task, config.encoder)
     npe_kwargs = {"show_progress_bars": show_progress, **config.npe_train}
+    flow = dict(config.flow)
     if "symmetry_npe" in config.methods:
         with watch("symmetry_npe"):
             trained["symmetry_npe"] = M.symmetry_npe(
@@ -146,7 +148,13 @@ def run(
                 x,
                 encoder,
                 pretrain_simulations=config.pretrain_simulations,
-                pretrain_kwargs={"seed": config.seed, "device": config.device, **config.pretrain},
+                pretrain_kwargs={
+                    "seed": config.seed,
+                    "device": config.device,
+                    "expander": Expander(encoder.output_dim, **config.expander),
+                    **config.pretrain,
+                },
+                flow_kwargs=flow,
                 **npe_kwargs,
             )
         m = trained["symmetry_npe"]
@@ -161,7 +169,9 @@ def run(
         if "raw_npe" in config.methods:
             trained["raw_npe"] = M.raw_npe(task, theta, x, **npe_kwargs)
         if "end_to_end_npe" in config.methods:
-            trained["end_to_end_npe"] = M.end_to_end_npe(task, theta, x, encoder, **npe_kwargs)
+            trained["end_to_end_npe"] = M.end_to_end_npe(
+                task, theta, x, encoder, flow_kwargs=flow, **npe_kwargs
+            )
         ee_encoder = _encoder(task, config.ee_encoder)
         ee_kwargs = {"show_progress_bars": show_progress, **config.ee_train}
         if "embed_emulate" in config.methods:
@@ -279,6 +289,7 @@ def run(
                     show_progress_bar=show_progress,
                     seed=config.seed,
                     max_sampling_time=SAMPLING_TIME_LIMIT,
+                    sample_kwargs=_batched_sampling(method.posterior),
                 )
             metrics_methods[name]["calibration"] = calibration[name].to_dict()
     say(
@@ -481,6 +492,15 @@ def _write_report(
     (folder / "report.html").write_text(doc.html(f"sbi-symmetry: {config.task}"))
     (folder / _MARKER).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _batched_sampling(posterior: Any) -> dict[str, Any]:
+    """Calibration samples many observations at once: MCMC runs fewer chains per observation.
+
+    sbi runs ``num_chains`` chains for every observation of a batch; 5 per observation instead of
+    20 makes batched slice sampling about 3x faster for the same number of samples.
+    """
+    return {"num_chains": 5} if isinstance(posterior, MCMCPosterior) else {}
 
 
 @contextmanager
