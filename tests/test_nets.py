@@ -117,6 +117,66 @@ def test_pooled_zero_padded_encoder_is_invariant_away_from_the_edges(shift, pool
     assert torch.allclose(enc(torch.roll(x, shift, dims=-1)), enc(x), rtol=0, atol=1e-12)
 
 
+# ------------------------------------------------------------------------------- front end
+@pytest.mark.parametrize(
+    ("length", "downsample", "stride", "kernel", "expected"),
+    [
+        (40, 1, 1, 5, 40),
+        (40, 4, 1, 5, 10),
+        (42, 4, 1, 5, 11),  # the last partial window is kept
+        (40, 1, 2, 5, 20),
+        (40, 2, 2, 4, 10),
+        (41, 1, 3, 6, 14),
+    ],
+)
+def test_front_end_sets_the_feature_length(length, downsample, stride, kernel, expected):
+    for pooling in ("mean", "flatten"):
+        enc = tiny(
+            length, downsample=downsample, stride=stride, kernel_size=kernel, pooling=pooling
+        )
+        assert enc.feature_length == expected
+        x = torch.randn(3, length)
+        assert enc.backbone(x.unsqueeze(1)).shape == (3, TINY["channels"], expected)
+        assert enc(x).shape == (3, 3) and enc(x[:1]).shape == (1, 3)
+
+
+def test_average_pooling_front_end_feeds_window_means_to_the_first_convolution():
+    enc = tiny(downsample=4)
+    pool, stem = enc.backbone[0], enc.backbone[1]
+    assert isinstance(pool, torch.nn.AvgPool1d) and isinstance(stem, torch.nn.Conv1d)
+    x = torch.randn(2, 1, 40)
+    assert torch.allclose(pool(x), x.reshape(2, 1, 10, 4).mean(-1))
+    # No front end: the parameter names of the encoder are those it always had.
+    assert next(iter(tiny().state_dict())) == "backbone.0.weight"
+
+
+@given(
+    factor=st.sampled_from([2, 4, 5]),
+    which=st.sampled_from(["downsample", "stride"]),
+    steps=st.integers(-8, 8),
+    pooling=st.sampled_from(["mean", "max"]),
+)
+def test_front_end_keeps_exact_invariance_to_rolls_by_its_factor(factor, which, steps, pooling):
+    torch.manual_seed(0)
+    enc = tiny(40, padding_mode="circular", pooling=pooling, **{which: factor}).double()
+    x = torch.randn(3, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    rolled = torch.roll(x, steps * factor, dims=-1)
+    assert torch.allclose(enc(rolled), enc(x), rtol=0, atol=1e-12)
+
+
+def test_front_end_divides_the_convolution_cost_by_its_factor():
+    from sbi_symmetry.evaluation import count_macs
+
+    def conv_macs(enc: ConvEncoder1D) -> int:
+        return count_macs(enc.backbone, lambda: enc.backbone(torch.zeros(1000, 1, 40)))
+
+    full = tiny(num_blocks=1)
+    # stem 1*4*5 + one block 2 * 4*4*5 per output sample, 40 samples
+    assert conv_macs(full) == 1000 * 40 * (20 + 160)
+    assert conv_macs(tiny(num_blocks=1, downsample=4)) == conv_macs(full) // 4
+    assert conv_macs(tiny(num_blocks=1, stride=2)) == conv_macs(full) // 2
+
+
 # ------------------------------------------------------------------------------- sbi
 @pytest.mark.parametrize("channels", [1, 2])
 def test_works_as_sbi_embedding_net(channels):
@@ -137,6 +197,7 @@ def test_works_as_sbi_embedding_net(channels):
         {},
         {"pooling": "flatten", "dilation": [1, 2], "activation": "gelu"},
         {"in_channels": 3, "padding_mode": "circular", "norm": "group", "output_dim": 7},
+        {"downsample": 4, "stride": 2, "pooling": "flatten"},
     ],
 )
 def test_config_rebuilds_the_same_architecture(kwargs):
@@ -213,6 +274,11 @@ def test_non_tensor_and_integer_inputs_raise():
         ({"channels": 0}, "channels"),
         ({"output_dim": 2.5}, "output_dim"),
         ({"kernel_size": 101, "padding_mode": "circular"}, "circular padding"),
+        ({"kernel_size": 25, "downsample": 4, "padding_mode": "circular"}, "circular padding"),
+        ({"downsample": 0}, "downsample"),
+        ({"downsample": 41}, "downsample"),
+        ({"stride": 1.5}, "stride"),
+        ({"kernel_size": 4, "downsample": 40}, "no output"),
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs, match):

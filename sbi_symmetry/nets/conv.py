@@ -2,11 +2,15 @@
 
 The network is ``head(backbone(x))``:
 
-* ``backbone``: an input convolution from ``in_channels`` to ``channels``, then ``num_blocks``
-  residual blocks ``y = act(x + conv(act(conv(x))))`` with "same" padding, so every layer keeps the
-  length ``L``. Convolutions are translation-equivariant: shifting the input shifts the feature
-  maps (exactly for cyclic shifts with ``padding_mode="circular"``; up to the edges of the window
-  with ``padding_mode="zeros"``).
+* ``backbone``: an optional cheap front end (``downsample``: average pooling of the input over
+  non-overlapping windows; ``stride``: a strided input convolution), an input convolution from
+  ``in_channels`` to ``channels``, then ``num_blocks`` residual blocks
+  ``y = act(x + conv(act(conv(x))))`` with "same" padding, so every block keeps the length.
+  Convolutions are translation-equivariant: shifting the input shifts the feature maps (exactly
+  for cyclic shifts with ``padding_mode="circular"``; up to the edges of the window with
+  ``padding_mode="zeros"``). With a front end that reduces the length by a factor ``r =
+  downsample * stride`` this holds exactly for shifts by multiples of ``r`` and approximately
+  (up to the sub-window position) for other shifts.
 * ``head``: a reduction over time followed by an MLP ``Linear -> act -> Linear`` to
   ``output_dim``. The reduction decides the symmetry of the summary:
 
@@ -39,6 +43,16 @@ Mean and max are close (within what one seed can resolve); both beat the flatten
 twentieth of its parameters. Use ``padding_mode="circular"`` when the data are periodic (a cyclic
 lattice such as Lorenz-96 sites); keep ``"zeros"`` for transients that start and end inside a
 window.
+
+The front end is what makes the encoder cheap. The cost of a convolution is
+``channels_in * channels_out * kernel_size`` multiply-accumulates per output sample, so every
+layer after a length reduction by ``r`` costs ``r`` times less. Signals sampled far above their
+highest frequency lose almost nothing by averaging: the built-in oscillator has at least 57
+samples per period and the sine-Gaussian at least 25, so averaging windows of 8 and 4 samples
+keep 7 and 6 samples per period, attenuate the fastest oscillation by at most 3% and 4% (the
+``sinc`` response of a moving average), and average the white noise down by ``sqrt(r)`` just as
+a matched filter would. ``downsample`` has no parameters and, as is customary, its additions are
+not counted as multiply-accumulates; ``stride`` is a learnt alternative whose cost is counted.
 
 There is no BatchNorm: ``sbi`` probes embedding nets with a batch of one. ``norm="group"`` adds a
 ``GroupNorm(1, channels)`` (normalisation over channels and time of each sample), which works at
@@ -176,6 +190,11 @@ class ConvEncoder1D(nn.Module):
         num_blocks: Number of residual blocks.
         kernel_size: Width of every convolution (any size; odd sizes centre the kernel).
         dilation: One dilation for all blocks, or one per block.
+        downsample: Average the input over non-overlapping windows of this many samples before
+            the first convolution (``AvgPool1d``; a last partial window is averaged over what it
+            holds). ``1`` (default) is off.
+        stride: Stride of the input convolution (padding ``(kernel_size - 1) // 2`` on both
+            sides). ``1`` (default) keeps the length.
         pooling: ``"mean"`` (default) or ``"max"`` global pooling over time (shift-invariant),
             or ``"flatten"`` (the paper's ``Linear(channels * L -> hidden_dim)``, not invariant).
         hidden_dim: Width of the head's hidden layer.
@@ -185,8 +204,10 @@ class ConvEncoder1D(nn.Module):
         norm: ``"none"`` or ``"group"`` (``GroupNorm(1, channels)`` inside the blocks).
 
     Attributes:
-        backbone: The convolutions (input convolution and residual blocks), ``(B, C, L)`` ->
-            ``(B, channels, L)``; this is what ``freeze="backbone"`` freezes.
+        backbone: The front end and convolutions (input convolution and residual blocks),
+            ``(B, C, L)`` -> ``(B, channels, feature_length)``; this is what
+            ``freeze="backbone"`` freezes.
+        feature_length: Length of the backbone's feature maps (``L`` without a front end).
         head: Pooling (or flattening) and the MLP to ``output_dim``.
         config: The constructor's keyword arguments (JSON-serialisable), so that
             ``ConvEncoder1D(**config)`` rebuilds the same architecture.
@@ -216,9 +237,17 @@ class ConvEncoder1D(nn.Module):
         padding_mode: PaddingMode = "zeros",
         activation: Activation = "relu",
         norm: Norm = "none",
+        downsample: int = 1,
+        stride: int = 1,
     ) -> None:
         super().__init__()
         _check_int(input_length, "input_length", 1)
+        _check_int(downsample, "downsample", 1)
+        _check_int(stride, "stride", 1)
+        if downsample > input_length:
+            raise ValueError(
+                f"`downsample` ({downsample}) must not exceed `input_length` ({input_length})."
+            )
         _check_int(output_dim, "output_dim", 1)
         _check_int(in_channels, "in_channels", 1)
         _check_int(channels, "channels", 1)
@@ -230,17 +259,29 @@ class ConvEncoder1D(nn.Module):
         _check_choice(activation, "activation", tuple(_ACTIVATIONS))
         _check_choice(norm, "norm", _NORMS)
         dilations = self._dilations(dilation, num_blocks)
+        pooled_length = -(-input_length // downsample)  # ceil
+        pad = (kernel_size - 1) // 2
+        feature_length = (pooled_length + 2 * pad - kernel_size) // stride + 1
+        if feature_length < 1:
+            raise ValueError(
+                f"kernel_size={kernel_size} with stride={stride} leaves no output on inputs of "
+                f"length {pooled_length} (input_length={input_length}, "
+                f"downsample={downsample})."
+            )
         if padding_mode == "circular":
-            for d in (1, *dilations):
+            lengths = [pooled_length] + [feature_length] * len(dilations)
+            for d, length in zip((1, *dilations), lengths, strict=True):
                 reach = d * (kernel_size - 1)
-                if reach - reach // 2 > input_length:
+                if reach - reach // 2 > length:
                     raise ValueError(
                         f"circular padding needs kernel_size and dilation with "
-                        f"dilation * (kernel_size - 1) / 2 <= input_length = {input_length}; "
-                        f"got kernel_size={kernel_size}, dilation={d}."
+                        f"dilation * (kernel_size - 1) / 2 <= the length the convolution sees "
+                        f"({length}, input_length={input_length}); got "
+                        f"kernel_size={kernel_size}, dilation={d}."
                     )
 
         self.input_length = input_length
+        self.feature_length = feature_length
         self.in_channels = in_channels
         self.output_dim = output_dim
         self.config: dict[str, Any] = {
@@ -256,21 +297,31 @@ class ConvEncoder1D(nn.Module):
             "padding_mode": padding_mode,
             "activation": activation,
             "norm": norm,
+            "downsample": downsample,
+            "stride": stride,
         }
 
         act = _ACTIVATIONS[activation]
         stem = nn.Conv1d(
-            in_channels, channels, kernel_size, padding="same", padding_mode=padding_mode
+            in_channels,
+            channels,
+            kernel_size,
+            stride=stride,
+            padding="same" if stride == 1 else pad,
+            padding_mode=padding_mode,
         )
         blocks = [
             ResidualBlock1D(channels, kernel_size, d, padding_mode, activation, norm)
             for d in dilations
         ]
-        self.backbone = nn.Sequential(stem, act(), *blocks)
+        # The pooling layer is only present when used, so the parameter names of encoders
+        # without a front end (``backbone.0`` = the input convolution) are unchanged.
+        front = [nn.AvgPool1d(downsample, ceil_mode=True)] if downsample > 1 else []
+        self.backbone = nn.Sequential(*front, stem, act(), *blocks)
 
         if pooling == "flatten":
             reduce: nn.Module = nn.Flatten(start_dim=1)
-            features = channels * input_length
+            features = channels * feature_length
         else:
             reduce = _GlobalPool(pooling)
             features = channels
