@@ -228,7 +228,7 @@ def plot_summaries(
         _scatter(fig.add_subplot(), summaries, shown, colours, labels)
     else:
         n = len(shown)
-        fig = Figure(figsize=(2.6 * (n - 1), 2.6 * (n - 1)))
+        fig = Figure(figsize=(2.6 * (n - 1), 2.6 * (n - 1)), layout="constrained")
         grid = fig.subplots(n - 1, n - 1, squeeze=False)
         for row in range(1, n):
             for col in range(n - 1):
@@ -237,13 +237,13 @@ def plot_summaries(
                     axes.set_visible(False)
                     continue
                 _scatter(axes, summaries, (shown[col], shown[row]), colours, None)
-        grid[0][0].legend(
+        fig.legend(  # in the empty upper-right triangle of the grid
             handles=[
                 grid[0][0].scatter([], [], s=8, color=c, label=lab)
                 for c, lab in zip(colours, labels, strict=True)
             ],
             fontsize="small",
-            loc="best",
+            loc="upper right",
         )
     fig.suptitle("Summaries of fixed θ under random nuisance")
     return fig
