@@ -1,0 +1,62 @@
+"""Smoke tests of the benchmark scripts: each runs its ``--quick`` mode into a temporary folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_symmetry_npe_quick_run_writes_table_and_json(tmp_path):
+    script = load_script("symmetry_npe")
+    out = tmp_path / "symmetry_npe.md"
+    argv = ["--quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    results = script.main(argv)
+    text = out.read_text()
+    assert "symmetry_npe[backbone]" in text and "raw_npe" in text and "end_to_end_npe" in text
+    assert "--quick" in text  # the command that made it
+    raw = json.loads(out.with_suffix(".json").read_text())
+    rows = raw["results"][0]["rows"]
+    assert [r["method"] for r in rows] == ["raw_npe", "end_to_end_npe", "symmetry_npe[backbone]"]
+    for row in rows:
+        assert len(row["c2st_per_observation"]) == 2
+        assert 0.0 <= row["c2st"]["mean"] <= 1.0
+        assert row["costs"]["macs_per_1000"] > 0
+    # The embedding methods share one encoder and flow, cheaper than sbi's raw NPE.
+    macs = {r["method"]: r["costs"]["macs_per_1000"] for r in rows}
+    assert macs["symmetry_npe[backbone]"] < macs["raw_npe"]
+    assert raw["results"][0]["pretraining"]["pretrain_simulator_calls"] > 0
+    assert results[0]["task"] == "damped-oscillator"
+
+
+def test_embed_emulate_quick_run_writes_results(tmp_path):
+    """``embed_emulate.py --quick`` trains the ratio methods, samples, and writes table + JSON."""
+    script = load_script("embed_emulate")
+    out = tmp_path / "embed_emulate.md"
+    ratio_methods = ["embed_emulate", "embed_emulate_vicreg", "nre_c"]
+    argv = ["--quick", "--tasks", "damped-oscillator", "--methods", *ratio_methods]
+    script.main([*argv, "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    result = json.loads(out.with_suffix(".json").read_text())["results"]["damped-oscillator"]
+    assert list(result["methods"]) == ratio_methods
+    for entry in result["methods"].values():
+        assert 0.0 <= entry["c2st"]["mean"] <= 1.0
+        assert entry["costs"]["trainable_parameters"] > 0
+        assert len(entry["calibration"]["ks_pvals"]) == 2
+        assert entry["seconds_per_10k_samples"] > 0
+    for key in ("step_speedup", "epoch_speedup", "mcmc_speedup", "c2st_difference"):
+        assert result["targets"][key] == result["targets"][key]  # present and not NaN
+    assert result["speed_check"]["step_speedup"] > 0
+    text = out.read_text()
+    assert "--quick" in text and "## Targets" in text and "| E&E |" in text
