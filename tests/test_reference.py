@@ -307,6 +307,15 @@ def test_bilby_priors_are_the_task_priors():
             assert (priors[name].minimum, priors[name].maximum) == (low, high)
 
 
+def test_dynesty_warns_when_samples_must_repeat():
+    task = DampedOscillator()
+    x = observe(task, [1.0, 0.3], 0.5)
+    with pytest.warns(UserWarning, match="independent samples"):
+        ref = nested_sampling_posterior(task, x, num_samples=5_000, seed=0, nlive=40, dlogz=1.0)
+    assert ref.settings["independent_samples"] < 5_000
+    assert torch.unique(ref.samples, dim=0).shape[0] < 5_000  # the repeats the warning names
+
+
 def test_dynesty_is_seeded_and_leaves_no_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     task = DampedOscillator()

@@ -34,6 +34,7 @@ import logging
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -190,6 +191,14 @@ def nested_sampling_posterior(
     points = nested[list(task.parameter_names)].to_numpy(dtype=np.float64)
     weights = nested["weights"].to_numpy(dtype=np.float64)
     theta, independent = _equal_weight_samples(points, weights, num_samples, seed)
+    if independent < num_samples:
+        warnings.warn(
+            f"num_samples={num_samples} exceeds the {independent} independent samples of this "
+            "dynesty run, so they were resampled with replacement and some repeat; repeats make "
+            "a C2ST against these samples too high. Ask for fewer samples or raise nlive.",
+            UserWarning,
+            stacklevel=3,
+        )
     settings: dict[str, Any] = {
         "nlive": nlive,
         "dlogz": dlogz,

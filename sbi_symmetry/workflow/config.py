@@ -118,7 +118,7 @@ METHODS: tuple[str, ...] = ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_
 
 # The fast encoder averages the input over windows of 8 samples (both signals are heavily
 # oversampled) and keeps one small residual block, so that the whole NPE forward pass costs about
-# a quarter of sbi's NPE on raw data (see benchmarks/results/symmetry_npe.md).
+# a quarter of sbi's NPE on raw data (see benchmarks/results/symmetry_npe_damped-oscillator.md).
 _FAST_ENCODER = {
     "downsample": 8,
     "channels": 6,
