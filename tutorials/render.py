@@ -29,6 +29,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 _CELL = re.compile(r"^# %%(.*)$")
+_SBI_CONVERGED = re.compile(r"\r ?(Neural network successfully converged after \d+ epochs\.)")
 
 
 def split_cells(source: str) -> list[tuple[str, str]]:
@@ -87,7 +88,9 @@ def render(script: Path, out_dir: Path, overwrite: bool = False) -> Path:
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             exec(compile(text, str(script), "exec"), namespace)  # runs our own tutorial
-        printed = buffer.getvalue().rstrip()
+        # sbi ends training with "\r Neural network successfully converged ..." and no newline;
+        # give that message a line of its own so the next print does not run into it.
+        printed = _SBI_CONVERGED.sub(r"\1\n", buffer.getvalue()).rstrip()
         if printed:
             parts.append(f"```text\n{printed}\n```")
         for value in list(namespace.values()):

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,12 @@ from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
 from sbi.inference.posteriors.direct_posterior import DirectPosterior
 from torch import Tensor
 from torch.distributions import Distribution
+
+#: Messages of sbi's ``sample_batched`` warnings about its own batching, silenced in ``calibrate``.
+_SBI_BATCHING_NOTES = (
+    "Capping max_sampling_batch_size",
+    "Note that for batched sampling, we use num_chains many chains",
+)
 
 
 def coverage_from_ranks(
@@ -177,13 +184,18 @@ def calibrate(
         )
     torch.manual_seed(seed)
     if samples is None:
-        samples = posterior.sample_batched(
-            (num_posterior_samples,),
-            x=xs,
-            show_progress_bars=show_progress_bar,
-            **sampling_time_limit(posterior, max_sampling_time),
-            **(sample_kwargs or {}),
-        )
+        with warnings.catch_warnings():
+            # sbi's notes on its own batching choices (a capped sampling batch; one set of MCMC
+            # chains per observation) say nothing about the result; keep the output readable.
+            for note in _SBI_BATCHING_NOTES:
+                warnings.filterwarnings("ignore", message=note, category=UserWarning)
+            samples = posterior.sample_batched(
+                (num_posterior_samples,),
+                x=xs,
+                show_progress_bars=show_progress_bar,
+                **sampling_time_limit(posterior, max_sampling_time),
+                **(sample_kwargs or {}),
+            )
     expected = (num_posterior_samples, thetas.shape[0], thetas.shape[1])
     if tuple(samples.shape) != expected:
         raise ValueError(f"`samples` must have shape {expected}; got {tuple(samples.shape)}.")

@@ -143,6 +143,21 @@ def _train_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **kwargs}
 
 
+def _train(
+    trainer: Any, theta: Tensor, x: Tensor, train_kwargs: dict[str, Any], **extra: Any
+) -> tuple[nn.Module, float]:
+    """Train an sbi trainer on ``(theta, x)``; return the estimator and the wall time."""
+    kwargs = _train_kwargs(train_kwargs)
+    start = time.perf_counter()
+    estimator = trainer.append_simulations(theta, x).train(**kwargs, **extra)
+    seconds = time.perf_counter() - start
+    if trainer.summary["epochs_trained"][-1] <= kwargs.get("max_num_epochs", 2**31 - 1):
+        # sbi 0.27 announces convergence with "\r Neural network successfully converged ..."
+        # and no newline; end that line so the next output starts on its own.
+        print()
+    return estimator, seconds
+
+
 def _macs(estimator: nn.Module, theta: Tensor, x: Tensor, ratio: bool) -> int:
     idx = torch.arange(1000) % theta.shape[0]
     t, xx = theta[idx], x[idx]
@@ -207,9 +222,7 @@ def _npe(
         tracker=NullTracker(),
         show_progress_bars=show_progress_bars,
     )
-    start = time.perf_counter()
-    estimator = trainer.append_simulations(theta, x).train(**_train_kwargs(train_kwargs))
-    seconds = time.perf_counter() - start
+    estimator, seconds = _train(trainer, theta, x, train_kwargs)
     posterior = trainer.build_posterior(estimator)
     return _finish(name, trainer, estimator, seconds, theta, x, False, posterior, **finish)
 
@@ -379,9 +392,7 @@ def embed_emulate(
         show_progress_bars=show_progress_bars,
         **(estimator_kwargs or {}),
     )
-    start = time.perf_counter()
-    estimator = trainer.append_simulations(theta, x).train(**_train_kwargs(train_kwargs))
-    seconds = time.perf_counter() - start
+    estimator, seconds = _train(trainer, theta, x, train_kwargs)
     posterior = trainer.build_posterior(estimator, posterior_parameters=mcmc_parameters(x))
     return _finish("embed_emulate", trainer, estimator, seconds, theta, x, True, posterior)
 
@@ -416,10 +427,6 @@ def nre_c(
     trainer = NRE_C(
         task.prior, classifier=builder, tracker=NullTracker(), show_progress_bars=show_progress_bars
     )
-    start = time.perf_counter()
-    estimator = trainer.append_simulations(theta, x).train(
-        num_classes=num_classes, **_train_kwargs(train_kwargs)
-    )
-    seconds = time.perf_counter() - start
+    estimator, seconds = _train(trainer, theta, x, train_kwargs, num_classes=num_classes)
     posterior = trainer.build_posterior(estimator, posterior_parameters=mcmc_parameters(x))
     return _finish("nre_c", trainer, estimator, seconds, theta, x, True, posterior)
