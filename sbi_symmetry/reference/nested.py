@@ -22,9 +22,9 @@ Example:
     >>> task = DampedOscillator()
     >>> g = torch.Generator().manual_seed(0)
     >>> x_o = task.simulate(torch.tensor([[1.0, 0.3]]), torch.tensor([[0.5]]), generator=g)
-    >>> ref = nested_sampling_posterior(task, x_o, num_samples=100, nlive=50, dlogz=1.0)
+    >>> ref = nested_sampling_posterior(task, x_o, num_samples=40, nlive=50, dlogz=1.0)
     >>> ref.samples.shape, ref.method
-    (torch.Size([100, 2]), 'dynesty')
+    (torch.Size([40, 2]), 'dynesty')
 """
 
 from __future__ import annotations
