@@ -47,10 +47,12 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import inspect
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -97,7 +99,8 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> b
 
     Does nothing (and returns ``False``) outside ``torchrun``, i.e. when ``WORLD_SIZE`` is unset,
     or when a process group already exists. On CUDA machines it also selects the GPU
-    ``LOCAL_RANK`` for this process.
+    ``LOCAL_RANK`` for this process. A group created here is destroyed when the script ends
+    normally (after a barrier), so training scripts need no teardown of their own.
 
     Args:
         backend: ``"nccl"`` or ``"gloo"``; default ``"nccl"`` if CUDA is available, else
@@ -120,7 +123,37 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> b
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    _shutdown_at_exit()
     return True
+
+
+_EXIT = {"uncaught_exception": False}
+
+
+def _shutdown_at_exit() -> None:
+    """Destroy the process group this module created when the interpreter exits normally.
+
+    A process that exits without ``destroy_process_group`` leaves gloo's worker threads to be
+    torn down during interpreter finalisation, which can abort it ("terminate called without an
+    active exception", SIGABRT) after all its work is done. So, on a normal exit, every rank waits
+    for the others (a barrier: no rank closes its connections while a peer still reads) and then
+    destroys the group. After an uncaught exception nothing is done: the peers may be blocked in a
+    collective, and ``torchrun`` tears the job down.
+    """
+    previous = sys.excepthook
+
+    def excepthook(*args: Any) -> None:
+        _EXIT["uncaught_exception"] = True
+        previous(*args)
+
+    def shutdown() -> None:
+        if _EXIT["uncaught_exception"] or not (dist.is_available() and dist.is_initialized()):
+            return
+        dist.barrier()
+        dist.destroy_process_group()
+
+    sys.excepthook = excepthook
+    atexit.register(shutdown)
 
 
 def is_distributed() -> bool:
