@@ -116,24 +116,21 @@ class RunConfig:
 
 METHODS: tuple[str, ...] = ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate", "nre_c")
 
+
+def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
+    """``encoder`` (symmetry NPE, ``npe_dim`` outputs) and ``ee_encoder`` (E&E, 16 outputs)."""
+    return {"encoder": {"output_dim": npe_dim, **conv}, "ee_encoder": {"output_dim": 16, **conv}}
+
+
 # The fast encoder averages the input over windows of 8 samples (both signals are heavily
 # oversampled) and keeps one small residual block, so that the whole NPE forward pass costs about
 # a quarter of sbi's NPE on raw data (see benchmarks/results/symmetry_npe_damped-oscillator.md).
-_FAST_ENCODER = {
-    "downsample": 8,
-    "channels": 6,
-    "num_blocks": 1,
-    "kernel_size": 5,
-    "hidden_dim": 32,
-}
-
 _FAST_SHO = RunConfig(
     task="damped-oscillator",
     preset="fast",
     num_simulations=10_000,
     pretrain_simulations=30_000,
-    encoder={"output_dim": 8, **_FAST_ENCODER},
-    ee_encoder={"output_dim": 16, **_FAST_ENCODER},
+    **_towers(8, downsample=8, channels=6, num_blocks=1, kernel_size=5, hidden_dim=32),
     expander={"output_dim": 32, "hidden_dims": (64, 64)},
     flow={"hidden_features": 25},
     pretrain={"max_epochs": 40, "batch_size": 256, "learning_rate": 3e-3, "stop_after_epochs": 40},
@@ -151,8 +148,7 @@ _PAPER_SHO = RunConfig(
     sbc_pairs=1_000,
     sbc_pairs_ratio=300,
     sbc_posterior_samples=500,
-    encoder={"output_dim": 3, "channels": 20, "num_blocks": 4, "kernel_size": 21},
-    ee_encoder={"output_dim": 16, "channels": 20, "num_blocks": 4, "kernel_size": 21},
+    **_towers(3, channels=20, num_blocks=4, kernel_size=21),
     pretrain={"max_epochs": 100, "batch_size": 512},
     methods=METHODS,
 )
@@ -162,49 +158,21 @@ _PRESETS: dict[tuple[str, str], RunConfig] = {
     ("damped-oscillator", "paper"): _PAPER_SHO,
     ("sine-gaussian", "fast"): replace(_FAST_SHO, task="sine-gaussian"),
     ("sine-gaussian", "paper"): replace(
-        _PAPER_SHO,
-        task="sine-gaussian",
-        encoder={"output_dim": 3, "channels": 10, "num_blocks": 4, "kernel_size": 11},
-        ee_encoder={"output_dim": 16, "channels": 10, "num_blocks": 4, "kernel_size": 11},
+        _PAPER_SHO, task="sine-gaussian", **_towers(3, channels=10, num_blocks=4, kernel_size=11)
     ),
+    # Lorenz-96: sites as the length axis, circular padding (the site shift is cyclic).
     ("lorenz96", "fast"): replace(
         _FAST_SHO,
         task="lorenz96",
         num_simulations=5_000,
         pretrain_simulations=5_000,
-        encoder={
-            "output_dim": 8,
-            "channels": 16,
-            "num_blocks": 2,
-            "kernel_size": 5,
-            "padding_mode": "circular",
-        },
-        ee_encoder={
-            "output_dim": 16,
-            "channels": 16,
-            "num_blocks": 2,
-            "kernel_size": 5,
-            "padding_mode": "circular",
-        },
+        **_towers(8, channels=16, num_blocks=2, kernel_size=5, padding_mode="circular"),
     ),
     ("lorenz96", "paper"): replace(
         _PAPER_SHO,
         task="lorenz96",
         num_simulations=20_000,
         pretrain_simulations=20_000,
-        encoder={
-            "output_dim": 8,
-            "channels": 32,
-            "num_blocks": 4,
-            "kernel_size": 5,
-            "padding_mode": "circular",
-        },
-        ee_encoder={
-            "output_dim": 16,
-            "channels": 32,
-            "num_blocks": 4,
-            "kernel_size": 5,
-            "padding_mode": "circular",
-        },
+        **_towers(8, channels=32, num_blocks=4, kernel_size=5, padding_mode="circular"),
     ),
 }
