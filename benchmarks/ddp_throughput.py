@@ -101,10 +101,10 @@ def _simulation(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _pretraining(args: argparse.Namespace) -> dict[str, float]:
-    from sbi_symmetry.augment import ResimulatedViews
     from sbi_symmetry.nets.conv import ConvEncoder1D
-    from sbi_symmetry.pretrain import pretrain_vicreg
+    from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
     from sbi_symmetry.tasks import DampedOscillator
+    from sbi_symmetry.views import ResimulatedViews
 
     task = DampedOscillator()
     torch.manual_seed(0)

@@ -47,10 +47,10 @@ from sbi.neural_nets import classifier_nn
 from torch import Tensor, nn
 
 from sbi_symmetry._sbi_compat import NullTracker
-from sbi_symmetry.diagnostics import invariance_error
 from sbi_symmetry.emulate import EmbedEmulate, EmbedEmulateRatioEstimator
 from sbi_symmetry.evaluation import c2st_score, calibrate, summarise
 from sbi_symmetry.nets import ConvEncoder1D
+from sbi_symmetry.symmetry.diagnostics import invariance_error
 from sbi_symmetry.tasks import Lorenz96, NuisanceTask, SignalInNoiseTask, get_task
 from sbi_symmetry.workflow import methods as M
 
@@ -858,7 +858,7 @@ def protocol(payload: dict[str, Any]) -> list[str]:
         "calibration pairs and the parameters.",
         "- Invariance error: mean squared distance between the summaries of two re-simulated "
         "views (same theta, new nuisance and noise) over their total variance "
-        "(`sbi_symmetry.diagnostics.invariance_error`; 0 invariant, about 2 none): E&E's "
+        "(`sbi_symmetry.symmetry.diagnostics.invariance_error`; 0 invariant, about 2 none): E&E's "
         "unit-norm f(x), NRE_C's x-embedding, symmetry-NPE's embedding.",
         "- MACs: one forward pass of the trained estimator on 1000 (theta, x) pairs "
         "(`TrainedMethod.macs_per_1000`: for the ratio methods one log-ratio per pair, for "

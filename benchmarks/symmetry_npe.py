@@ -47,13 +47,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sbi_symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.evaluation import c2st_score, calibrate, std_ratio, summarise
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.nets.heads import Expander
-from sbi_symmetry.pretrain import pretrain_vicreg
-from sbi_symmetry.tasks import get_task
-from sbi_symmetry.tasks.base import SignalInNoiseTask
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
+from sbi_symmetry.tasks import SignalInNoiseTask, get_task
 from sbi_symmetry.workflow.methods import (
     TrainedMethod,
     end_to_end_npe,

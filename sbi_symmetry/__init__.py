@@ -9,16 +9,6 @@ Example:
 from __future__ import annotations
 
 from sbi_symmetry._sbi_compat import NullTracker
-from sbi_symmetry.augment import (
-    AugmentedViews,
-    CircularShift,
-    Compose,
-    ResimulatedViews,
-    TimeShift,
-    Views,
-)
-from sbi_symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
-from sbi_symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
 from sbi_symmetry.emulate import (
     EmbedEmulate,
     EmbedEmulateRatioEstimator,
@@ -26,8 +16,10 @@ from sbi_symmetry.emulate import (
 )
 from sbi_symmetry.losses import VICRegLoss, VICRegTerms, symmetric_infonce, vicreg_loss
 from sbi_symmetry.nets import ConvEncoder1D, Expander, ResidualMLP
-from sbi_symmetry.pretrain import PretrainConfig, pretrain_vicreg
 from sbi_symmetry.simulation import SimulationStore, simulate_dataset, simulate_views
+from sbi_symmetry.symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
+from sbi_symmetry.symmetry.pretrain import PretrainConfig, pretrain_vicreg
 from sbi_symmetry.tasks import (
     DampedOscillator,
     Lorenz96,
@@ -35,6 +27,14 @@ from sbi_symmetry.tasks import (
     SignalInNoiseTask,
     SineGaussian,
     get_task,
+)
+from sbi_symmetry.views import (
+    AugmentedViews,
+    CircularShift,
+    Compose,
+    ResimulatedViews,
+    TimeShift,
+    Views,
 )
 
 __version__ = "0.1.0"

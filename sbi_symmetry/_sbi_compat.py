@@ -62,3 +62,33 @@ class FlattenEmbedding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Flatten everything but the batch dimension."""
         return x.reshape(x.shape[0], -1)
+
+
+def training_summary(trainer: Any) -> dict[str, list[float]]:
+    """The per-epoch record sbi keeps on a trainer after ``train()`` (sbi 0.27: ``_summary``).
+
+    Args:
+        trainer: A trained sbi trainer (``NPE``, ``NRE_C``, ``EmbedEmulate`` ...).
+
+    Returns:
+        sbi's dictionary with ``epochs_trained``, ``training_loss``, ``validation_loss``,
+        ``epoch_durations_sec`` (lists, one entry per epoch or per round).
+
+    Example:
+        >>> import torch
+        >>> from sbi.inference import NPE
+        >>> from sbi.utils import BoxUniform
+        >>> prior = BoxUniform(torch.zeros(1), torch.ones(1))
+        >>> theta = prior.sample((100,))
+        >>> trainer = NPE(prior, tracker=NullTracker(), show_progress_bars=False)
+        >>> _ = trainer.append_simulations(theta, theta).train(max_num_epochs=1)
+        >>> sorted(training_summary(trainer))[:2]
+        ['best_validation_loss', 'epoch_durations_sec']
+    """
+    summary = getattr(trainer, "_summary", None)
+    if not isinstance(summary, dict) or "epochs_trained" not in summary:
+        raise TypeError(
+            f"{type(trainer).__name__} has no sbi training summary; train it first (this "
+            "package supports sbi 0.27's trainers)."
+        )
+    return summary

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -62,28 +63,95 @@ def check_last_dim(value: Tensor, size: int, name: str, what: str) -> None:
         )
 
 
-def check_shape(value: Tensor, shape: Sequence[int | None], name: str) -> None:
-    """Raise ``ValueError`` unless ``value.shape`` matches ``shape`` (``None`` matches any size).
+def is_int(value: object) -> bool:
+    """Whether ``value`` is a Python integer (``bool`` is not one here).
+
+    Example:
+        >>> is_int(3), is_int(True), is_int(3.0)
+        (True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(value: object, name: str, minimum: int | None = None, why: str = "") -> int:
+    """Raise ``ValueError`` unless ``value`` is an integer (not a bool) ``>= minimum``.
 
     Args:
-        value: Tensor to check.
-        shape: Expected shape; ``None`` entries are wildcards.
+        value: The object to check.
         name: Argument name used in the message.
+        minimum: Smallest allowed value; ``None`` for any integer.
+        why: Optional reason appended to the bound in the message.
+
+    Returns:
+        ``value`` unchanged.
+
+    Example:
+        >>> check_int(4, "batch_size", 3)
+        4
+        >>> check_int(2, "batch_size", 3, " (VICReg batch statistics)")
+        Traceback (most recent call last):
+        ...
+        ValueError: `batch_size` must be an integer >= 3 (VICReg batch statistics); got 2.
     """
-    ok = value.ndim == len(shape) and all(
-        want is None or want == got for want, got in zip(shape, value.shape, strict=False)
-    )
-    if not ok:
-        pretty = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
-        raise ValueError(f"`{name}` must have shape {pretty}; got {tuple(value.shape)}.")
+    if not is_int(value) or (minimum is not None and value < minimum):  # type: ignore[operator]
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"`{name}` must be an integer{bound}{why}; got {value!r}.")
+    return value  # type: ignore[return-value]
 
 
-def check_positive(value: float, name: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number > 0.
+def check_number(value: object, name: str, positive: bool = False) -> float:
+    """Raise ``ValueError`` unless ``value`` is a finite real number ``>= 0`` (``> 0``).
+
+    Args:
+        value: The object to check.
+        name: Argument name used in the message.
+        positive: Require ``> 0`` instead of ``>= 0``.
+
+    Returns:
+        ``value`` unchanged.
+
+    Example:
+        >>> check_number(0.5, "gamma", positive=True)
+        0.5
+        >>> check_number(-1, "weight_decay")
+        Traceback (most recent call last):
+        ...
+        ValueError: `weight_decay` must be a finite number >= 0; got -1.
+    """
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):  # type: ignore[operator]
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"`{name}` must be a finite number {bound}; got {value!r}.")
+    return value  # type: ignore[return-value]
+
+
+def check_positive(value: float, name: str) -> float:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (``check_number``).
 
     Args:
         value: Number to check.
         name: Argument name used in the message.
+
+    Returns:
+        ``value`` unchanged.
     """
-    if not (isinstance(value, int | float) and value > 0 and value != float("inf")):
-        raise ValueError(f"`{name}` must be a finite number > 0; got {value!r}.")
+    return check_number(value, name, positive=True)
+
+
+def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``.
+
+    Args:
+        value: The object to check.
+        name: Argument name used in the message.
+        choices: The allowed values.
+
+    Example:
+        >>> check_choice("max", "pooling", ("mean", "max"))
+        >>> check_choice("sum", "pooling", ("mean", "max"))
+        Traceback (most recent call last):
+        ...
+        ValueError: `pooling` must be one of ['mean', 'max']; got 'sum'.
+    """
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}.")

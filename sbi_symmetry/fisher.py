@@ -1,103 +1,12 @@
-r"""Fisher information and Cramer-Rao bounds for signal-in-white-noise tasks.
+"""Deprecated alias of :mod:`sbi_symmetry.reference.fisher` (its old path); removed in 0.3."""
 
-For data ``x_i = h(phi; t_i) + n_i`` with ``n_i ~ N(0, sigma^2)`` and ``phi = (theta, shift)``,
-the Fisher information is
+import warnings
 
-.. math::
+from sbi_symmetry.reference.fisher import *  # noqa: F403
 
-    F_{ab}(\phi) = \frac{1}{\sigma^2} \sum_i \partial_a h(\phi; t_i)\, \partial_b h(\phi; t_i),
-
-computed here with forward-mode autograd of the task's noise-free waveform. Split ``F`` into the
-intrinsic block ``F_tt``, the nuisance block ``F_ss`` and the cross term ``F_ts``:
-
-* nuisance known: the bound on ``theta`` is ``sqrt(diag(F_tt^{-1}))``;
-* nuisance unknown (profiled): the effective information is the Schur complement
-  ``F_tt - F_ts F_ss^{-1} F_st`` (never larger than ``F_tt`` in the Loewner order), so the
-  profiled bound is never smaller than the known-nuisance one;
-* ``conditional=True`` gives ``1 / sqrt(F_ii)``, the width of each parameter with every other
-  parameter known. This is what the closed forms of the symmetry-embedding paper's appendix
-  (Eqs. 5a-5d) are: they neglect the correlation between the two intrinsic parameters.
-
-The damped oscillator jumps from 0 to 1 at switch-on; that jump carries information about the
-shift that no derivative sees (the model is not regular there). Autograd differentiates the smooth
-part only, so the profiled bound for that task ignores the jump and is, if anything, conservative.
-
-Example:
-    >>> import torch
-    >>> from sbi_symmetry.tasks import SineGaussian
-    >>> task = SineGaussian()
-    >>> theta, shift = torch.tensor([[0.5, 2.0]]), torch.tensor([[0.3]])
-    >>> known = cramer_rao_bound(task, theta, shift, nuisance_known=True)
-    >>> profiled = cramer_rao_bound(task, theta, shift)
-    >>> bool((profiled >= known).all())
-    True
-"""
-
-from __future__ import annotations
-
-import torch
-from torch import Tensor
-
-from sbi_symmetry.tasks.base import SignalInNoiseTask
-
-
-def fisher_information(task: SignalInNoiseTask, theta: Tensor, nuisance: Tensor) -> Tensor:
-    """Fisher information matrix of ``(theta, shift)`` at each row.
-
-    Args:
-        task: A signal-in-white-noise task.
-        theta: Intrinsic parameters, shape ``(n, theta_dim)``.
-        nuisance: Shifts, shape ``(n, 1)``.
-
-    Returns:
-        Float64 tensor of shape ``(n, theta_dim + 1, theta_dim + 1)``; the last index is the shift.
-    """
-    if not isinstance(task, SignalInNoiseTask):
-        raise TypeError(
-            f"`task` must be a SignalInNoiseTask (white Gaussian noise on a time grid); got "
-            f"{type(task).__name__}."
-        )
-    theta = task._check_theta(theta)
-    nuisance = task._check_nuisance(nuisance, theta.shape[0])
-    params = torch.cat([theta, nuisance], dim=-1).double()
-    times = task.times.double()
-    dim = task.theta_dim
-
-    def waveform(row: Tensor) -> Tensor:
-        return task.waveform(row[:dim], times - row[dim:])
-
-    jac = torch.func.vmap(torch.func.jacfwd(waveform))(params)  # (n, L, dim + 1)
-    return jac.transpose(-1, -2) @ jac / task.noise_std**2
-
-
-def cramer_rao_bound(
-    task: SignalInNoiseTask,
-    theta: Tensor,
-    nuisance: Tensor,
-    *,
-    nuisance_known: bool = False,
-    conditional: bool = False,
-) -> Tensor:
-    """Lower bound on the standard deviation of each intrinsic parameter.
-
-    Args:
-        task: A signal-in-white-noise task.
-        theta: Intrinsic parameters, shape ``(n, theta_dim)``.
-        nuisance: Shifts, shape ``(n, 1)``.
-        nuisance_known: Treat the shift as known; otherwise it is profiled out with the Schur
-            complement.
-        conditional: Return ``1 / sqrt(F_ii)`` of the (effective) information, i.e. each
-            parameter's width with the other intrinsic parameters known (the paper's Eqs. 5).
-
-    Returns:
-        Float64 tensor of shape ``(n, theta_dim)``.
-    """
-    fisher = fisher_information(task, theta, nuisance)
-    dim = task.theta_dim
-    info = fisher[:, :dim, :dim]
-    if not nuisance_known:
-        cross = fisher[:, :dim, dim:]
-        info = info - cross @ torch.linalg.solve(fisher[:, dim:, dim:], cross.transpose(-1, -2))
-    if conditional:
-        return info.diagonal(dim1=-2, dim2=-1).rsqrt()
-    return torch.linalg.inv(info).diagonal(dim1=-2, dim2=-1).sqrt()
+warnings.warn(
+    "sbi_symmetry.fisher moved to sbi_symmetry.reference.fisher; "
+    "import from there (or from sbi_symmetry).",
+    DeprecationWarning,
+    stacklevel=2,
+)

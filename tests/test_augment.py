@@ -7,7 +7,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sbi_symmetry.augment import (
+from sbi_symmetry.tasks import DampedOscillator
+from sbi_symmetry.views import (
     AugmentedViews,
     CircularShift,
     Compose,
@@ -18,7 +19,6 @@ from sbi_symmetry.augment import (
     circular_shift,
     time_shift,
 )
-from sbi_symmetry.tasks import DampedOscillator
 
 
 def manual_time_shift(row: torch.Tensor, s: int) -> torch.Tensor:

@@ -12,14 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from sbi_symmetry.augment import ResimulatedViews
-from sbi_symmetry.diagnostics import (
+from sbi_symmetry.symmetry.diagnostics import (
     collapse_statistics,
     invariance_error,
     plot_summaries,
     summary_invariance,
 )
 from sbi_symmetry.tasks import DampedOscillator
+from sbi_symmetry.views import ResimulatedViews
 
 matplotlib.use("Agg")
 

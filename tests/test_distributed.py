@@ -32,7 +32,7 @@ from sbi_symmetry.emulate import EmbedEmulate
 from sbi_symmetry.losses import symmetric_infonce, vicreg_loss
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.nets.mlp import ResidualMLP
-from sbi_symmetry.pretrain import pretrain_vicreg
+from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 
 LENGTH = 24
 WORKER_TIMEOUT_S = 120
@@ -556,7 +556,7 @@ from pathlib import Path
 
 import torch
 from sbi_symmetry import distributed
-from sbi_symmetry.pretrain import pretrain_vicreg
+from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from test_distributed import PRETRAIN, ToyViews, _encoder, _prior
 
 assert distributed.init_distributed()

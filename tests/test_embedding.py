@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sbi.utils.nn_utils import check_net_device, get_numel
 from torch import nn
 
-from sbi_symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
 from sbi_symmetry.nets.conv import ConvEncoder1D
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
 
 
 class BNEncoder(nn.Module):

@@ -378,9 +378,9 @@ def test_trainer_rejects_a_builder_of_another_estimator():
 
 @pytest.mark.filterwarnings("ignore:Maximum number of epochs")
 def test_symmetry_regulariser_uses_fresh_views_during_training_only():
-    from sbi_symmetry.augment import ResimulatedViews
     from sbi_symmetry.nets.conv import ConvEncoder1D
     from sbi_symmetry.tasks import DampedOscillator
+    from sbi_symmetry.views import ResimulatedViews
 
     torch.manual_seed(0)
     task = DampedOscillator()

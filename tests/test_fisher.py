@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sbi_symmetry.fisher import cramer_rao_bound, fisher_information
+from sbi_symmetry.reference.fisher import cramer_rao_bound, fisher_information
 from sbi_symmetry.tasks import DampedOscillator, SineGaussian
 
 

@@ -151,7 +151,7 @@ def test_nuisance_prior_is_sampleable_and_covers_both_symmetries():
 
 
 def test_resimulated_views_work_with_the_task():
-    from sbi_symmetry.augment import ResimulatedViews
+    from sbi_symmetry.views import ResimulatedViews
 
     task = small()
     view_a, view_b = ResimulatedViews(task.simulate, task.nuisance_prior)(task.sample_prior(3))

@@ -6,7 +6,12 @@ import matplotlib.pyplot as plt
 import torch
 
 from sbi_symmetry.evaluation import calibrate
-from sbi_symmetry.plots import plot_coverage, plot_loss_curves, plot_posteriors, plot_sbc_ranks
+from sbi_symmetry.workflow.plots import (
+    plot_coverage,
+    plot_loss_curves,
+    plot_posteriors,
+    plot_sbc_ranks,
+)
 
 
 class _Exact:

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from sbi.utils import BoxUniform
 from torch import nn
 
-from sbi_symmetry import pretrain as pretrain_module
-from sbi_symmetry.augment import AugmentedViews, CircularShift, ResimulatedViews
-from sbi_symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.nets.conv import ConvEncoder1D
-from sbi_symmetry.pretrain import PretrainConfig, pretrain_vicreg, scheduled_learning_rate
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+from sbi_symmetry.symmetry.pretrain import PretrainConfig, pretrain_vicreg, scheduled_learning_rate
+from sbi_symmetry.symmetry.pretrain import loop as pretrain_module
 from sbi_symmetry.tasks import DampedOscillator
+from sbi_symmetry.views import AugmentedViews, CircularShift, ResimulatedViews
 
 LENGTH = 24
 FAST = dict(batch_size=32, max_epochs=2, warmup_epochs=0, show_progress_bar=False)

@@ -17,11 +17,11 @@ from sbi.neural_nets import classifier_nn, posterior_flow_nn, posterior_nn
 from torch import nn
 
 from sbi_symmetry._sbi_compat import NullTracker
-from sbi_symmetry.augment import ResimulatedViews
-from sbi_symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
 from sbi_symmetry.nets.conv import ConvEncoder1D
-from sbi_symmetry.pretrain import pretrain_vicreg
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
+from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks import DampedOscillator
+from sbi_symmetry.views import ResimulatedViews
 
 L = 200
 NUM_TRAIN = 300

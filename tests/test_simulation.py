@@ -347,7 +347,7 @@ def test_views_store_two_views_of_the_same_theta(tmp_path, reference_views):
 
 
 def test_views_from_the_package_resimulated_views():
-    augment = pytest.importorskip("sbi_symmetry.augment")  # written alongside; skip until it lands
+    augment = pytest.importorskip("sbi_symmetry.views")  # written alongside; skip until it lands
     views = augment.ResimulatedViews(TASK.simulate, TASK.nuisance_prior)
     kwargs = {"chunk_size": 10, "seed": 2, "show_progress_bar": False}
     serial = simulate_views(views, TASK.prior, 25, engine="serial", **kwargs)

@@ -32,7 +32,7 @@ from sbi_symmetry import (
     pretrain_vicreg,
 )
 from sbi_symmetry.evaluation import c2st_score
-from sbi_symmetry.plots import plot_posteriors
+from sbi_symmetry.workflow.plots import plot_posteriors
 
 FAST = bool(os.environ.get("SBI_SYMMETRY_FAST"))
 torch.manual_seed(0)

@@ -18,8 +18,8 @@ from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
 
 from sbi_symmetry import ConvEncoder1D, SineGaussian
 from sbi_symmetry.evaluation import c2st_score, calibrate
-from sbi_symmetry.plots import plot_coverage, plot_posteriors, plot_sbc_ranks
 from sbi_symmetry.workflow import methods
+from sbi_symmetry.workflow.plots import plot_coverage, plot_posteriors, plot_sbc_ranks
 
 FAST = bool(os.environ.get("SBI_SYMMETRY_FAST"))
 torch.manual_seed(1)

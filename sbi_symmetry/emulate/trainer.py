@@ -54,7 +54,7 @@ from torch.distributions import Distribution
 from torch.utils import data
 from torch.utils.tensorboard.writer import SummaryWriter
 
-from sbi_symmetry import distributed
+import sbi_symmetry.distributed as distributed
 from sbi_symmetry._sbi_compat import NullTracker
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
@@ -152,7 +152,7 @@ class EmbedEmulate(RatioEstimatorTrainer):
             if kind not in ("theta", "x") or not callable(views):
                 raise TypeError(
                     "`views` must be callable with `input_kind` 'theta' or 'x' (the Views "
-                    f"protocol of sbi_symmetry.augment); got {views!r}."
+                    f"protocol of sbi_symmetry.views); got {views!r}."
                 )
             if symmetry_weight == 0:
                 warnings.warn(

@@ -56,7 +56,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sbi_symmetry import distributed
+import sbi_symmetry.distributed as distributed
 from sbi_symmetry._validation import check_finite, check_tensor
 
 

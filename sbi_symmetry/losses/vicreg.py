@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sbi_symmetry import distributed
+import sbi_symmetry.distributed as distributed
 from sbi_symmetry._validation import check_finite, check_tensor
 
 MIN_BATCH_SIZE = 3

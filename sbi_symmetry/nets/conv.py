@@ -367,16 +367,42 @@ class ConvEncoder1D(nn.Module):
             >>> ConvEncoder1D.paper("sine-gaussian").config["input_length"]
             500
         """
-        from sbi_symmetry.tasks import get_task
-
         name = task if isinstance(task, str) else getattr(task, "name", None)
         if name not in _PAPER_SIZES:
             raise ValueError(
                 f"`task` must be one of {sorted(_PAPER_SIZES)} (or such a task); got {task!r}."
             )
-        length = (get_task(name) if isinstance(task, str) else task).x_shape[-1]
-        kwargs: dict[str, Any] = {**_PAPER_SIZES[name], "hidden_dim": 100, **overrides}
-        return cls(length, output_dim, **kwargs)
+        sizes: dict[str, Any] = {**_PAPER_SIZES[name], "hidden_dim": 100}
+        return cls.for_task(task, output_dim=output_dim, **{**sizes, **overrides})
+
+    @classmethod
+    def for_task(cls, task: Any, **kwargs: Any) -> ConvEncoder1D:
+        """An encoder for ``task``'s data: ``input_length`` and ``in_channels`` from its shape.
+
+        Args:
+            task: A task instance (anything with ``x_shape``, ``(L,)`` or ``(C, L)``) or the
+                name of a built-in task.
+            **kwargs: Every other constructor argument (``output_dim``, ``channels`` ...).
+
+        Returns:
+            The encoder.
+
+        Example:
+            >>> enc = ConvEncoder1D.for_task("lorenz96", output_dim=8, channels=4)
+            >>> enc.config["in_channels"], enc.config["input_length"]
+            (16, 36)
+        """
+        if isinstance(task, str):
+            from sbi_symmetry.tasks import get_task
+
+            task = get_task(task)
+        shape = tuple(getattr(task, "x_shape", ()))
+        if len(shape) not in (1, 2):
+            raise ValueError(
+                f"`task` must have data of shape (L,) or (C, L) (its `x_shape`); got {task!r}."
+            )
+        channels = {"in_channels": shape[0]} if len(shape) == 2 else {}
+        return cls(input_length=shape[-1], **channels, **kwargs)
 
     def _check_input(self, x: Tensor) -> Tensor:
         check_tensor(x, "x")

@@ -27,14 +27,14 @@ from torch import Tensor
 
 from sbi_symmetry.reference.cache import cache_key, load_or_compute
 from sbi_symmetry.reference.nested import nested_sampling_posterior
+from sbi_symmetry.reference.protocol import SignalModel, is_signal_model
 from sbi_symmetry.reference.quadrature import quadrature_posterior
 from sbi_symmetry.reference.result import METHODS, ReferencePosterior
 from sbi_symmetry.reference.shift import ShiftMarginal
-from sbi_symmetry.tasks.base import SignalInNoiseTask
 
 
 def reference_posterior(
-    task: SignalInNoiseTask,
+    task: SignalModel,
     x_o: Tensor,
     num_samples: int = 10_000,
     method: str = "quadrature",
@@ -59,7 +59,7 @@ def reference_posterior(
     Returns:
         The :class:`ReferencePosterior`.
     """
-    if not isinstance(task, SignalInNoiseTask) or task.nuisance_dim != 1:
+    if not is_signal_model(task):
         raise TypeError(
             "`task` must be a SignalInNoiseTask with a single shift nuisance; "
             f"got {type(task).__name__}."

@@ -27,14 +27,13 @@ import numpy as np
 from torch import Tensor
 
 from sbi_symmetry.reference.result import ReferencePosterior
-from sbi_symmetry.tasks.base import NuisanceTask
 
 #: Bump when a change of the algorithms makes old cached results stale.
 CACHE_VERSION = 1
 
 
 def cache_key(
-    task: NuisanceTask,
+    task: object,
     x_o: Tensor,
     method: str,
     num_samples: int,

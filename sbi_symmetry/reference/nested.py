@@ -44,8 +44,8 @@ import torch
 from bilby.core.utils import random as bilby_random
 from torch import Tensor
 
+from sbi_symmetry.reference.protocol import SignalModel
 from sbi_symmetry.reference.result import ReferencePosterior
-from sbi_symmetry.tasks.base import SignalInNoiseTask
 
 #: Name of the nuisance parameter in the sampler.
 SHIFT = "shift"
@@ -59,7 +59,7 @@ class ShiftedSignalLikelihood(bilby.Likelihood):
         x_o: One observation, shape ``(L,)`` or ``(1, L)``.
     """
 
-    def __init__(self, task: SignalInNoiseTask, x_o: Tensor) -> None:
+    def __init__(self, task: SignalModel, x_o: Tensor) -> None:
         super().__init__()
         self.task = task
         self.names = tuple(task.parameter_names)
@@ -81,7 +81,7 @@ class ShiftedSignalLikelihood(bilby.Likelihood):
         return self.log_likelihood(parameters)
 
 
-def bilby_priors(task: SignalInNoiseTask) -> bilby.core.prior.PriorDict:
+def bilby_priors(task: SignalModel) -> bilby.core.prior.PriorDict:
     """``bilby`` uniform priors identical to the task's ``theta`` and shift priors.
 
     Args:
@@ -120,7 +120,7 @@ def _quiet_seeded_bilby(seed: int, verbose: bool) -> Iterator[None]:
 
 
 def nested_sampling_posterior(
-    task: SignalInNoiseTask,
+    task: SignalModel,
     x_o: Tensor,
     num_samples: int = 10_000,
     seed: int = 0,

@@ -71,9 +71,9 @@ import torch
 from torch import Tensor
 
 from sbi_symmetry.reference.grid import CellTree, Leaves
+from sbi_symmetry.reference.protocol import SignalModel
 from sbi_symmetry.reference.result import ReferencePosterior
 from sbi_symmetry.reference.shift import DEFAULT_NUM_OFFSETS, ShiftMarginal, torch_threads
-from sbi_symmetry.tasks.base import SignalInNoiseTask
 
 
 def _conditional_std(tree: CellTree, leaves: Leaves) -> Tensor:
@@ -202,7 +202,7 @@ def _check_settings(
 
 
 def quadrature_posterior(
-    task: SignalInNoiseTask,
+    task: SignalModel,
     x_o: Tensor,
     num_samples: int = 10_000,
     seed: int = 0,

@@ -65,7 +65,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from sbi_symmetry.tasks.base import SignalInNoiseTask
+from sbi_symmetry.reference.protocol import SignalModel, is_signal_model
 
 #: Default number of sub-sample shift offsets per sample spacing.
 DEFAULT_NUM_OFFSETS = 16
@@ -134,13 +134,13 @@ class ShiftMarginal:
 
     def __init__(
         self,
-        task: SignalInNoiseTask,
+        task: SignalModel,
         x_o: Tensor,
         num_offsets: int = DEFAULT_NUM_OFFSETS,
         num_threads: int | None = 1,
         chunk_elements: int = 2**16,
     ) -> None:
-        if not isinstance(task, SignalInNoiseTask) or task.nuisance_dim != 1:
+        if not is_signal_model(task):
             raise TypeError(
                 "`task` must be a SignalInNoiseTask with a single shift nuisance; "
                 f"got {type(task).__name__}."

@@ -8,9 +8,10 @@ Example:
 
 from __future__ import annotations
 
-from sbi_symmetry.tasks.base import NuisanceTask, SignalInNoiseTask, array_namespace
+from sbi_symmetry.tasks.base import NuisanceTask, array_namespace
 from sbi_symmetry.tasks.damped_oscillator import DampedOscillator
 from sbi_symmetry.tasks.lorenz96 import Lorenz96
+from sbi_symmetry.tasks.signal_in_noise import SignalInNoiseTask
 from sbi_symmetry.tasks.sine_gaussian import SineGaussian
 
 TASKS: dict[str, type[NuisanceTask]] = {

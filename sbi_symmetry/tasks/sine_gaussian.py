@@ -22,7 +22,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from sbi_symmetry.tasks.base import ArrayLike, SignalInNoiseTask, array_namespace
+from sbi_symmetry.tasks.base import ArrayLike, array_namespace
+from sbi_symmetry.tasks.signal_in_noise import SignalInNoiseTask
 
 
 class SineGaussian(SignalInNoiseTask):

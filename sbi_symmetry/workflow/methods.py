@@ -1,6 +1,6 @@
 """The methods the project compares, each trained the same way from the same simulations.
 
-* ``symmetry_npe``: VICReg-pretrained :class:`~sbi_symmetry.embedding.SymmetryEmbedding` + sbi NPE
+* ``symmetry_npe``: VICReg-pretrained :class:`~sbi_symmetry.symmetry.embedding.SymmetryEmbedding` + sbi NPE
   (method A);
 * ``raw_npe``: sbi NPE on the raw data with its default network (baseline a);
 * ``end_to_end_npe``: sbi NPE with the same encoder architecture trained jointly, no pretraining
@@ -36,11 +36,11 @@ from sbi.neural_nets import classifier_nn, posterior_nn
 from torch import Tensor, nn
 
 from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker
-from sbi_symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.emulate import EmbedEmulate
 from sbi_symmetry.evaluation.calibration import sampling_time_limit
 from sbi_symmetry.evaluation.cost import count_macs, count_parameters
-from sbi_symmetry.pretrain import pretrain_vicreg
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
 
 
@@ -319,7 +319,7 @@ def symmetry_npe(
         flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``);
             ``z_score_x`` is always ``"none"`` (the embedding scales its own input).
         pretrain_simulations: Parameter draws for pretraining (fresh views every epoch).
-        pretrain_kwargs: Overrides of :class:`~sbi_symmetry.pretrain.PretrainConfig`.
+        pretrain_kwargs: Overrides of :class:`~sbi_symmetry.symmetry.pretrain.PretrainConfig`.
         embedding: An already pretrained embedding to reuse instead of pretraining (copied,
             with its freeze mode).
         show_progress_bars: Progress bars for pretraining and training.

@@ -33,13 +33,18 @@ import torch
 from sbi.inference.posteriors import MCMCPosterior
 from tqdm.auto import tqdm
 
-from sbi_symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
 from sbi_symmetry.evaluation import Stopwatch, c2st_score, calibrate, std_ratio, summarise
 from sbi_symmetry.nets import ConvEncoder1D, Expander
-from sbi_symmetry.plots import plot_coverage, plot_loss_curves, plot_posteriors, plot_sbc_ranks
+from sbi_symmetry.symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
 from sbi_symmetry.tasks import SignalInNoiseTask, get_task
 from sbi_symmetry.workflow import methods as M
 from sbi_symmetry.workflow.config import RunConfig
+from sbi_symmetry.workflow.plots import (
+    plot_coverage,
+    plot_loss_curves,
+    plot_posteriors,
+    plot_sbc_ranks,
+)
 from sbi_symmetry.workflow.report import Document
 
 LABELS = {

@@ -1,0 +1,28 @@
+"""Method A, symmetry embeddings: VICReg pretraining and the sbi-facing embedding.
+
+* :mod:`~sbi_symmetry.symmetry.embedding`: :class:`SymmetryEmbedding`, the module that goes to
+  sbi's ``posterior_nn`` as ``embedding_net`` (input scaling, freezing, save/load);
+* :mod:`~sbi_symmetry.symmetry.pretrain`: :func:`pretrain_vicreg` and its :class:`PretrainConfig`;
+* :mod:`~sbi_symmetry.symmetry.diagnostics`: collapse statistics, invariance error, the summaries
+  plot.
+"""
+
+from sbi_symmetry.symmetry.diagnostics import (
+    collapse_statistics,
+    invariance_error,
+    plot_summaries,
+    summary_invariance,
+)
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
+from sbi_symmetry.symmetry.pretrain import PretrainConfig, pretrain_vicreg
+
+__all__ = [
+    "PretrainConfig",
+    "SymmetryEmbedding",
+    "collapse_statistics",
+    "invariance_error",
+    "plot_summaries",
+    "pretrain_vicreg",
+    "summary_invariance",
+    "symmetry_posterior_nn",
+]
