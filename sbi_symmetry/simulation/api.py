@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sbi_symmetry.simulation.engines import Engine, map_unordered, validate_engine
-from sbi_symmetry.simulation.store import SimulationStore, StoreWriter
+from sbi_symmetry.simulation.store import SimulationStore
 from sbi_symmetry.simulation.worker import (
     ChunkError,
     SimulatorJob,
@@ -36,6 +36,7 @@ from sbi_symmetry.simulation.worker import (
     dump_job,
     simulate_chunk,
 )
+from sbi_symmetry.simulation.writer import StoreWriter
 
 __all__ = ["simulate_dataset", "simulate_views"]
 

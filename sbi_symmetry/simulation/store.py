@@ -1,4 +1,4 @@
-"""A simulated data set on disk (memory-mapped ``.npy`` files) or in memory, and its writer.
+"""A simulated data set on disk (memory-mapped ``.npy`` files) or in memory.
 
 A store is a directory::
 
@@ -29,84 +29,21 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sbi_symmetry.simulation.worker import ChunkResult
-
-__all__ = ["META_FILE", "SimulationDataset", "SimulationStore", "StoreWriter"]
-
-META_FILE = "meta.json"
-FORMAT = "sbi-symmetry-simulations"
-VERSION = 1
-NONFINITE_POLICY = (
-    "Rows with NaN/inf are kept as simulated. Select finite rows with store.finite_mask(), or "
-    "let sbi drop them with append_simulations(..., exclude_invalid_x=True)."
+from sbi_symmetry.simulation.meta import (
+    META_FILE,
+    _read_meta,
+    _status,
 )
-# settings that must match for a run to resume an existing store
-RESUME_KEYS = ("kind", "keys", "num_simulations", "chunk_size", "seed")
-
-
-def _ranges(indices: set[int]) -> list[list[int]]:
-    """Compress chunk indices into half-open ``[start, stop)`` runs."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and runs[-1][1] == i:
-            runs[-1][1] = i + 1
-        else:
-            runs.append([i, i + 1])
-    return runs
-
-
-def _from_ranges(runs: Sequence[Sequence[int]]) -> set[int]:
-    return {i for start, stop in runs for i in range(start, stop)}
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    meta_path = path / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"No simulation store at `path` {str(path)!r}: {META_FILE} is missing."
-        )
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(
-            f"`path` {str(path)!r} holds a {META_FILE} that is not a simulation store "
-            f"(format {meta.get('format')!r}, expected {FORMAT!r})."
-        )
-    if meta.get("version") != VERSION:
-        raise ValueError(
-            f"The store at {str(path)!r} has format version {meta.get('version')}; "
-            f"this package reads version {VERSION}."
-        )
-    return meta
-
-
-def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
-    """Write ``meta.json`` atomically (a crash leaves the old or the new file, never half)."""
-    tmp = path / (META_FILE + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(meta, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path / META_FILE)
-
-
-def _status(meta: Mapping[str, Any]) -> str:
-    done = len(_from_ranges(meta["completed_chunks"]))
-    if done == meta["num_chunks"]:
-        return f"complete, {meta['num_simulations']} simulations"
-    return f"incomplete, {done} of {meta['num_chunks']} chunks written"
 
 
 class SimulationStore:
@@ -329,175 +266,3 @@ class SimulationDataset(Dataset):
         return tuple(
             torch.from_numpy(np.array(arrays[k][index], dtype=np.float32)) for k in self._keys
         )
-
-
-class StoreWriter:
-    """Writes chunks, in any order, into a store on disk or in memory.
-
-    Use :meth:`start` to create it: that handles an existing store (refuse, overwrite or
-    resume). Call :meth:`write` for every chunk, then :meth:`finish`; call :meth:`checkpoint`
-    when a run stops early so its finished chunks count on resume.
-
-    Args:
-        meta: The store's metadata (settings and bookkeeping).
-        path: The store's directory, or ``None`` for memory.
-        checkpoint_seconds: Longest time between two flushes of data and ``meta.json``.
-    """
-
-    def __init__(
-        self, meta: dict[str, Any], path: Path | None, checkpoint_seconds: float = 2.0
-    ) -> None:
-        self.meta = meta
-        self.path = path
-        self.checkpoint_seconds = checkpoint_seconds
-        self.completed: set[int] = _from_ranges(meta["completed_chunks"])
-        self._by_chunk: dict[str, int] = dict(meta["nonfinite"]["by_chunk"])
-        self._arrays: dict[str, np.ndarray] = {}
-        self._last = time.monotonic()
-        if path is not None and meta["shapes"] is not None:
-            for key in meta["keys"]:
-                self._arrays[key] = open_memmap(path / f"{key}.npy", mode="r+")
-
-    @classmethod
-    def start(
-        cls,
-        settings: dict[str, Any],
-        path: str | os.PathLike[str] | None,
-        overwrite: bool = False,
-        resume: bool = False,
-    ) -> StoreWriter:
-        """Create a writer for a new store, or for an existing one when resuming.
-
-        Args:
-            settings: ``kind``, ``keys``, ``num_simulations``, ``chunk_size``, ``num_chunks``,
-                ``seed`` and descriptions of the simulator and prior.
-            path: Directory of the store (created if missing), or ``None`` for memory.
-            overwrite: Replace an existing store at ``path``.
-            resume: Finish an existing store at ``path`` made with the same settings.
-
-        Returns:
-            The writer.
-        """
-        if overwrite and resume:
-            raise ValueError("`overwrite` and `resume` cannot both be True.")
-        fresh = {
-            "format": FORMAT,
-            "version": VERSION,
-            **settings,
-            "dtype": "float32",
-            "shapes": None,
-            "completed_chunks": [],
-            "complete": False,
-            "nonfinite": {"rows": 0, "by_chunk": {}, "policy": NONFINITE_POLICY},
-        }
-        if path is None:
-            if resume:
-                raise ValueError("`resume=True` needs the `path` of the store to resume.")
-            return cls(fresh, None)
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise FileExistsError(
-                f"`path` {str(path)!r} is a file; give a directory for the store."
-            )
-        if (path / META_FILE).exists():
-            old = _read_meta(path)
-            if resume:
-                mismatch = {
-                    k: (old.get(k), settings[k]) for k in RESUME_KEYS if old.get(k) != settings[k]
-                }
-                if mismatch:
-                    detail = "; ".join(
-                        f"{k}: stored {a!r}, asked {b!r}" for k, (a, b) in mismatch.items()
-                    )
-                    raise ValueError(
-                        f"Cannot resume the store at {str(path)!r}: its settings differ ({detail})."
-                        " Use the same settings, or overwrite=True to start again."
-                    )
-                return cls(old, path)
-            if not overwrite:
-                raise FileExistsError(
-                    f"`path` {str(path)!r} already holds a simulation store ({_status(old)}). "
-                    "Read it with SimulationStore.open(path), finish it with resume=True, or "
-                    "replace it with overwrite=True."
-                )
-            for key in old.get("keys", []):
-                (path / f"{key}.npy").unlink(missing_ok=True)
-            (path / META_FILE).unlink()
-        elif path.is_dir() and any(path.iterdir()):
-            raise FileExistsError(
-                f"`path` {str(path)!r} is a non-empty directory that holds no simulation store; "
-                "choose a new or empty directory."
-            )
-        path.mkdir(parents=True, exist_ok=True)
-        _write_meta(path, fresh)
-        return cls(fresh, path)
-
-    @property
-    def num_missing(self) -> int:
-        """Number of chunks not yet written."""
-        return self.meta["num_chunks"] - len(self.completed)
-
-    def _allocate(self, result: ChunkResult) -> None:
-        n = self.meta["num_simulations"]
-        shapes = {k: [n, *result.arrays[k].shape[1:]] for k in self.meta["keys"]}
-        for key, shape in shapes.items():
-            if self.path is None:
-                self._arrays[key] = np.empty(shape, dtype=np.float32)
-            else:
-                self._arrays[key] = open_memmap(
-                    self.path / f"{key}.npy", mode="w+", dtype=np.float32, shape=tuple(shape)
-                )
-        self.meta["shapes"] = shapes
-
-    def write(self, result: ChunkResult) -> None:
-        """Write one chunk's rows (checkpointing when the last checkpoint is old enough).
-
-        Args:
-            result: The chunk.
-        """
-        if self.meta["shapes"] is None:
-            self._allocate(result)
-        for key in self.meta["keys"]:
-            row_shape = tuple(self.meta["shapes"][key][1:])
-            got = result.arrays[key].shape[1:]
-            if got != row_shape:
-                raise ValueError(
-                    f"Chunk {result.index} gave `{key}` rows of shape {got}, but the store holds "
-                    f"rows of shape {row_shape}: the simulator must return one shape throughout."
-                )
-        for key in self.meta["keys"]:
-            self._arrays[key][result.start : result.stop] = result.arrays[key]
-        self.completed.add(result.index)
-        if result.nonfinite:
-            self._by_chunk[str(result.index)] = result.nonfinite
-        if time.monotonic() - self._last >= self.checkpoint_seconds:
-            self.checkpoint()
-
-    def checkpoint(self) -> None:
-        """Flush written rows to disk, then record their chunks in ``meta.json``."""
-        self.meta["completed_chunks"] = _ranges(self.completed)
-        self.meta["complete"] = self.num_missing == 0
-        self.meta["nonfinite"]["by_chunk"] = dict(
-            sorted(self._by_chunk.items(), key=lambda kv: int(kv[0]))
-        )
-        self.meta["nonfinite"]["rows"] = sum(self._by_chunk.values())
-        if self.path is not None:
-            for array in self._arrays.values():
-                if isinstance(array, np.memmap):
-                    array.flush()
-            _write_meta(self.path, self.meta)
-        self._last = time.monotonic()
-
-    def finish(self) -> SimulationStore:
-        """Checkpoint and return the finished store (read-only memory maps when on disk).
-
-        Returns:
-            The store.
-        """
-        self.checkpoint()
-        if self.num_missing:
-            raise RuntimeError(f"{self.num_missing} chunk(s) are missing; cannot finish.")
-        if self.path is None:
-            return SimulationStore(self._arrays, self.meta)
-        self._arrays.clear()
-        return SimulationStore.open(self.path)

@@ -44,34 +44,21 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from importlib import metadata
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from sbi_symmetry._validation import check_tensor
+from sbi_symmetry.symmetry.io import load_embedding, save_embedding
 
 FreezeMode = Literal["all", "backbone", "none"]
 FREEZE_MODES: tuple[str, ...] = get_args(FreezeMode)
 
-#: Encoder classes that :meth:`SymmetryEmbedding.load` may rebuild from ``config.json`` alone,
-#: by qualified name -> (module, class). Nothing outside this table is ever imported by ``load``.
-KNOWN_ENCODERS: dict[str, tuple[str, str]] = {
-    "sbi_symmetry.nets.conv.ConvEncoder1D": ("sbi_symmetry.nets.conv", "ConvEncoder1D"),
-}
-
-WEIGHTS_FILE = "weights.pt"
-CONFIG_FILE = "config.json"
-_FORMAT = "sbi_symmetry.SymmetryEmbedding"
-_FORMAT_VERSION = 1
 _SCALE_CHECK_MIN_ROWS = 32
 _SCALE_CHECK_BATCHES = 3
 
@@ -327,48 +314,7 @@ class SymmetryEmbedding(nn.Module):
             overwrite: Replace existing files. Without it an existing ``weights.pt`` or
                 ``config.json`` in ``path`` raises ``FileExistsError``.
         """
-        folder = Path(path)
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"`path` must be a folder; {folder} is a file.")
-        targets = [folder / WEIGHTS_FILE, folder / CONFIG_FILE]
-        existing = [str(t) for t in targets if t.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"Refusing to overwrite {', '.join(existing)}; pass overwrite=True or choose "
-                "another folder."
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(targets[0], lambda f: torch.save(state, f))
-        text = json.dumps(self._config_dict(), indent=2)
-        _atomic_write(targets[1], lambda f: f.write(text.encode()))
-
-    def _config_dict(self) -> dict[str, Any]:
-        cls = type(self.encoder)
-        encoder_config = getattr(self.encoder, "config", None)
-        if encoder_config is not None:
-            try:
-                json.dumps(encoder_config)
-            except TypeError:
-                warnings.warn(
-                    f"{cls.__name__}.config is not JSON-serialisable; it is not saved, so load() "
-                    "will need `encoder=`.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-                encoder_config = None
-        return {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "encoder_class": f"{cls.__module__}.{cls.__qualname__}",
-            "encoder_config": encoder_config,
-            "freeze": self._freeze,
-            "input_mean": self.input_mean.tolist(),
-            "input_std": self.input_std.tolist(),
-            "output_dim": self._output_dim,
-            "versions": _versions(),
-            "history": self.history,
-        }
+        save_embedding(self, path, overwrite=overwrite)
 
     @classmethod
     def load(
@@ -385,49 +331,16 @@ class SymmetryEmbedding(nn.Module):
             path: The folder given to :meth:`save`.
             encoder: An encoder instance with the saved architecture (weights are overwritten).
                 Needed for encoder classes that ``load`` cannot rebuild from ``config.json``
-                (anything not in :data:`KNOWN_ENCODERS`).
+                (anything not in :data:`~sbi_symmetry.symmetry.io.KNOWN_ENCODERS`).
             map_location: Device the weights are loaded onto.
             freeze: Freeze mode of the result; the saved mode when omitted.
 
         Returns:
             The embedding, in eval mode, on ``map_location``.
         """
-        folder = Path(path)
-        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        for needed in (config_path, weights_path):
-            if not needed.is_file():
-                raise FileNotFoundError(f"{needed} not found; was it written by save()?")
-        config = json.loads(config_path.read_text())
-        if config.get("format") != _FORMAT:
-            raise ValueError(f"{config_path} is not a SymmetryEmbedding config.")
-        saved_class = config["encoder_class"]
-        if encoder is None:
-            encoder = _rebuild_encoder(saved_class, config.get("encoder_config"))
-        else:
-            given = f"{type(encoder).__module__}.{type(encoder).__qualname__}"
-            if given != saved_class:
-                warnings.warn(
-                    f"Loading weights saved for {saved_class} into a {given}.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        embedding = cls(
-            encoder,
-            input_mean=torch.tensor(config["input_mean"]),
-            input_std=torch.tensor(config["input_std"]),
-            freeze=config["freeze"] if freeze is None else freeze,
-            output_dim=config.get("output_dim"),
+        return load_embedding(
+            cls, path, encoder=encoder, map_location=map_location, freeze=freeze
         )
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        try:
-            embedding.load_state_dict(state)
-        except RuntimeError as error:
-            raise ValueError(
-                f"The weights in {weights_path} do not fit the encoder ({saved_class} was "
-                f"saved): {error}"
-            ) from error
-        embedding.history = config.get("history") or {}
-        return embedding.to(map_location).eval()
 
 
 def check_freeze_mode(encoder: nn.Module, mode: str) -> None:
@@ -518,36 +431,3 @@ def _fmt(values: Tensor) -> str:
     return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
 
 
-def _versions() -> dict[str, str]:
-    import sbi_symmetry
-
-    versions = {"sbi_symmetry": sbi_symmetry.__version__, "torch": torch.__version__}
-    try:
-        versions["sbi"] = metadata.version("sbi")
-    except metadata.PackageNotFoundError:  # pragma: no cover - sbi is a dependency
-        versions["sbi"] = "unknown"
-    return versions
-
-
-def _rebuild_encoder(qualified_name: str, config: dict[str, Any] | None) -> nn.Module:
-    if qualified_name not in KNOWN_ENCODERS or config is None:
-        raise ValueError(
-            f"Cannot rebuild a {qualified_name} from config.json alone (only "
-            f"{sorted(KNOWN_ENCODERS)} with a saved config can be); build one with the same "
-            "constructor arguments and pass it as `encoder=`."
-        )
-    module_name, class_name = KNOWN_ENCODERS[qualified_name]
-    encoder_class = getattr(importlib.import_module(module_name), class_name)
-    return encoder_class(**config)
-
-
-def _atomic_write(target: Path, write: Callable[[Any], Any]) -> None:
-    """Write to a temporary file next to ``target`` and rename it into place."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
