@@ -73,22 +73,24 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sbi_symmetry._validation import check_tensor
-
-Pooling = Literal["flatten", "mean", "max"]
-PaddingMode = Literal["zeros", "circular"]
-Activation = Literal["relu", "gelu"]
-Norm = Literal["none", "group"]
-
-_POOLINGS = ("flatten", "mean", "max")
-_PADDING_MODES = ("zeros", "circular")
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
-_NORMS = ("none", "group")
+from sbi_symmetry._validation import check_choice, check_int, check_tensor, is_int
+from sbi_symmetry.nets.blocks import (
+    _ACTIVATIONS,
+    _NORMS,
+    _PADDING_MODES,
+    _POOLINGS,
+    Activation,
+    Norm,
+    PaddingMode,
+    Pooling,
+    ResidualBlock1D,
+    _GlobalPool,
+)
 
 # Convolution sizes of the symmetry-embedding paper (arXiv 2312.07615) per built-in task. The
 # paper gives 4 blocks for the oscillator only; the sine-Gaussian network is assumed to match.
@@ -98,83 +100,63 @@ _PAPER_SIZES: dict[str, dict[str, int]] = {
 }
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
-    return value
+def _check_settings(
+    input_length: int,
+    output_dim: int,
+    in_channels: int,
+    channels: int,
+    num_blocks: int,
+    kernel_size: int,
+    dilation: int | Sequence[int],
+    pooling: str,
+    hidden_dim: int,
+    padding_mode: str,
+    activation: str,
+    norm: str,
+    downsample: int,
+    stride: int,
+) -> tuple[list[int], int, int]:
+    """Check the constructor arguments; return the dilations, the padding and the feature length."""
+    check_int(input_length, "input_length", 1)
+    check_int(downsample, "downsample", 1)
+    check_int(stride, "stride", 1)
+    if downsample > input_length:
+        raise ValueError(
+            f"`downsample` ({downsample}) must not exceed `input_length` ({input_length})."
+        )
+    check_int(output_dim, "output_dim", 1)
+    check_int(in_channels, "in_channels", 1)
+    check_int(channels, "channels", 1)
+    check_int(num_blocks, "num_blocks", 0)
+    check_int(kernel_size, "kernel_size", 1)
+    check_int(hidden_dim, "hidden_dim", 1)
+    check_choice(pooling, "pooling", _POOLINGS)
+    check_choice(padding_mode, "padding_mode", _PADDING_MODES)
+    check_choice(activation, "activation", tuple(_ACTIVATIONS))
+    check_choice(norm, "norm", _NORMS)
+    dilations = ConvEncoder1D._dilations(dilation, num_blocks)
+    pooled_length = -(-input_length // downsample)  # ceil
+    pad = (kernel_size - 1) // 2
+    feature_length = (pooled_length + 2 * pad - kernel_size) // stride + 1
+    if feature_length < 1:
+        raise ValueError(
+            f"kernel_size={kernel_size} with stride={stride} leaves no output on inputs of "
+            f"length {pooled_length} (input_length={input_length}, "
+            f"downsample={downsample})."
+        )
+    if padding_mode == "circular":
+        lengths = [pooled_length] + [feature_length] * len(dilations)
+        for d, length in zip((1, *dilations), lengths, strict=True):
+            reach = d * (kernel_size - 1)
+            if reach - reach // 2 > length:
+                raise ValueError(
+                    f"circular padding needs kernel_size and dilation with "
+                    f"dilation * (kernel_size - 1) / 2 <= the length the convolution sees "
+                    f"({length}, input_length={input_length}); got "
+                    f"kernel_size={kernel_size}, dilation={d}."
+                )
 
-
-def _check_choice(value: object, name: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}.")
-
-
-class _GlobalPool(nn.Module):
-    """Mean or max over the last (time) axis: ``(B, C, L) -> (B, C)``."""
-
-    def __init__(self, mode: Literal["mean", "max"]) -> None:
-        super().__init__()
-        self.mode = mode
-
-    def forward(self, h: Tensor) -> Tensor:
-        """Pool over time."""
-        return h.mean(dim=-1) if self.mode == "mean" else h.amax(dim=-1)
-
-    def extra_repr(self) -> str:
-        """Settings shown by ``repr``."""
-        return f"mode={self.mode!r}"
-
-
-class ResidualBlock1D(nn.Module):
-    """``y = act(x + conv2(act(conv1(x))))`` with "same" padding, so ``(B, C, L)`` is kept.
-
-    Args:
-        channels: Number of channels ``C`` (input and output).
-        kernel_size: Width of both convolutions.
-        dilation: Dilation of both convolutions.
-        padding_mode: ``"zeros"`` or ``"circular"``.
-        activation: ``"relu"`` or ``"gelu"``.
-        norm: ``"none"`` or ``"group"`` (``GroupNorm(1, C)`` after each convolution).
-
-    Example:
-        >>> import torch
-        >>> block = ResidualBlock1D(4, kernel_size=3)
-        >>> block(torch.randn(2, 4, 10)).shape
-        torch.Size([2, 4, 10])
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        kernel_size: int,
-        dilation: int = 1,
-        padding_mode: PaddingMode = "zeros",
-        activation: Activation = "relu",
-        norm: Norm = "none",
-    ) -> None:
-        super().__init__()
-
-        def conv() -> nn.Conv1d:
-            return nn.Conv1d(
-                channels,
-                channels,
-                kernel_size,
-                padding="same",
-                dilation=dilation,
-                padding_mode=padding_mode,
-            )
-
-        def normalise() -> nn.Module:
-            return nn.GroupNorm(1, channels) if norm == "group" else nn.Identity()
-
-        self.conv1, self.norm1 = conv(), normalise()
-        self.conv2, self.norm2 = conv(), normalise()
-        self.act = _ACTIVATIONS[activation]()
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the block to ``x`` of shape ``(B, C, L)``."""
-        h = self.act(self.norm1(self.conv1(x)))
-        return self.act(x + self.norm2(self.conv2(h)))
+    return dilations, pad, feature_length
 
 
 class ConvEncoder1D(nn.Module):
@@ -241,45 +223,22 @@ class ConvEncoder1D(nn.Module):
         stride: int = 1,
     ) -> None:
         super().__init__()
-        _check_int(input_length, "input_length", 1)
-        _check_int(downsample, "downsample", 1)
-        _check_int(stride, "stride", 1)
-        if downsample > input_length:
-            raise ValueError(
-                f"`downsample` ({downsample}) must not exceed `input_length` ({input_length})."
-            )
-        _check_int(output_dim, "output_dim", 1)
-        _check_int(in_channels, "in_channels", 1)
-        _check_int(channels, "channels", 1)
-        _check_int(num_blocks, "num_blocks", 0)
-        _check_int(kernel_size, "kernel_size", 1)
-        _check_int(hidden_dim, "hidden_dim", 1)
-        _check_choice(pooling, "pooling", _POOLINGS)
-        _check_choice(padding_mode, "padding_mode", _PADDING_MODES)
-        _check_choice(activation, "activation", tuple(_ACTIVATIONS))
-        _check_choice(norm, "norm", _NORMS)
-        dilations = self._dilations(dilation, num_blocks)
-        pooled_length = -(-input_length // downsample)  # ceil
-        pad = (kernel_size - 1) // 2
-        feature_length = (pooled_length + 2 * pad - kernel_size) // stride + 1
-        if feature_length < 1:
-            raise ValueError(
-                f"kernel_size={kernel_size} with stride={stride} leaves no output on inputs of "
-                f"length {pooled_length} (input_length={input_length}, "
-                f"downsample={downsample})."
-            )
-        if padding_mode == "circular":
-            lengths = [pooled_length] + [feature_length] * len(dilations)
-            for d, length in zip((1, *dilations), lengths, strict=True):
-                reach = d * (kernel_size - 1)
-                if reach - reach // 2 > length:
-                    raise ValueError(
-                        f"circular padding needs kernel_size and dilation with "
-                        f"dilation * (kernel_size - 1) / 2 <= the length the convolution sees "
-                        f"({length}, input_length={input_length}); got "
-                        f"kernel_size={kernel_size}, dilation={d}."
-                    )
-
+        dilations, pad, feature_length = _check_settings(
+            input_length,
+            output_dim,
+            in_channels,
+            channels,
+            num_blocks,
+            kernel_size,
+            dilation,
+            pooling,
+            hidden_dim,
+            padding_mode,
+            activation,
+            norm,
+            downsample,
+            stride,
+        )
         self.input_length = input_length
         self.feature_length = feature_length
         self.in_channels = in_channels
@@ -331,7 +290,7 @@ class ConvEncoder1D(nn.Module):
 
     @staticmethod
     def _dilations(dilation: int | Sequence[int], num_blocks: int) -> list[int]:
-        if isinstance(dilation, int) and not isinstance(dilation, bool):
+        if is_int(dilation):
             values = [dilation] * num_blocks
         elif isinstance(dilation, Sequence) and not isinstance(dilation, str):
             values = list(dilation)
@@ -343,7 +302,7 @@ class ConvEncoder1D(nn.Module):
         else:
             raise ValueError(f"`dilation` must be an integer or a sequence; got {dilation!r}.")
         for d in values:
-            _check_int(d, "dilation", 1)
+            check_int(d, "dilation", 1)
         return values
 
     @classmethod
