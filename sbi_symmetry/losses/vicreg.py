@@ -284,8 +284,17 @@ class VICRegLoss(nn.Module):
         self.gamma = gamma
         self.eps = eps
 
-    def forward(self, z_a: Tensor, z_b: Tensor) -> VICRegTerms:
-        """VICReg terms of two ``(B, D)`` views with this module's weights."""
+    def forward(self, z_a: Tensor, z_b: Tensor, global_batch: bool = False) -> VICRegTerms:
+        """VICReg terms of two ``(B, D)`` views with this module's weights.
+
+        Args:
+            z_a: First view's representations ``(B, D)``.
+            z_b: Second view's representations ``(B, D)``.
+            global_batch: Statistics over the rows of every process (see :func:`vicreg_loss`).
+
+        Returns:
+            The weighted total and the raw terms.
+        """
         return vicreg_loss(
             z_a,
             z_b,
@@ -294,6 +303,7 @@ class VICRegLoss(nn.Module):
             covariance_weight=self.covariance_weight,
             gamma=self.gamma,
             eps=self.eps,
+            global_batch=global_batch,
         )
 
     def extra_repr(self) -> str:
