@@ -3,8 +3,10 @@
 Example:
     >>> parser = build_parser()
     >>> args = parser.parse_args(["run", "--simulations", "2000"])
-    >>> (args.task, args.preset, args.simulations)
+    >>> run_config(args).task, run_config(args).preset, run_config(args).num_simulations
     ('damped-oscillator', 'fast', 2000)
+    >>> run_config(parser.parse_args(["run", "--methods", "raw_npe,nre_c"])).methods
+    ('raw_npe', 'nre_c')
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sbi_symmetry.tasks import TASKS
-from sbi_symmetry.workflow.config import PRESETS
+from sbi_symmetry.workflow.config import PRESETS, RunConfig
+from sbi_symmetry.workflow.registry import METHODS, parse_methods
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,12 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="End-to-end demo: symmetry-embedding NPE and Embed and Emulate against "
         "sbi's NPE on raw data, judged against exact reference posteriors; writes a report.",
     )
-    run.add_argument("--task", choices=sorted(TASKS), default="damped-oscillator")
+    run.add_argument(
+        "--task", choices=sorted(TASKS), default=None, help="default: damped-oscillator"
+    )
     run.add_argument(
         "--preset",
         choices=PRESETS,
-        default="fast",
+        default=None,
         help="fast: minutes on a laptop CPU (default); paper: the papers' sizes",
+    )
+    run.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated methods to compare, among {','.join(METHODS)} "
+        "(default: the preset's)",
+    )
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="re-run the settings of a saved config.json (other options override them)",
     )
     run.add_argument(
         "--simulations", type=int, default=None, help="training simulations (default: the preset's)"
@@ -47,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("sbi-symmetry-run"),
         help="output folder (default: ./sbi-symmetry-run)",
     )
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", default="cpu", help="torch device for training (default cpu)")
+    run.add_argument("--seed", type=int, default=None, help="seed of every random draw (default 0)")
+    run.add_argument(
+        "--device", default=None, help="torch device for training (default cpu)"
+    )
     run.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
     )
@@ -57,6 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run's settings from parsed arguments: a preset or a saved config, then overrides.
+
+    Args:
+        args: Parsed ``run`` arguments.
+
+    Returns:
+        The checked configuration (``ValueError`` for anything that cannot work).
+    """
+    overrides: dict[str, Any] = {}
+    options = {"simulations": "num_simulations", "seed": "seed", "device": "device"}
+    for option, field in options.items():
+        if getattr(args, option) is not None:
+            overrides[field] = getattr(args, option)
+    if args.methods is not None:
+        overrides["methods"] = parse_methods(args.methods)
+    if args.config is not None:
+        if args.task is not None or args.preset is not None:
+            raise ValueError("--config sets the task and preset; do not combine it with them.")
+        saved = RunConfig.from_json(args.config).to_dict()
+        return RunConfig.from_dict({**saved, **overrides})
+    task = args.task or "damped-oscillator"
+    return RunConfig.from_preset(task, args.preset or "fast", **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,16 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from sbi_symmetry.workflow.config import RunConfig
     from sbi_symmetry.workflow.pipeline import run
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    overrides = {"seed": args.seed, "device": args.device}
-    if args.simulations is not None:
-        overrides["num_simulations"] = args.simulations
     try:
-        config = RunConfig.from_preset(args.task, args.preset, **overrides)
+        config = run_config(args)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
         run(config, args.out, overwrite=args.overwrite, show_progress=not args.no_progress)
     except (FileExistsError, ValueError) as err:
         print(f"sbi-symmetry: error: {err}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Signals in white noise with a time-shift nuisance: the symmetry-embedding paper's set-up.
 
 ``x = h(theta; t - shift) + N(0, sigma^2)`` on a fixed time grid. This structure is what makes
-exact likelihoods, reference posteriors (:mod:`sbi_symmetry.reference`) and Cramer-Rao bounds possible;
-the task hands itself to those modules, which see it only through the small
+exact likelihoods, reference posteriors (:mod:`sbi_symmetry.reference`) and Cramer-Rao bounds
+possible; the task hands itself to those modules, which see it only through the small
 :class:`~sbi_symmetry.reference.protocol.SignalModel` protocol (so they never import the tasks).
 
 Example:

@@ -11,12 +11,26 @@ Example:
     True
     >>> RunConfig.from_preset("damped-oscillator", "fast", num_simulations=500).num_simulations
     500
+    >>> RunConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    >>> RunConfig.from_preset("damped-oscillator", "fast", pretrain={"max_epoch": 3})
+    Traceback (most recent call last):
+    ...
+    ValueError: `pretrain` setting(s) ['max_epoch'] unknown; valid: ['batch_size', ...].
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
+
+from sbi_symmetry._io import atomic_write_text
+from sbi_symmetry._validation import check_int
+from sbi_symmetry.workflow.registry import METHODS
+from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs
 
 Preset = Literal["fast", "paper"]
 PRESETS: tuple[str, ...] = ("fast", "paper")
@@ -36,8 +50,10 @@ class RunConfig:
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
         sbc_pairs_ratio: Test pairs for the ratio method (sampled by MCMC, slower).
         sbc_posterior_samples: Posterior samples per SBC pair.
-        encoder: ``ConvEncoder1D`` keyword arguments for the summary network (symmetry NPE);
-            ``input_length`` and ``in_channels`` come from the task.
+        encoder: ``ConvEncoder1D`` keyword arguments for the summary network (symmetry NPE and
+            the end-to-end baseline); ``input_length`` and ``in_channels`` come from the task.
+            Every sub-setting below is checked against what it is passed to when the config is
+            built (:mod:`sbi_symmetry.workflow.settings`).
         ee_encoder: ``ConvEncoder1D`` keyword arguments for Embed and Emulate's data tower.
         expander: ``Expander`` keyword arguments (the VICReg projector, pretraining only).
         flow: ``posterior_nn`` keyword arguments of the flows behind an encoder (sbi's NPE on
@@ -46,7 +62,7 @@ class RunConfig:
         npe_train: ``NPE.train`` keyword arguments (both NPEs).
         ee_train: ``EmbedEmulate.train`` keyword arguments.
         ee: ``EmbedEmulate`` keyword arguments.
-        methods: Which methods to run.
+        methods: Which methods to run (names of :data:`~sbi_symmetry.workflow.registry.METHODS`).
         seed: Seed of every random draw.
         device: Torch device for training.
     """
@@ -60,17 +76,24 @@ class RunConfig:
     sbc_pairs: int = 200
     sbc_pairs_ratio: int = 100
     sbc_posterior_samples: int = 200
-    encoder: dict[str, Any] = field(default_factory=dict)
-    ee_encoder: dict[str, Any] = field(default_factory=dict)
-    expander: dict[str, Any] = field(default_factory=dict)
-    flow: dict[str, Any] = field(default_factory=dict)
-    pretrain: dict[str, Any] = field(default_factory=dict)
-    npe_train: dict[str, Any] = field(default_factory=dict)
-    ee_train: dict[str, Any] = field(default_factory=dict)
-    ee: dict[str, Any] = field(default_factory=dict)
+    encoder: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
+    ee_encoder: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
+    expander: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
+    flow: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
+    pretrain: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
+    npe_train: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
+    ee_train: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
+    ee: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
     methods: tuple[str, ...] = ("symmetry_npe", "raw_npe", "embed_emulate")
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name, kind in SUB_SETTINGS.items():  # checked (and typed) when built
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                object.__setattr__(self, name, kind(value))
+        object.__setattr__(self, "methods", tuple(self.methods))
 
     @classmethod
     def from_preset(cls, task: str, preset: str = "fast", **overrides: Any) -> RunConfig:
@@ -97,24 +120,65 @@ class RunConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot work."""
         for name in ("num_simulations", "pretrain_simulations", "num_observations"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+            check_int(getattr(self, name), name, 1)
         if self.num_simulations < 500:
             raise ValueError(
                 f"`num_simulations` must be at least 500 for a meaningful run; got "
                 f"{self.num_simulations}."
             )
         unknown = set(self.methods) - set(METHODS)
-        if unknown:
-            raise ValueError(f"`methods` must be among {METHODS}; unknown: {sorted(unknown)}.")
+        if unknown or not self.methods:
+            raise ValueError(
+                f"`methods` must be one or more of {list(METHODS)}; unknown: {sorted(unknown)}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """The config saved by :meth:`to_dict` (unknown keys refused, settings checked).
 
-METHODS: tuple[str, ...] = ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate", "nre_c")
+        Args:
+            values: A dictionary as written to ``config.json``.
+
+        Returns:
+            The configuration.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown run setting(s) {unknown}; valid: {sorted(known)}.")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> RunConfig:
+        """Read a ``config.json`` written by :meth:`save` (or by ``sbi-symmetry run``).
+
+        Args:
+            path: The file.
+
+        Returns:
+            The configuration.
+        """
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read a run config from {path}: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} does not hold a run config (a JSON object).")
+        return cls.from_dict(values)
+
+    def save(self, path: str | Path) -> None:
+        """Write the settings as JSON (atomically), to re-run with ``--config``.
+
+        Args:
+            path: The file to write.
+        """
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
@@ -150,7 +214,7 @@ _PAPER_SHO = RunConfig(
     sbc_posterior_samples=500,
     **_towers(3, channels=20, num_blocks=4, kernel_size=21),
     pretrain={"max_epochs": 100, "batch_size": 512},
-    methods=METHODS,
+    methods=tuple(METHODS),
 )
 
 _PRESETS: dict[tuple[str, str], RunConfig] = {

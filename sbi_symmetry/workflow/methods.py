@@ -1,7 +1,7 @@
 """The methods the project compares, each trained the same way from the same simulations.
 
-* ``symmetry_npe``: VICReg-pretrained :class:`~sbi_symmetry.symmetry.embedding.SymmetryEmbedding` + sbi NPE
-  (method A);
+* ``symmetry_npe``: VICReg-pretrained
+  :class:`~sbi_symmetry.symmetry.embedding.SymmetryEmbedding` + sbi NPE (method A);
 * ``raw_npe``: sbi NPE on the raw data with its default network (baseline a);
 * ``end_to_end_npe``: sbi NPE with the same encoder architecture trained jointly, no pretraining
   (baseline b);
@@ -33,9 +33,10 @@ import torch
 from sbi.inference import NPE, NRE_C
 from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameters
 from sbi.neural_nets import classifier_nn, posterior_nn
+from sbi.neural_nets.ratio_estimators import RatioEstimator
 from torch import Tensor, nn
 
-from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker
+from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker, training_summary
 from sbi_symmetry.emulate import EmbedEmulate
 from sbi_symmetry.evaluation.calibration import sampling_time_limit
 from sbi_symmetry.evaluation.cost import count_macs, count_parameters
@@ -158,13 +159,14 @@ def _train(
     return estimator, seconds
 
 
-def _macs(estimator: nn.Module, theta: Tensor, x: Tensor, ratio: bool) -> int:
+def _macs(estimator: nn.Module, theta: Tensor, x: Tensor) -> int:
+    """MACs of one training forward pass at batch 1000 (a ratio, or the NPE loss)."""
     idx = torch.arange(1000) % theta.shape[0]
     t, xx = theta[idx], x[idx]
     was_training = estimator.training
     estimator.eval()
     with torch.no_grad():
-        if ratio:
+        if isinstance(estimator, RatioEstimator):
             macs = count_macs(estimator, lambda: estimator(t, xx))
         else:
             macs = count_macs(estimator, lambda: estimator.loss(t, xx))
@@ -179,13 +181,12 @@ def _finish(
     seconds: float,
     theta: Tensor,
     x: Tensor,
-    ratio: bool,
     posterior: Any,
     pretrain_seconds: float = 0.0,
     extra: dict[str, Any] | None = None,
     history: dict[str, list[float]] | None = None,
 ) -> TrainedMethod:
-    summary = trainer._summary
+    summary = training_summary(trainer)
     curves = {
         "train": list(summary["training_loss"]),
         "validation": list(summary["validation_loss"]),
@@ -199,7 +200,7 @@ def _finish(
         pretrain_seconds=pretrain_seconds,
         trainable_parameters=count_parameters(estimator),
         total_parameters=count_parameters(estimator, trainable_only=False),
-        macs_per_1000=_macs(estimator, theta, x, ratio),
+        macs_per_1000=_macs(estimator, theta, x),
         epochs=int(summary["epochs_trained"][-1]),
         history={**curves, **(history or {})},
         extra=extra or {},
@@ -224,7 +225,7 @@ def _npe(
     )
     estimator, seconds = _train(trainer, theta, x, train_kwargs)
     posterior = trainer.build_posterior(estimator)
-    return _finish(name, trainer, estimator, seconds, theta, x, False, posterior, **finish)
+    return _finish(name, trainer, estimator, seconds, theta, x, posterior, **finish)
 
 
 def raw_npe(
@@ -394,7 +395,7 @@ def embed_emulate(
     )
     estimator, seconds = _train(trainer, theta, x, train_kwargs)
     posterior = trainer.build_posterior(estimator, posterior_parameters=mcmc_parameters(x))
-    return _finish("embed_emulate", trainer, estimator, seconds, theta, x, True, posterior)
+    return _finish("embed_emulate", trainer, estimator, seconds, theta, x, posterior)
 
 
 def nre_c(
@@ -429,4 +430,4 @@ def nre_c(
     )
     estimator, seconds = _train(trainer, theta, x, train_kwargs, num_classes=num_classes)
     posterior = trainer.build_posterior(estimator, posterior_parameters=mcmc_parameters(x))
-    return _finish("nre_c", trainer, estimator, seconds, theta, x, True, posterior)
+    return _finish("nre_c", trainer, estimator, seconds, theta, x, posterior)

@@ -1,0 +1,170 @@
+"""The compared methods, one entry each: the pipeline, the report and the CLI read this table.
+
+Adding a method is one :class:`MethodSpec` in :data:`METHODS`: its name (for ``--methods``), its
+label (tables and figures), its kind (``"npe"``: a density estimator sampled directly; ``"ratio"``:
+a ratio estimator sampled by MCMC, which gets ``sbc_pairs_ratio`` calibration pairs) and the
+function that trains it from a :class:`TrainingContext`. The order of the table is the order in
+which methods train (and so the order in which they draw from the seeded random stream).
+
+Example:
+    >>> [spec.name for spec in METHODS.values()]
+    ['symmetry_npe', 'raw_npe', 'end_to_end_npe', 'embed_emulate', 'nre_c']
+    >>> METHODS["nre_c"].kind, METHODS["nre_c"].label
+    ('ratio', 'NRE-C (same encoder)')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from torch import Tensor, nn
+
+from sbi_symmetry.nets.heads import Expander
+from sbi_symmetry.workflow import methods as M
+
+if TYPE_CHECKING:
+    from sbi_symmetry.workflow.config import RunConfig
+
+Kind = Literal["npe", "ratio"]
+
+
+@dataclass
+class TrainingContext:
+    """What every method's training function gets.
+
+    Attributes:
+        task: The task (prior, views, shapes).
+        theta: Training parameters ``(n, d)``.
+        x: Training simulations ``(n, *x_shape)``.
+        config: The run's settings.
+        towers: The shared initial encoders by kind (``"npe"``: ``config.encoder``, ``"ratio"``:
+            ``config.ee_encoder``); methods copy them, so methods of a kind start from the same
+            weights.
+        show_progress: Progress bars.
+    """
+
+    task: Any
+    theta: Tensor
+    x: Tensor
+    config: RunConfig
+    towers: dict[str, nn.Module]
+    show_progress: bool
+
+    def npe_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``NPE.train`` (with the progress switch)."""
+        return {"show_progress_bars": self.show_progress, **self.config.npe_train}
+
+    def ratio_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the ratio trainers' ``train`` (with the progress switch)."""
+        return {"show_progress_bars": self.show_progress, **self.config.ee_train}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One compared method.
+
+    Attributes:
+        name: Identifier (``--methods``, ``metrics.json``).
+        label: Name shown in tables and figures.
+        kind: ``"npe"`` or ``"ratio"`` (decides the shared tower and the calibration budget).
+        train: Trains the method from a :class:`TrainingContext`.
+    """
+
+    name: str
+    label: str
+    kind: Kind
+    train: Callable[[TrainingContext], M.TrainedMethod]
+
+
+def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
+    encoder, cfg = ctx.towers["npe"], ctx.config
+    pretrain = {
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "expander": Expander(encoder.output_dim, **cfg.expander),
+        **cfg.pretrain,
+    }
+    return M.symmetry_npe(
+        ctx.task,
+        ctx.theta,
+        ctx.x,
+        encoder,
+        pretrain_simulations=cfg.pretrain_simulations,
+        pretrain_kwargs=pretrain,
+        flow_kwargs=dict(cfg.flow),
+        **ctx.npe_kwargs(),
+    )
+
+
+def _raw_npe(ctx: TrainingContext) -> M.TrainedMethod:
+    return M.raw_npe(ctx.task, ctx.theta, ctx.x, **ctx.npe_kwargs())
+
+
+def _end_to_end_npe(ctx: TrainingContext) -> M.TrainedMethod:
+    flow = dict(ctx.config.flow)
+    return M.end_to_end_npe(
+        ctx.task, ctx.theta, ctx.x, ctx.towers["npe"], flow_kwargs=flow, **ctx.npe_kwargs()
+    )
+
+
+def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
+    estimator = dict(ctx.config.ee)
+    return M.embed_emulate(
+        ctx.task,
+        ctx.theta,
+        ctx.x,
+        ctx.towers["ratio"],
+        estimator_kwargs=estimator,
+        **ctx.ratio_kwargs(),
+    )
+
+
+def _nre_c(ctx: TrainingContext) -> M.TrainedMethod:
+    return M.nre_c(ctx.task, ctx.theta, ctx.x, ctx.towers["ratio"], **ctx.ratio_kwargs())
+
+
+#: Every method the run can compare, in training order.
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("symmetry_npe", "symmetry NPE", "npe", _symmetry_npe),
+        MethodSpec("raw_npe", "NPE (raw data)", "npe", _raw_npe),
+        MethodSpec("end_to_end_npe", "NPE (same encoder, no pretraining)", "npe", _end_to_end_npe),
+        MethodSpec("embed_emulate", "Embed and Emulate", "ratio", _embed_emulate),
+        MethodSpec("nre_c", "NRE-C (same encoder)", "ratio", _nre_c),
+    )
+}
+
+
+def label(name: str) -> str:
+    """The display label of method ``name``.
+
+    Example:
+        >>> label("raw_npe")
+        'NPE (raw data)'
+    """
+    return METHODS[name].label
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """Method names from a comma-separated list, checked against :data:`METHODS`.
+
+    Args:
+        text: E.g. ``"symmetry_npe,end_to_end_npe"``.
+
+    Returns:
+        The names, in the order given.
+
+    Example:
+        >>> parse_methods("raw_npe, nre_c")
+        ('raw_npe', 'nre_c')
+    """
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise ValueError(
+            f"--methods must be a comma-separated list of {list(METHODS)}; got {text!r}."
+        )
+    return names

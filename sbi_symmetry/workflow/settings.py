@@ -1,0 +1,193 @@
+"""Typed sub-settings of a run: keyword arguments checked against what they are passed to.
+
+Each class is a ``dict`` of keyword arguments for one callable (an encoder's constructor, sbi's
+``NPE.train``, :class:`~sbi_symmetry.symmetry.pretrain.PretrainConfig` ...) that refuses, when it
+is built, any key that callable does not take, naming the key and the valid ones. A typo in a
+preset or a saved ``config.json`` then fails at once instead of hours later when its stage starts.
+Being plain dictionaries underneath, they serialise to JSON as they are.
+
+Example:
+    >>> EncoderSettings(channels=8, num_blocks=2)["channels"]
+    8
+    >>> PretrainSettings(max_epoch=3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: `pretrain` setting(s) ['max_epoch'] unknown; valid: ['batch_size', ...].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from functools import cache
+from typing import Any, ClassVar
+
+
+class CheckedKwargs(dict):
+    """Keyword arguments for one callable, checked against its signature when built.
+
+    Subclasses name the setting (``field``), the callable (``target``) and the parameters the
+    run supplies itself (``supplied``), which may not be set here.
+    """
+
+    field: ClassVar[str] = ""
+    supplied: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, values: Any = (), /, **kwargs: Any) -> None:
+        super().__init__(values, **kwargs)
+        valid = self.valid_keys()
+        unknown = sorted(set(self) - valid)
+        if unknown:
+            raise ValueError(
+                f"`{self.field}` setting(s) {unknown} unknown; valid: {sorted(valid)}."
+            )
+
+    @staticmethod
+    def target() -> Callable[..., Any]:
+        """The callable these keyword arguments go to."""
+        raise NotImplementedError
+
+    @classmethod
+    def valid_keys(cls) -> frozenset[str]:
+        """The keyword arguments allowed here."""
+        return _parameters(cls.target()) - cls.supplied
+
+
+@cache
+def _parameters(target: Callable[..., Any]) -> frozenset[str]:
+    if dataclasses.is_dataclass(target):
+        return frozenset(f.name for f in dataclasses.fields(target))
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    params = inspect.signature(target).parameters.values()
+    return frozenset(p.name for p in params if p.kind not in skip and p.name != "self")
+
+
+class EncoderSettings(CheckedKwargs):
+    """``ConvEncoder1D`` arguments (its input length and channels come from the task)."""
+
+    field = "encoder"
+    supplied = frozenset({"input_length", "in_channels"})
+
+    @staticmethod
+    def target() -> Callable[..., Any]:  # noqa: D102
+        from sbi_symmetry.nets.conv import ConvEncoder1D
+
+        return ConvEncoder1D.__init__
+
+
+class EEEncoderSettings(EncoderSettings):
+    """``ConvEncoder1D`` arguments of Embed and Emulate's data tower (and NRE_C's x-embedding)."""
+
+    field = "ee_encoder"
+
+
+class ExpanderSettings(CheckedKwargs):
+    """``Expander`` arguments (its input width is the encoder's output)."""
+
+    field = "expander"
+    supplied = frozenset({"input_dim"})
+
+    @staticmethod
+    def target() -> Callable[..., Any]:  # noqa: D102
+        from sbi_symmetry.nets.heads import Expander
+
+        return Expander.__init__
+
+
+class FlowSettings(CheckedKwargs):
+    """sbi ``posterior_nn`` arguments of the flows behind an encoder."""
+
+    field = "flow"
+    supplied = frozenset({"model", "embedding_net", "z_score_x"})
+
+    @staticmethod
+    def target() -> Callable[..., Any]:  # noqa: D102
+        from sbi.neural_nets import posterior_nn
+
+        return posterior_nn
+
+
+class PretrainSettings(CheckedKwargs):
+    """``PretrainConfig`` overrides (``seed`` and ``device`` are the run's)."""
+
+    field = "pretrain"
+    supplied = frozenset({"seed", "device"})
+
+    @staticmethod
+    def target() -> Callable[..., Any]:  # noqa: D102
+        from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
+
+        return PretrainConfig
+
+
+class NPETrainSettings(CheckedKwargs):
+    """sbi ``NPE.train`` arguments (both NPEs)."""
+
+    field = "npe_train"
+    supplied = frozenset({"show_progress_bars"})
+
+    @staticmethod
+    def target() -> Callable[..., Any]:  # noqa: D102
+        from sbi.inference import NPE
+
+        return NPE.train
+
+
+class EETrainSettings(CheckedKwargs):
+    """``EmbedEmulate.train`` arguments (also used for ``NRE_C`` with the same tower)."""
+
+    field = "ee_train"
+    supplied = frozenset({"show_progress_bars"})
+
+    @staticmethod
+    def target() -> Callable[..., Any]:  # noqa: D102
+        from sbi_symmetry.emulate.trainer import EmbedEmulate
+
+        return EmbedEmulate.train
+
+
+class EESettings(CheckedKwargs):
+    """``EmbedEmulate`` constructor arguments (prior and encoder: the run's)."""
+
+    field = "ee"
+    supplied = frozenset({"prior", "encoder", "show_progress_bars"})
+
+    @staticmethod
+    def target() -> Callable[..., Any]:  # noqa: D102
+        from sbi_symmetry.emulate.trainer import EmbedEmulate
+
+        return EmbedEmulate.__init__
+
+
+#: The typed sub-settings of :class:`~sbi_symmetry.workflow.config.RunConfig`, by field.
+SUB_SETTINGS: dict[str, type[CheckedKwargs]] = {
+    cls.field: cls
+    for cls in (
+        EncoderSettings,
+        EEEncoderSettings,
+        ExpanderSettings,
+        FlowSettings,
+        PretrainSettings,
+        NPETrainSettings,
+        EETrainSettings,
+        EESettings,
+    )
+}
+
+
+def typed(field: str, values: Any) -> CheckedKwargs:
+    """``values`` as the checked settings of ``RunConfig.<field>``.
+
+    Args:
+        field: A sub-setting field of ``RunConfig`` (``encoder``, ``ee_encoder``, ``pretrain`` ...).
+        values: A mapping of keyword arguments.
+
+    Returns:
+        The checked settings.
+
+    Example:
+        >>> typed("ee_encoder", {"channels": 4})
+        {'channels': 4}
+    """
+    return SUB_SETTINGS[field](values)
