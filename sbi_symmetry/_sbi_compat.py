@@ -1,4 +1,15 @@
-"""Small adapters for sbi 0.27 internals that users of this package should not have to know.
+"""Every use of sbi 0.27 internals, in one file, so that the next sbi release breaks only this one.
+
+* :class:`NullTracker` and :class:`FlattenEmbedding` work around two sharp edges (TensorBoard
+  logs written to ``./sbi-logs``; ``next(embedding_net.parameters())`` on a parameter-free net);
+* :func:`training_summary` reads the per-epoch record sbi keeps on a trainer (``_summary``);
+* :class:`RatioTrainerHooks` is sbi's NRE trainer with its *private* hooks (``_loss``,
+  ``_initialize_neural_network``, ``_train_epoch``, ``_validate_epoch``, ``_summarize``,
+  ``_report_convergence_at_end``, ``_maybe_show_progress``) overridden once, here, and forwarded
+  to named, documented methods that :class:`~sbi_symmetry.emulate.EmbedEmulate` implements;
+* ``LossArgsNRE`` / ``LossArgsNRE_C`` are sbi's private loss-argument dataclasses.
+
+``tests/test_sbi_compat.py`` checks each against the installed sbi.
 
 Example:
     >>> tracker = NullTracker()
@@ -12,7 +23,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from sbi.inference.trainers._contracts import LossArgsNRE, LossArgsNRE_C
+from sbi.inference.trainers.nre.nre_base import RatioEstimatorTrainer
 from torch import Tensor, nn
+
+__all__ = [
+    "FlattenEmbedding",
+    "LossArgsNRE",
+    "LossArgsNRE_C",
+    "NullTracker",
+    "RatioTrainerHooks",
+    "training_summary",
+]
 
 
 class NullTracker:
@@ -92,3 +114,69 @@ def training_summary(trainer: Any) -> dict[str, list[float]]:
             "package supports sbi 0.27's trainers)."
         )
     return summary
+
+
+class RatioTrainerHooks(RatioEstimatorTrainer):
+    """sbi's ratio-estimator trainer with its private hooks forwarded to named methods.
+
+    Subclasses implement :meth:`pair_loss` and may override :meth:`network_built`,
+    :meth:`reduce_epoch_loss` and :meth:`reports_here`; nothing else of sbi's private API is
+    touched outside this class. Training goes through :meth:`train_nre`, sbi's ``train`` with the
+    loss arguments it expects.
+    """
+
+    def pair_loss(self, theta: Tensor, x: Tensor) -> Tensor:
+        """The per-pair training loss of a batch, ``(B,)`` (sbi averages it)."""
+        raise NotImplementedError
+
+    def network_built(self, net: nn.Module) -> None:
+        """Called after sbi built (or rebuilt) the network from the classifier builder."""
+
+    def reduce_epoch_loss(self, value: float) -> float:
+        """The epoch's mean training or validation loss as sbi should see it."""
+        return value
+
+    def reports_here(self) -> bool:
+        """Whether this process prints sbi's progress, summaries and convergence messages."""
+        return True
+
+    @property
+    def neural_net(self) -> nn.Module | None:
+        """The network sbi trains (``None`` before the first ``train``)."""
+        return self._neural_net
+
+    def train_nre(self, **train_kwargs: Any) -> nn.Module:
+        """Sbi's ``train`` with two-atom NRE loss arguments (the subclass's loss ignores them).
+
+        Args:
+            **train_kwargs: sbi's ``train`` arguments except ``loss_kwargs``.
+
+        Returns:
+            The trained network.
+        """
+        return super().train(**train_kwargs, loss_kwargs=LossArgsNRE(num_atoms=2))
+
+    # ---- sbi 0.27's private hooks, overridden here only ---------------------------------
+    def _initialize_neural_network(self, retrain_from_scratch: bool, start_idx: int) -> None:
+        super()._initialize_neural_network(retrain_from_scratch, start_idx)
+        self.network_built(self._neural_net)
+
+    def _loss(self, theta: Tensor, x: Tensor, num_atoms: int = 2, **_: Any) -> Tensor:
+        return self.pair_loss(theta, x)
+
+    def _train_epoch(self, train_loader: Any, clip_max_norm: Any, loss_args: Any) -> float:
+        return self.reduce_epoch_loss(super()._train_epoch(train_loader, clip_max_norm, loss_args))
+
+    def _validate_epoch(self, val_loader: Any, loss_args: Any) -> float:
+        return self.reduce_epoch_loss(super()._validate_epoch(val_loader, loss_args))
+
+    def _summarize(self, round_: int) -> None:
+        if self.reports_here():
+            super()._summarize(round_)
+
+    def _report_convergence_at_end(self, epoch: int, max_num_epochs: int) -> None:
+        if self.reports_here():
+            super()._report_convergence_at_end(epoch, max_num_epochs)
+
+    def _maybe_show_progress(self, show: bool, epoch: int) -> None:  # a staticmethod in sbi
+        RatioEstimatorTrainer._maybe_show_progress(show and self.reports_here(), epoch)

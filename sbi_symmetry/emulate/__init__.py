@@ -7,8 +7,8 @@
 
 Example:
     >>> from sbi_symmetry.emulate import EmbedEmulate
-    >>> EmbedEmulate.__mro__[1].__name__
-    'RatioEstimatorTrainer'
+    >>> [cls.__name__ for cls in EmbedEmulate.__mro__[1:3]]  # sbi's NRE trainer, via the shim
+    ['RatioTrainerHooks', 'RatioEstimatorTrainer']
 """
 
 from __future__ import annotations

@@ -46,8 +46,6 @@ import warnings
 from typing import Any, Literal
 
 import torch
-from sbi.inference.trainers._contracts import LossArgsNRE
-from sbi.inference.trainers.nre.nre_base import RatioEstimatorTrainer
 from sbi.sbi_types import Tracker
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -55,12 +53,12 @@ from torch.utils import data
 from torch.utils.tensorboard.writer import SummaryWriter
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._sbi_compat import NullTracker
+from sbi_symmetry._sbi_compat import NullTracker, RatioTrainerHooks
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
 
 
-class EmbedEmulate(RatioEstimatorTrainer):
+class EmbedEmulate(RatioTrainerHooks):
     """Embed and Emulate (Jiang, Lu & Willett): contrastive two-tower ratio estimation in ``sbi``.
 
     Args:
@@ -222,7 +220,7 @@ class EmbedEmulate(RatioEstimatorTrainer):
             base = distributed.broadcast_object(int(torch.randint(0, 2**62, ())))
             torch.manual_seed(distributed.rank_seed(base, "views"))
         try:
-            return super().train(
+            return self.train_nre(
                 training_batch_size=training_batch_size,
                 learning_rate=learning_rate,
                 validation_fraction=validation_fraction,
@@ -234,28 +232,27 @@ class EmbedEmulate(RatioEstimatorTrainer):
                 retrain_from_scratch=retrain_from_scratch,
                 show_train_summary=show_train_summary and distributed.is_main_process(),
                 dataloader_kwargs=dataloader_kwargs,
-                loss_kwargs=LossArgsNRE(num_atoms=2),
             )  # type: ignore[return-value]
         finally:
             self._parallel_loss = None  # releases DDP's hooks and its reference to the net
 
-    def _initialize_neural_network(self, retrain_from_scratch: bool, start_idx: int) -> None:
-        super()._initialize_neural_network(retrain_from_scratch, start_idx)
-        if not isinstance(self._neural_net, EmbedEmulateRatioEstimator):
+    def network_built(self, net: nn.Module) -> None:
+        """Check the builder's network and give every rank rank 0's initial weights."""
+        if not isinstance(net, EmbedEmulateRatioEstimator):
             raise TypeError(
                 "EmbedEmulate needs the classifier builder to return an "
-                f"EmbedEmulateRatioEstimator; it returned {type(self._neural_net).__name__}."
+                f"EmbedEmulateRatioEstimator; it returned {type(net).__name__}."
             )
-        distributed.broadcast_module(self._neural_net)  # rank 0's initial weights everywhere
+        distributed.broadcast_module(net)  # rank 0's initial weights everywhere
 
-    def _loss(self, theta: Tensor, x: Tensor, num_atoms: int = 2, **_: Any) -> Tensor:
+    def pair_loss(self, theta: Tensor, x: Tensor) -> Tensor:
         """Per-pair symmetric InfoNCE (+ the weighted VICReg term while training).
+
+        The whole batch is the set of negatives (sbi's ``num_atoms`` means nothing here).
 
         Args:
             theta: Parameters of the batch, ``(B, theta_dim)``.
             x: Data of the batch, ``(B, *x_shape)``.
-            num_atoms: Ignored (``sbi`` passes its loss arguments by keyword); the whole batch
-                is the set of negatives.
 
         Returns:
             Losses of shape ``(B,)``.
@@ -265,7 +262,7 @@ class EmbedEmulate(RatioEstimatorTrainer):
                 f"A batch of {theta.shape[0]} pair(s) reached the loss; symmetric InfoNCE needs "
                 "at least 2. Use more simulations or a larger `validation_fraction`."
             )
-        net = self._neural_net
+        net = self.neural_net
         assert isinstance(net, EmbedEmulateRatioEstimator)
         loss = _TrainingLoss(net, self._views, self._symmetry_weight, self._vicreg_kwargs)
         if distributed.is_distributed() and net.training and torch.is_grad_enabled():
@@ -354,26 +351,13 @@ class EmbedEmulate(RatioEstimatorTrainer):
             )
         return loaders[0], loaders[1]
 
-    def _train_epoch(self, train_loader: Any, clip_max_norm: Any, loss_args: Any) -> float:
-        return distributed.all_reduce_mean(
-            super()._train_epoch(train_loader, clip_max_norm, loss_args)
-        )
+    def reduce_epoch_loss(self, value: float) -> float:
+        """The mean over ranks, identical everywhere: all ranks stop on the same epoch."""
+        return distributed.all_reduce_mean(value)
 
-    def _validate_epoch(self, val_loader: Any, loss_args: Any) -> float:
-        # The mean over ranks, identical everywhere: all ranks stop on the same epoch.
-        return distributed.all_reduce_mean(super()._validate_epoch(val_loader, loss_args))
-
-    def _summarize(self, round_: int) -> None:
-        if distributed.is_main_process():
-            super()._summarize(round_)
-
-    def _report_convergence_at_end(self, epoch: int, max_num_epochs: int) -> None:
-        if distributed.is_main_process():
-            super()._report_convergence_at_end(epoch, max_num_epochs)
-
-    @staticmethod
-    def _maybe_show_progress(show: bool, epoch: int) -> None:
-        RatioEstimatorTrainer._maybe_show_progress(show and distributed.is_main_process(), epoch)
+    def reports_here(self) -> bool:
+        """Only rank 0 prints progress, summaries and convergence messages."""
+        return distributed.is_main_process()
 
 
 class _TrainingLoss(nn.Module):
