@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from sbi_symmetry._validation import is_int
+
 T = TypeVar("T")
 
 
@@ -144,7 +146,7 @@ def local_batch_size(global_batch_size: int, name: str = "batch_size") -> int:
         200
     """
     world = get_world_size()
-    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int):
+    if not is_int(global_batch_size):
         raise TypeError(f"`{name}` must be an integer; got {global_batch_size!r}.")
     if global_batch_size < world or global_batch_size % world:
         raise ValueError(

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from sbi_symmetry._validation import check_tensor
+from sbi_symmetry._validation import check_tensor, is_int
 
 
 class Expander(nn.Module):
@@ -54,9 +54,9 @@ class Expander(nn.Module):
         super().__init__()
         widths = [input_dim, *hidden_dims, output_dim]
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden_dims):
+        if any(not is_int(w) or w < 1 for w in hidden_dims):
             raise ValueError(
                 f"`hidden_dims` must be a sequence of positive integers; got {hidden_dims!r}."
             )

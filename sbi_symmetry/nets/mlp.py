@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from sbi_symmetry._validation import is_int
+
 
 class _PreActivationBlock(nn.Module):
     """``h + W2 act(W1 act(h))`` with ``W2`` initialised at zero."""
@@ -69,9 +71,9 @@ class ResidualMLP(nn.Module):
             (output_dim, "output_dim"),
             (hidden_dim, "hidden_dim"),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-        if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or num_blocks < 0:
+        if not is_int(num_blocks) or num_blocks < 0:
             raise ValueError(f"`num_blocks` must be a non-negative integer; got {num_blocks!r}.")
         self.input_dim = input_dim
         self.output_dim = output_dim

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import Tensor
 
+from sbi_symmetry._validation import is_int
 from sbi_symmetry.reference.cache import cache_key, load_or_compute
 from sbi_symmetry.reference.nested import nested_sampling_posterior
 from sbi_symmetry.reference.protocol import SignalModel, is_signal_model
@@ -66,9 +67,9 @@ def reference_posterior(
         )
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+    if not is_int(num_samples) or num_samples < 1:
         raise ValueError(f"`num_samples` must be a positive integer; got {num_samples!r}.")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer; got {seed!r}.")
     x = task.check_observation(x_o)
     run = quadrature_posterior if method == "quadrature" else nested_sampling_posterior

@@ -44,6 +44,7 @@ import torch
 from bilby.core.utils import random as bilby_random
 from torch import Tensor
 
+from sbi_symmetry._validation import is_int
 from sbi_symmetry.reference.protocol import SignalModel
 from sbi_symmetry.reference.result import ReferencePosterior
 
@@ -157,7 +158,7 @@ def nested_sampling_posterior(
         error, and the number of likelihood calls of the sampler.
     """
     for name, value in (("num_samples", num_samples), ("nlive", nlive)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
     if not isinstance(dlogz, int | float) or not dlogz > 0:
         raise ValueError(f"`dlogz` must be a number > 0; got {dlogz!r}.")

@@ -70,6 +70,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sbi_symmetry._validation import is_int
 from sbi_symmetry.reference.grid import CellTree, Leaves
 from sbi_symmetry.reference.protocol import SignalModel
 from sbi_symmetry.reference.result import ReferencePosterior
@@ -194,7 +195,7 @@ def _check_settings(
         ("initial_cells", initial_cells),
         ("max_evaluations", max_evaluations),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
     for name, value in (("mass_tol", mass_tol), ("tv_tol", tv_tol)):
         if not isinstance(value, int | float) or not 0 < value < 1:

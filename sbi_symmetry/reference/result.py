@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from sbi_symmetry._io import atomic_write
 
 #: Version of the on-disk layout, stored in every file.
 FORMAT_VERSION = 1
@@ -97,14 +98,13 @@ class ReferencePosterior:
                 f"`path` {str(path)!r} already exists; pass overwrite=True to replace it."
             )
         metadata = json.dumps(self._metadata(), sort_keys=True)
-        # Write next to the target, then rename: readers never see a half-written file.
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            with open(partial, "wb") as handle:
-                np.savez(handle, samples=self.samples.numpy(), metadata=np.array(metadata))
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        # Written next to the target, then renamed: readers never see a half-written file.
+        atomic_write(
+            path,
+            lambda handle: np.savez(
+                handle, samples=self.samples.numpy(), metadata=np.array(metadata)
+            ),
+        )
         return path
 
     @classmethod

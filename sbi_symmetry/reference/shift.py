@@ -65,6 +65,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from sbi_symmetry._validation import is_int
 from sbi_symmetry.reference.protocol import SignalModel, is_signal_model
 
 #: Default number of sub-sample shift offsets per sample spacing.
@@ -89,7 +90,7 @@ def _fast_fft_size(n: int) -> int:
 
 def _check_num_threads(num_threads: object) -> None:
     ok = num_threads is None or (
-        isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads >= 1
+        is_int(num_threads) and num_threads >= 1
     )
     if not ok:
         raise ValueError(f"`num_threads` must be a positive integer or None; got {num_threads!r}.")
@@ -145,7 +146,7 @@ class ShiftMarginal:
                 "`task` must be a SignalInNoiseTask with a single shift nuisance; "
                 f"got {type(task).__name__}."
             )
-        if not isinstance(num_offsets, int) or isinstance(num_offsets, bool) or num_offsets < 1:
+        if not is_int(num_offsets) or num_offsets < 1:
             raise ValueError(f"`num_offsets` must be a positive integer; got {num_offsets!r}.")
         if not isinstance(chunk_elements, int) or chunk_elements < 1:
             raise ValueError(

@@ -27,6 +27,7 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sbi_symmetry._validation import check_int
 from sbi_symmetry.simulation.engines import Engine, map_unordered, validate_engine
 from sbi_symmetry.simulation.store import SimulationStore
 from sbi_symmetry.simulation.worker import (
@@ -39,12 +40,6 @@ from sbi_symmetry.simulation.worker import (
 from sbi_symmetry.simulation.writer import StoreWriter
 
 __all__ = ["simulate_dataset", "simulate_views"]
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
-    return value
 
 
 def _describe(obj: object, limit: int = 200) -> str:
@@ -73,9 +68,9 @@ def _run(
             f"`prior` must have a `sample(sample_shape)` method (a torch distribution or an sbi "
             f"prior); got {type(job.prior).__name__}."
         )
-    _check_int(num_simulations, "num_simulations", 1)
-    _check_int(chunk_size, "chunk_size", 1)
-    _check_int(seed, "seed", 0)
+    check_int(num_simulations, "num_simulations", 1)
+    check_int(chunk_size, "chunk_size", 1)
+    check_int(seed, "seed", 0)
     validate_engine(engine, n_jobs)
     num_chunks = math.ceil(num_simulations / chunk_size)
     settings = {

@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from sbi_symmetry._validation import is_int
+
 __all__ = ["ENGINES", "Engine", "local_dask_client", "map_unordered", "validate_engine"]
 
 R = TypeVar("R")
@@ -71,7 +73,7 @@ def validate_engine(engine: Engine, n_jobs: int | None) -> None:
         n_jobs: Number of workers (``None`` for the engine's default).
     """
     if n_jobs is not None and (
-        not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or (n_jobs < 1 and n_jobs != -1)
+        not is_int(n_jobs) or (n_jobs < 1 and n_jobs != -1)
     ):
         raise ValueError(
             f"`n_jobs` must be a positive integer, -1 (all cores) or None; got {n_jobs!r}."
