@@ -42,17 +42,17 @@ from typing import Any
 
 import torch
 from sbi.inference import NRE_C
-from sbi.inference.trainers._contracts import LossArgsNRE, LossArgsNRE_C
 from sbi.neural_nets import classifier_nn
 from torch import Tensor, nn
 
-from sbi_symmetry._sbi_compat import NullTracker
+from sbi_symmetry._sbi_compat import LossArgsNRE, LossArgsNRE_C, NullTracker
 from sbi_symmetry.emulate import EmbedEmulate, EmbedEmulateRatioEstimator
 from sbi_symmetry.evaluation import c2st_score, calibrate, summarise
 from sbi_symmetry.nets import ConvEncoder1D
 from sbi_symmetry.symmetry.diagnostics import invariance_error
 from sbi_symmetry.tasks import Lorenz96, NuisanceTask, SignalInNoiseTask, get_task
 from sbi_symmetry.workflow import methods as M
+from sbi_symmetry.workflow.config import RunConfig
 
 TASKS = ("damped-oscillator", "sine-gaussian", "lorenz96")
 METHODS = ("embed_emulate", "embed_emulate_vicreg", "nre_c", "symmetry_npe")
@@ -98,16 +98,12 @@ class TaskPlan:
     speed_encoder: dict[str, Any] | None = None
 
 
-#: The symmetry-NPE settings of issue 3's benchmark (``/work/briefs/encoder_notes.md``,
-#: ``benchmarks/symmetry_npe.py``): pretraining and a small flow behind the 3-D summary.
-_PRETRAIN: dict[str, Any] = {
-    "batch_size": 256,
-    "learning_rate": 3e-3,
-    "max_epochs": 30,
-    "stop_after_epochs": 10,
-}
-_FLOW: dict[str, Any] = {"hidden_features": 25}
-#: Full-resolution encoder of the pipeline's "fast" preset, for the speed-only comparison.
+#: Symmetry-NPE's pretraining and flow: the fast preset's, with a shorter pretraining
+#: (30 epochs, patience 10) as in ``benchmarks/symmetry_npe.py``'s tuning runs.
+_SHO = RunConfig.from_preset("damped-oscillator", "fast")
+_PRETRAIN: dict[str, Any] = {**_SHO.pretrain, "max_epochs": 30, "stop_after_epochs": 10}
+_FLOW: dict[str, Any] = dict(_SHO.flow)
+#: Full-resolution encoder (no input averaging), for the speed-only comparison.
 _FULL_RESOLUTION: dict[str, Any] = {
     "output_dim": 16,
     "channels": 8,
@@ -116,18 +112,11 @@ _FULL_RESOLUTION: dict[str, Any] = {
 }
 
 PLANS: dict[str, TaskPlan] = {
-    # Encoders recommended by issue 3's tuning: average the input over windows of
-    # `downsample` samples (both signals are heavily oversampled), one residual block of small
-    # convolutions, mean pooling, a small head. E&E and NRE_C use a 16-D output.
+    # The fast preset's E&E tower (16-D): the input averaged over windows of 8 samples (both
+    # signals are heavily oversampled), one residual block of small convolutions, mean pooling,
+    # a small head; the sine-Gaussian averages over 4 samples with 8 channels.
     "damped-oscillator": TaskPlan(
-        encoder={
-            "output_dim": 16,
-            "downsample": 8,
-            "channels": 6,
-            "num_blocks": 1,
-            "kernel_size": 5,
-            "hidden_dim": 32,
-        },
+        encoder=dict(_SHO.ee_encoder),
         npe_output_dim=3,
         pretrain=_PRETRAIN,
         flow=_FLOW,
@@ -135,31 +124,22 @@ PLANS: dict[str, TaskPlan] = {
     ),
     "sine-gaussian": TaskPlan(
         encoder={
-            "output_dim": 16,
+            **RunConfig.from_preset("sine-gaussian", "fast").ee_encoder,
             "downsample": 4,
             "channels": 8,
-            "num_blocks": 1,
-            "kernel_size": 5,
-            "hidden_dim": 32,
         },
         npe_output_dim=3,
         pretrain=_PRETRAIN,
         flow=_FLOW,
         speed_encoder=_FULL_RESOLUTION,
     ),
-    # Lorenz-96 (sites as the length axis, the 16 snapshots as channels, circular padding:
-    # exactly invariant to the cyclic site shift after mean pooling). Re-simulated views cost
-    # two Lorenz-96 integrations per pair and epoch (about a minute per epoch here), so
-    # pretraining draws one fixed bank of views and E&E's VICReg variant is not run.
+    # Lorenz-96: the fast preset's tower (sites as the length axis, the 16 snapshots as
+    # channels, circular padding: exactly invariant to the cyclic site shift after mean pooling)
+    # with a smaller head. Re-simulated views cost two Lorenz-96 integrations per pair and epoch
+    # (about a minute per epoch here), so pretraining draws one fixed bank of views and E&E's
+    # VICReg variant is not run.
     "lorenz96": TaskPlan(
-        encoder={
-            "output_dim": 16,
-            "channels": 16,
-            "num_blocks": 2,
-            "kernel_size": 5,
-            "padding_mode": "circular",
-            "hidden_dim": 32,
-        },
+        encoder={**RunConfig.from_preset("lorenz96", "fast").ee_encoder, "hidden_dim": 32},
         npe_output_dim=8,
         pretrain={**_PRETRAIN, "fresh_views": False},
         pretrain_simulations=5_000,
@@ -178,13 +158,6 @@ def make_task(name: str, quick: bool) -> NuisanceTask:
     if name == "lorenz96" and quick:
         return Lorenz96(num_snapshots=4, burn_in=0.1, max_offset=0.05)
     return get_task(name)
-
-
-def make_encoder(task: NuisanceTask, kwargs: dict[str, Any]) -> ConvEncoder1D:
-    """A ``ConvEncoder1D`` for the task's data shape."""
-    shape = task.x_shape
-    channels = {"in_channels": shape[0]} if len(shape) == 2 else {}
-    return ConvEncoder1D(input_length=shape[-1], **channels, **kwargs)
 
 
 @dataclass
@@ -223,8 +196,10 @@ def train_methods(
     log: Any,
 ) -> dict[str, M.TrainedMethod]:
     """Train every method on the same simulations; each starts from ``torch.manual_seed``."""
-    encoder = make_encoder(task, plan.encoder)  # every method deep-copies it: same initial weights
-    npe_encoder = make_encoder(task, {**plan.encoder, "output_dim": plan.npe_output_dim})
+    # every method deep-copies these: the same initial weights
+    encoder = ConvEncoder1D.for_task(task, **plan.encoder)
+    npe_kwargs = {**plan.encoder, "output_dim": plan.npe_output_dim}
+    npe_encoder = ConvEncoder1D.for_task(task, **npe_kwargs)
     train = {
         "max_num_epochs": cfg.max_epochs - 1,  # sbi runs max_num_epochs + 1 epochs
         "stop_after_epochs": cfg.stop_after_epochs,
@@ -314,7 +289,7 @@ def time_training_steps(
     networks; the order of the methods rotates every round so that drifts in the machine's
     load hit all of them alike.
     """
-    encoder = make_encoder(task, plan.encoder)
+    encoder = ConvEncoder1D.for_task(task, **plan.encoder)
     runners: dict[str, Any] = {}
     if "embed_emulate" in trained:
         ee = EmbedEmulate(task.prior, encoder=encoder, show_progress_bars=False)

@@ -7,7 +7,8 @@
   ``_initialize_neural_network``, ``_train_epoch``, ``_validate_epoch``, ``_summarize``,
   ``_report_convergence_at_end``, ``_maybe_show_progress``) overridden once, here, and forwarded
   to named, documented methods that :class:`~sbi_symmetry.emulate.EmbedEmulate` implements;
-* ``LossArgsNRE`` / ``LossArgsNRE_C`` are sbi's private loss-argument dataclasses.
+* ``LossArgsNRE`` / ``LossArgsNRE_C`` are sbi's private loss-argument dataclasses, ``Tracker``
+  the protocol of sbi's ``tracker=`` argument (``sbi.sbi_types``).
 
 ``tests/test_sbi_compat.py`` checks each against the installed sbi.
 
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from sbi.inference.trainers._contracts import LossArgsNRE, LossArgsNRE_C
 from sbi.inference.trainers.nre.nre_base import RatioEstimatorTrainer
+from sbi.sbi_types import Tracker
 from torch import Tensor, nn
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "LossArgsNRE_C",
     "NullTracker",
     "RatioTrainerHooks",
+    "Tracker",
     "training_summary",
 ]
 
@@ -120,63 +123,117 @@ class RatioTrainerHooks(RatioEstimatorTrainer):
     """sbi's ratio-estimator trainer with its private hooks forwarded to named methods.
 
     Subclasses implement :meth:`pair_loss` and may override :meth:`network_built`,
-    :meth:`reduce_epoch_loss` and :meth:`reports_here`; nothing else of sbi's private API is
-    touched outside this class. Training goes through :meth:`train_nre`, sbi's ``train`` with the
-    loss arguments it expects.
+    :meth:`reduce_epoch_loss` and :meth:`reports_here`; they read the network through
+    :attr:`neural_net` and train through :meth:`train_nre` (sbi's ``train`` with the loss
+    arguments it expects). Nothing else of sbi's private API is touched outside this class.
+
+    ========================================  ==============================================
+    sbi 0.27's private hook                   forwarded to
+    ========================================  ==============================================
+    ``_initialize_neural_network``            sbi's, then :meth:`network_built` (``net``)
+    ``_loss(theta, x, num_atoms)``            :meth:`pair_loss` (``theta, x``)
+    ``_train_epoch``, ``_validate_epoch``     sbi's, then :meth:`reduce_epoch_loss`
+    ``_summarize``,                           sbi's, if :meth:`reports_here`
+    ``_report_convergence_at_end``
+    ``_maybe_show_progress`` (static)         sbi's, with ``show and reports_here()``
+    ========================================  ==============================================
+
+    Example:
+        >>> import torch
+        >>> from sbi.utils import BoxUniform
+        >>> class Squared(RatioTrainerHooks):
+        ...     def pair_loss(self, theta, x):
+        ...         return self.neural_net.unnormalized_log_ratio(theta, x) ** 2
+        >>> prior = BoxUniform(torch.zeros(1), torch.ones(1))
+        >>> theta = prior.sample((50,))
+        >>> trainer = Squared(prior, tracker=NullTracker(), show_progress_bars=False)
+        >>> net = trainer.append_simulations(theta, theta).train_nre(max_num_epochs=1)
+        >>> net is trainer.neural_net
+        True
     """
 
+    # ---- the named hooks subclasses implement ---------------------------------------------
     def pair_loss(self, theta: Tensor, x: Tensor) -> Tensor:
-        """The per-pair training loss of a batch, ``(B,)`` (sbi averages it)."""
-        raise NotImplementedError
+        """The per-pair loss of a batch (training and validation); sbi averages it.
+
+        Args:
+            theta: Parameters of the batch, ``(B, theta_dim)``, on the training device.
+            x: Data of the batch, ``(B, *x_shape)``.
+
+        Returns:
+            Losses of shape ``(B,)``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement pair_loss(theta, x).")
 
     def network_built(self, net: nn.Module) -> None:
-        """Called after sbi built (or rebuilt) the network from the classifier builder."""
+        """Called after every network (re)initialisation of ``train`` (a no-op by default).
+
+        Args:
+            net: The network sbi trains (:attr:`neural_net`), built from the classifier
+                builder on the first ``train`` or with ``retrain_from_scratch=True``.
+        """
 
     def reduce_epoch_loss(self, value: float) -> float:
-        """The epoch's mean training or validation loss as sbi should see it."""
+        """The epoch's mean training or validation loss as sbi should see it (identity).
+
+        Args:
+            value: This process's mean loss over the epoch.
+
+        Returns:
+            The loss sbi records and uses for early stopping.
+        """
         return value
 
     def reports_here(self) -> bool:
         """Whether this process prints sbi's progress, summaries and convergence messages."""
         return True
 
+    # ---- accessors and entry point -----------------------------------------------------------
     @property
     def neural_net(self) -> nn.Module | None:
-        """The network sbi trains (``None`` before the first ``train``)."""
+        """The network sbi trains (``None`` before the first ``train``; sbi: ``_neural_net``)."""
         return self._neural_net
 
     def train_nre(self, **train_kwargs: Any) -> nn.Module:
-        """Sbi's ``train`` with two-atom NRE loss arguments (the subclass's loss ignores them).
+        """Sbi's ``train`` with two-atom NRE loss arguments (:meth:`pair_loss` ignores them).
 
         Args:
-            **train_kwargs: sbi's ``train`` arguments except ``loss_kwargs``.
+            **train_kwargs: sbi's ``RatioEstimatorTrainer.train`` arguments except
+                ``loss_kwargs`` and ``num_atoms``.
 
         Returns:
             The trained network.
         """
         return super().train(**train_kwargs, loss_kwargs=LossArgsNRE(num_atoms=2))
 
-    # ---- sbi 0.27's private hooks, overridden here only ---------------------------------
+    # ---- sbi 0.27's private hooks, overridden here only --------------------------------------
     def _initialize_neural_network(self, retrain_from_scratch: bool, start_idx: int) -> None:
+        """Run sbi's (re)initialisation, then :meth:`network_built`."""
         super()._initialize_neural_network(retrain_from_scratch, start_idx)
         self.network_built(self._neural_net)
 
     def _loss(self, theta: Tensor, x: Tensor, num_atoms: int = 2, **_: Any) -> Tensor:
+        """The per-batch loss sbi asks for: :meth:`pair_loss` (``num_atoms`` unused)."""
         return self.pair_loss(theta, x)
 
     def _train_epoch(self, train_loader: Any, clip_max_norm: Any, loss_args: Any) -> float:
+        """Run sbi's training epoch; its mean loss through :meth:`reduce_epoch_loss`."""
         return self.reduce_epoch_loss(super()._train_epoch(train_loader, clip_max_norm, loss_args))
 
     def _validate_epoch(self, val_loader: Any, loss_args: Any) -> float:
+        """Run sbi's validation epoch; its mean loss through :meth:`reduce_epoch_loss`."""
         return self.reduce_epoch_loss(super()._validate_epoch(val_loader, loss_args))
 
     def _summarize(self, round_: int) -> None:
+        """Log sbi's summary of the round to the tracker, where :meth:`reports_here`."""
         if self.reports_here():
             super()._summarize(round_)
 
     def _report_convergence_at_end(self, epoch: int, max_num_epochs: int) -> None:
+        """Print or warn sbi's convergence message, where :meth:`reports_here`."""
         if self.reports_here():
             super()._report_convergence_at_end(epoch, max_num_epochs)
 
-    def _maybe_show_progress(self, show: bool, epoch: int) -> None:  # a staticmethod in sbi
+    def _maybe_show_progress(self, show: bool, epoch: int) -> None:
+        """Print sbi's per-epoch progress line (static in sbi), where :meth:`reports_here`."""
         RatioEstimatorTrainer._maybe_show_progress(show and self.reports_here(), epoch)

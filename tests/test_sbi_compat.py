@@ -10,7 +10,9 @@ import torch
 from sbi.inference import NPE
 from sbi.inference.trainers.nre.nre_base import RatioEstimatorTrainer
 from sbi.neural_nets import posterior_nn
+from sbi.sbi_types import Tracker as SbiTracker
 from sbi.utils import BoxUniform
+from torch import Tensor, nn
 
 from sbi_symmetry._sbi_compat import (
     FlattenEmbedding,
@@ -18,10 +20,11 @@ from sbi_symmetry._sbi_compat import (
     LossArgsNRE_C,
     NullTracker,
     RatioTrainerHooks,
+    Tracker,
     training_summary,
 )
 
-# The private hooks RatioTrainerHooks overrides, with the parameters it relies on.
+# The private hooks RatioTrainerHooks overrides, with the parameters (after ``self``) it relies on.
 HOOKS = {
     "_initialize_neural_network": ["retrain_from_scratch", "start_idx"],
     "_loss": ["theta", "x", "num_atoms"],
@@ -33,38 +36,115 @@ HOOKS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _prior() -> BoxUniform:
+    return BoxUniform(torch.zeros(1), torch.ones(1))
+
+
+# ---------------------------------------------------------------- RatioTrainerHooks
 @pytest.mark.parametrize("hook", sorted(HOOKS))
 def test_each_overridden_private_hook_still_exists_with_its_parameters(hook):
     assert hook in vars(RatioTrainerHooks), f"{hook} is not overridden in one place any more"
+    assert hook in dir(RatioEstimatorTrainer), f"sbi's trainer has no {hook} any more"
     params = list(inspect.signature(getattr(RatioEstimatorTrainer, hook)).parameters)
-    params = [p for p in params if p not in ("self", "args", "kwargs")]
-    assert params[: len(HOOKS[hook])] == HOOKS[hook] or hook == "_loss", params
-    if hook == "_loss":  # NRE's abstract loss: (theta, x, num_atoms)
-        assert params[:3] == ["theta", "x", "num_atoms"], params
+    params = [p for p in params if p != "self"]
+    assert params[: len(HOOKS[hook])] == HOOKS[hook], params
+
+
+def test_progress_hook_is_still_static_in_sbi():
+    # The shim calls RatioEstimatorTrainer._maybe_show_progress(show, epoch) without an instance.
+    kind = inspect.getattr_static(RatioEstimatorTrainer, "_maybe_show_progress")
+    assert isinstance(kind, staticmethod)
+
+
+class _Recording(RatioTrainerHooks):
+    """Counts the named hooks sbi's loop reaches through the shim."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def pair_loss(self, theta: Tensor, x: Tensor) -> Tensor:
+        self._count("pair_loss")
+        return self.neural_net.unnormalized_log_ratio(theta, x) ** 2
+
+    def network_built(self, net: nn.Module) -> None:
+        self._count("network_built")
+        assert net is self.neural_net is not None
+
+    def reduce_epoch_loss(self, value: float) -> float:
+        self._count("reduce_epoch_loss")
+        return value + 1000.0  # visible in sbi's record
+
+    def reports_here(self) -> bool:
+        self._count("reports_here")
+        return False
+
+
+def test_sbi_training_loop_reaches_every_named_hook(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    theta = _prior().sample((60,))
+    trainer = _Recording(_prior(), tracker=NullTracker(), show_progress_bars=True)
+    assert trainer.neural_net is None
+    net = trainer.append_simulations(theta, theta).train_nre(
+        max_num_epochs=1, training_batch_size=20, show_train_summary=True
+    )
+    assert net is trainer.neural_net
+    epochs = len(training_summary(trainer)["training_loss"])  # sbi: max_num_epochs=1 runs 2
+    assert epochs == 2
+    assert trainer.calls["network_built"] == 1
+    assert trainer.calls["pair_loss"] >= 2 * epochs  # training and validation batches
+    assert trainer.calls["reduce_epoch_loss"] == 2 * epochs
+    # per epoch (_maybe_show_progress), then _report_convergence_at_end and _summarize
+    assert trainer.calls["reports_here"] == epochs + 2
+    summary = training_summary(trainer)
+    assert min(summary["training_loss"] + summary["validation_loss"]) >= 1000.0
+    assert "Training neural network" not in capsys.readouterr().out  # progress silenced
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_train_still_takes_the_loss_arguments_we_pass():
     assert "loss_kwargs" in inspect.signature(RatioEstimatorTrainer.train).parameters
     assert [f.name for f in dataclasses.fields(LossArgsNRE)] == ["num_atoms"]
     assert "num_atoms" in {f.name for f in dataclasses.fields(LossArgsNRE_C)}
+    assert issubclass(LossArgsNRE_C, LossArgsNRE)
+    assert dataclasses.asdict(LossArgsNRE(num_atoms=2)) == {"num_atoms": 2}
 
 
-def test_the_trainer_keeps_its_network_where_the_shim_reads_it():
-    prior = BoxUniform(torch.zeros(2), torch.ones(2))
-    trainer = RatioTrainerHooks.__new__(RatioTrainerHooks)
-    RatioEstimatorTrainer.__init__(trainer, prior=prior, classifier="mlp", tracker=NullTracker())
-    assert hasattr(trainer, "_neural_net") and trainer.neural_net is None
+# ---------------------------------------------------------------- trackers, summary, embedding
+def test_null_tracker_has_every_member_of_sbi_tracker_protocol():
+    assert Tracker is SbiTracker
+    members = [m for m in vars(SbiTracker) if not m.startswith("_")]
+    assert {"log_dir", "log_metric", "log_metrics", "log_params", "add_figure", "flush"} <= set(
+        members
+    )
+    for member in members:
+        ours, theirs = getattr(NullTracker, member), getattr(SbiTracker, member)
+        if isinstance(theirs, property):
+            assert isinstance(ours, property), member
+        else:
+            assert list(inspect.signature(ours).parameters) == list(
+                inspect.signature(theirs).parameters
+            ), member
 
 
 def _trained_npe(tmp_path, monkeypatch, embedding=None):
     monkeypatch.chdir(tmp_path)
-    prior = BoxUniform(torch.zeros(1), torch.ones(1))
+    prior = _prior()
     theta = prior.sample((200,))
     x = theta.repeat(1, 6).reshape(200, 2, 3) + 0.05 * torch.randn(200, 2, 3)
     builder = posterior_nn("mdn", embedding_net=embedding) if embedding else "mdn"
     trainer = NPE(prior, density_estimator=builder, tracker=NullTracker(), show_progress_bars=False)
     data = x if embedding else x.reshape(200, -1)
-    trainer.append_simulations(theta, data).train(max_num_epochs=1)
+    with pytest.warns(UserWarning, match="max_num_epochs"):  # sbi: "not yet fully converged"
+        trainer.append_simulations(theta, data).train(max_num_epochs=1)
     return trainer
 
 
@@ -72,6 +152,7 @@ def test_training_summary_has_the_keys_the_workflow_reads(tmp_path, monkeypatch)
     summary = training_summary(_trained_npe(tmp_path, monkeypatch))
     for key in ("epochs_trained", "training_loss", "validation_loss", "epoch_durations_sec"):
         assert len(summary[key]) >= 1, key
+    assert summary["epochs_trained"][-1] == len(summary["training_loss"])
     with pytest.raises(TypeError, match="train it first"):
         training_summary(object())
 
@@ -87,3 +168,4 @@ def test_flatten_embedding_serves_as_an_embedding_net(tmp_path, monkeypatch):
     posterior = trainer.build_posterior()
     x_o = torch.full((1, 2, 3), 0.5)
     assert posterior.sample((7,), x=x_o, show_progress_bars=False).shape == (7, 1)
+    assert sum(p.numel() for p in FlattenEmbedding().parameters() if p.requires_grad) == 0

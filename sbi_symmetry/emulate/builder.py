@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sbi_symmetry._validation import check_int
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.nets.mlp import ResidualMLP
 
@@ -100,8 +101,7 @@ def embed_emulate_classifier(
         raise TypeError(f"`encoder` must be a torch.nn.Module; got {type(encoder).__name__}.")
     if emulator is not None and not isinstance(emulator, nn.Module):
         raise TypeError(f"`emulator` must be a torch.nn.Module; got {type(emulator).__name__}.")
-    if not isinstance(embedding_dim, int) or embedding_dim < 1:
-        raise ValueError(f"`embedding_dim` must be a positive integer; got {embedding_dim!r}.")
+    check_int(embedding_dim, "embedding_dim", 1)
     emulator_kwargs = dict(emulator_kwargs or {})
 
     def build(batch_theta: Tensor, batch_x: Tensor) -> EmbedEmulateRatioEstimator:

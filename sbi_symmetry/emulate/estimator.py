@@ -41,7 +41,7 @@ from sbi.neural_nets.ratio_estimators import RatioEstimator
 from torch import Tensor, nn
 from typing_extensions import Self
 
-from sbi_symmetry._validation import check_finite, check_tensor
+from sbi_symmetry._validation import check_choice, check_finite, check_tensor
 from sbi_symmetry.losses.infonce import symmetric_infonce
 
 Similarity = Literal["cosine", "dot"]
@@ -123,10 +123,8 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
             )
         if not isinstance(encoder, nn.Module) or not isinstance(emulator, nn.Module):
             raise TypeError("`encoder` and `emulator` must be torch.nn.Module instances.")
-        if similarity not in ("cosine", "dot"):
-            raise ValueError(f"`similarity` must be 'cosine' or 'dot'; got {similarity!r}.")
-        if z_score_x not in ("none", "structured"):
-            raise ValueError(f"`z_score_x` must be 'none' or 'structured'; got {z_score_x!r}.")
+        check_choice(similarity, "similarity", ("cosine", "dot"))
+        check_choice(z_score_x, "z_score_x", ("none", "structured"))
         low, high = temperature_bounds
         if not (0 < low < high < math.inf):
             raise ValueError(

@@ -7,8 +7,9 @@ loss is neither NRE-B's (one-sided, ``K - 1`` random negatives) nor NRE-C's, so 
 pass ``isinstance(trainer, NRE_B)`` nor offer a ``num_atoms`` argument that means nothing here:
 every other pair of the batch is a negative, in both directions.
 
-Only :meth:`EmbedEmulate._loss` changes: ``B`` encoder passes, ``B`` emulator passes, one
-``B x B`` matrix product, symmetric InfoNCE per pair (:mod:`sbi_symmetry.losses.infonce`).
+Only the loss changes (:meth:`EmbedEmulate.pair_loss`, which ``sbi`` calls as its loss): ``B``
+encoder passes, ``B`` emulator passes, one ``B x B`` matrix product, symmetric InfoNCE per pair
+(:mod:`sbi_symmetry.losses.infonce`).
 Optionally a VICReg term (Bardes et al. 2022) on the encoder's outputs for two fresh views of the
 batch (``views``; e.g. ``ResimulatedViews``: the same ``theta`` re-simulated with independent
 nuisance and noise) pushes the encoder towards invariance under the nuisance while it learns the
@@ -46,14 +47,14 @@ import warnings
 from typing import Any, Literal
 
 import torch
-from sbi.sbi_types import Tracker
 from torch import Tensor, nn
 from torch.distributions import Distribution
 from torch.utils import data
 from torch.utils.tensorboard.writer import SummaryWriter
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._sbi_compat import NullTracker, RatioTrainerHooks
+from sbi_symmetry._sbi_compat import NullTracker, RatioTrainerHooks, Tracker
+from sbi_symmetry._validation import check_int, check_number
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
 
@@ -135,14 +136,7 @@ class EmbedEmulate(RatioTrainerHooks):
                 z_score_theta=z_score_theta,
                 z_score_x=z_score_x,
             )
-        if (
-            isinstance(symmetry_weight, bool)
-            or not isinstance(symmetry_weight, int | float)
-            or (not 0 <= symmetry_weight < float("inf"))
-        ):
-            raise ValueError(
-                f"`symmetry_weight` must be a finite number >= 0; got {symmetry_weight!r}."
-            )
+        check_number(symmetry_weight, "symmetry_weight")
         if symmetry_weight > 0 and views is None:
             raise ValueError("`symmetry_weight` > 0 needs `views` (e.g. ResimulatedViews).")
         if views is not None:
@@ -209,11 +203,12 @@ class EmbedEmulate(RatioTrainerHooks):
         Returns:
             The trained :class:`EmbedEmulateRatioEstimator`.
         """
-        if not isinstance(training_batch_size, int) or training_batch_size < 2:
-            raise ValueError(
-                "`training_batch_size` must be an integer >= 2 (the other pairs of a batch "
-                f"are the negatives); got {training_batch_size!r}."
-            )
+        check_int(
+            training_batch_size,
+            "training_batch_size",
+            2,
+            " (the other pairs of a batch are the negatives)",
+        )
         distributed.local_batch_size(training_batch_size, "training_batch_size")
         if distributed.is_distributed() and self._symmetry_weight > 0:
             # Fresh views are drawn with torch's global RNG: independent streams per rank.

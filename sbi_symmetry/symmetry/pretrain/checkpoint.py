@@ -5,11 +5,6 @@ bookkeeping, history, random states), so it resumes under any number of processe
 same result as an uninterrupted run. The file is replaced atomically
 (:func:`sbi_symmetry._io.atomic_write`), and a run never replaces a file it did not write itself
 unless asked to (``resume`` or ``overwrite_checkpoint``).
-
-Example:
-    >>> run = RunState(history={"epoch": []})
-    >>> run.epochs_done, run.finished
-    (0, False)
 """
 
 from __future__ import annotations
@@ -49,6 +44,11 @@ class RunState:
         bad_epochs: Epochs since it improved.
         best_embedding: The embedding's weights at the best epoch.
         best_expander: The expander's weights at the best epoch.
+
+    Example:
+        >>> run = RunState(history={"epoch": []})
+        >>> run.epochs_done, run.finished
+        (0, False)
     """
 
     history: dict[str, list[Any]]
@@ -74,6 +74,22 @@ class TrainingState:
         scheduler: The learning-rate schedule.
         run: Progress and early stopping.
         generator: The generator of the epoch orders.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> emb = SymmetryEmbedding(nn.Linear(3, 2), freeze="none")
+        >>> expander = nn.Linear(2, 4)
+        >>> opt = torch.optim.AdamW([*emb.parameters(), *expander.parameters()])
+        >>> sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        >>> run = RunState(history={"epoch": [1]}, epochs_done=1)
+        >>> state = TrainingState(PretrainConfig(max_epochs=2), [3, 0.0, 0.0], emb, expander,
+        ...                       opt, sched, run, torch.Generator())
+        >>> saved = state.to_checkpoint()
+        >>> state.run.epochs_done, state.run.history = 0, {"epoch": []}
+        >>> state.restore(saved)
+        >>> state.run.epochs_done, state.run.history
+        (1, {'epoch': [1]})
     """
 
     cfg: PretrainConfig
@@ -156,7 +172,19 @@ def _check_resumable(saved: dict[str, Any], cfg: PretrainConfig, fingerprint: li
 
 
 class CheckpointFile:
-    """A checkpoint file this run owns: refuses to replace files it did not write."""
+    """A checkpoint file this run owns: refuses to replace files it did not write.
+
+    Args:
+        cfg: The settings (``checkpoint_path``, ``resume``, ``overwrite_checkpoint``).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     cfg = PretrainConfig(checkpoint_path=f"{folder}/run.pt", resume=True)
+        ...     CheckpointFile(cfg).write({"format": "sbi_symmetry.pretrain_checkpoint"})
+        ...     sorted(CheckpointFile(cfg).load())
+        ['format', 'run_id']
+    """
 
     def __init__(self, cfg: PretrainConfig) -> None:
         assert cfg.checkpoint_path is not None

@@ -59,6 +59,11 @@ class PretrainConfig:
         checkpoint_path: File written (atomically) after every epoch; ``None`` for none.
         resume: Continue from ``checkpoint_path`` if it exists.
         overwrite_checkpoint: Allow replacing an existing ``checkpoint_path`` without resuming.
+
+    Example:
+        >>> cfg = PretrainConfig(batch_size=128, max_epochs=40)
+        >>> cfg.warmup, cfg.to_dict()["batch_size"]
+        (2, 128)
     """
 
     batch_size: int = 256
@@ -152,4 +157,3 @@ def _resolve_config(config: PretrainConfig | None, overrides: dict[str, Any]) ->
             f"Unknown pretraining option(s) {unknown}; valid options: {sorted(fields)}."
         )
     return dataclasses.replace(config, **overrides)
-

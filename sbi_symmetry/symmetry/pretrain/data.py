@@ -3,18 +3,6 @@
 Everything here runs before the first optimisation step, so bad inputs fail early with the
 argument named. :func:`prepare_data` is seeded by the config: the same ``seed`` gives the same
 parameters, split, validation bank (and fixed training bank) and scaling.
-
-Example:
-    >>> import torch
-    >>> from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
-    >>> class NoisyCopies:
-    ...     input_kind = "x"
-    ...     def __call__(self, x):
-    ...         return x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)
-    >>> cfg = PretrainConfig(batch_size=16)
-    >>> data = prepare_data(NoisyCopies(), None, torch.randn(100, 6), 100, cfg)
-    >>> data.train_inputs.shape, data.val_a.shape
-    (torch.Size([90, 6]), torch.Size([10, 6]))
 """
 
 from __future__ import annotations
@@ -49,6 +37,12 @@ class PretrainData:
         mean: Input scaling mean (scalar or per channel).
         std: Input scaling standard deviation.
         generator: The run's generator (epoch orders); its state is checkpointed.
+
+    Example:
+        >>> t = torch.zeros(4, 5)
+        >>> data = PretrainData(t, t, t, t, None, torch.zeros(1), torch.ones(1), torch.Generator())
+        >>> data.view_shape, data.fingerprint()
+        ((5,), [4, 0.0, 0.0])
     """
 
     inputs: Tensor
@@ -80,6 +74,11 @@ def split_sizes(num_simulations: int, cfg: PretrainConfig) -> tuple[int, int]:
 
     Returns:
         ``(num_train, num_val)``.
+
+    Example:
+        >>> from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
+        >>> split_sizes(1000, PretrainConfig(batch_size=64))
+        (900, 100)
     """
     num_val = round(num_simulations * cfg.validation_fraction)
     num_train = num_simulations - num_val
@@ -111,6 +110,17 @@ def prepare_data(
 
     Returns:
         The run's data.
+
+    Example:
+        >>> from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
+        >>> class NoisyCopies:
+        ...     input_kind = "x"
+        ...     def __call__(self, x):
+        ...         return x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)
+        >>> cfg = PretrainConfig(batch_size=16)
+        >>> data = prepare_data(NoisyCopies(), None, torch.randn(100, 6), 100, cfg)
+        >>> data.train_inputs.shape, data.val_a.shape
+        (torch.Size([90, 6]), torch.Size([10, 6]))
     """
     device = torch.device(cfg.device)
     num_train, _ = split_sizes(num_simulations, cfg)
@@ -331,4 +341,3 @@ def _probe_expander(expander: nn.Module, embedding: SymmetryEmbedding, sample: T
     if not isinstance(out, Tensor) or out.ndim != 2:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"The expander must return (B, K); got {shape}.")
-

@@ -125,6 +125,12 @@ def pretrain_vicreg(
     Returns:
         A :class:`SymmetryEmbedding` in eval mode with the best weights, the input scaling,
         ``freeze=config.freeze`` and ``history``.
+
+    Example:
+        >>> pretrain_vicreg(nn.Linear(6, 2), views=None, batch_size=2)  # full run: see the module
+        Traceback (most recent call last):
+        ...
+        ValueError: `batch_size` must be an integer >= 3 (VICReg batch statistics); got 2.
     """
     cfg = _resolve_config(config, config_overrides)
     if not isinstance(encoder, nn.Module):
@@ -329,6 +335,7 @@ def _record(
     lr: float,
     seconds: float,
 ) -> None:
+    """Append one epoch to ``history``; refuse a non-finite training loss."""
     history["epoch"].append(epoch)
     for term in _LOSS_TERMS:
         history[f"train_{term}"].append(train[term])
@@ -345,12 +352,13 @@ def _record(
         )
 
 
-
 def _state_copy(module: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of the module's weights (the best epoch's, kept for the end)."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def _early_stopping_update(state: TrainingState, val_total: float, epoch: int) -> None:
+    """Keep the best weights; end the run after ``stop_after_epochs`` or ``max_epochs``."""
     run = state.run
     if val_total < run.best_total:
         run.best_total, run.best_epoch, run.bad_epochs = val_total, epoch, 0
@@ -362,6 +370,7 @@ def _early_stopping_update(state: TrainingState, val_total: float, epoch: int) -
 
 
 def _history_keys() -> list[str]:
+    """The keys of ``history``, in order (the same in every checkpoint)."""
     keys = ["epoch"]
     keys += [f"train_{t}" for t in _LOSS_TERMS] + [f"val_{t}" for t in _LOSS_TERMS]
     return [*keys, "lr", "summary_std", "effective_rank", "val_invariance_error", "epoch_time_s"]

@@ -71,6 +71,14 @@ def make_scheduler(
 
     Returns:
         The scheduler, to be stepped after every optimisation step.
+
+    Example:
+        >>> from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
+        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+        >>> cfg = PretrainConfig(max_epochs=4, warmup_epochs=1)
+        >>> _ = make_scheduler(optimizer, cfg, steps_per_epoch=2)
+        >>> optimizer.param_groups[0]["lr"]  # first warm-up step: half the rate
+        0.0005
     """
     total_steps = cfg.max_epochs * steps_per_epoch
     warmup_steps = cfg.warmup * steps_per_epoch
