@@ -144,6 +144,8 @@ class RatioTrainerHooks(RatioEstimatorTrainer):
         >>> class Squared(RatioTrainerHooks):
         ...     def pair_loss(self, theta, x):
         ...         return self.neural_net.unnormalized_log_ratio(theta, x) ** 2
+        ...     def reports_here(self):  # silent: no progress line, no convergence warning
+        ...         return False
         >>> prior = BoxUniform(torch.zeros(1), torch.ones(1))
         >>> theta = prior.sample((50,))
         >>> trainer = Squared(prior, tracker=NullTracker(), show_progress_bars=False)
