@@ -3,6 +3,9 @@
 * :class:`NullTracker` and :class:`FlattenEmbedding` work around two sharp edges (TensorBoard
   logs written to ``./sbi-logs``; ``next(embedding_net.parameters())`` on a parameter-free net);
 * :func:`training_summary` reads the per-epoch record sbi keeps on a trainer (``_summary``);
+* :func:`get_neural_net` / :func:`set_neural_net` read and replace the network a trainer trains
+  (``_neural_net``), :func:`batch_losses` computes one batch's losses as sbi's loop does
+  (``_get_losses``);
 * :class:`RatioTrainerHooks` is sbi's NRE trainer with its *private* hooks (``_loss``,
   ``_initialize_neural_network``, ``_train_epoch``, ``_validate_epoch``, ``_summarize``,
   ``_report_convergence_at_end``, ``_maybe_show_progress``) overridden once, here, and forwarded
@@ -36,6 +39,9 @@ __all__ = [
     "NullTracker",
     "RatioTrainerHooks",
     "Tracker",
+    "batch_losses",
+    "get_neural_net",
+    "set_neural_net",
     "training_summary",
 ]
 
@@ -119,6 +125,54 @@ def training_summary(trainer: Any) -> dict[str, list[float]]:
     return summary
 
 
+def get_neural_net(trainer: Any) -> nn.Module | None:
+    """The network an sbi trainer trains (sbi 0.27: ``_neural_net``); ``None`` before ``train``.
+
+    Args:
+        trainer: Any sbi trainer (``NPE``, ``NRE_C``, ``EmbedEmulate`` ...).
+
+    Returns:
+        The density or ratio estimator sbi built, the very object it trains.
+
+    Example:
+        >>> import torch
+        >>> from sbi.inference import NPE
+        >>> from sbi.utils import BoxUniform
+        >>> get_neural_net(NPE(BoxUniform(torch.zeros(1), torch.ones(1)), tracker=NullTracker()))
+    """
+    return trainer._neural_net
+
+
+def set_neural_net(trainer: Any, net: nn.Module) -> None:
+    """Make ``net`` the network of ``trainer`` (for :func:`batch_losses` on a copy, say).
+
+    Args:
+        trainer: Any sbi trainer.
+        net: A network of the kind the trainer builds (its losses call it).
+    """
+    trainer._neural_net = net
+
+
+def batch_losses(trainer: Any, theta: Tensor, x: Tensor, loss_args: Any) -> Tensor:
+    """The losses of one batch exactly as sbi's training loop computes them (it averages them).
+
+    sbi 0.27: ``trainer._get_losses([theta, x], loss_args)`` (moves the batch to the trainer's
+    device and calls its loss with ``loss_args``'s fields as keywords).
+
+    Args:
+        trainer: An sbi trainer whose network is built (:func:`get_neural_net` not ``None``).
+        theta: Parameters of the batch, ``(B, theta_dim)``.
+        x: Data of the batch, ``(B, *x_shape)``.
+        loss_args: The trainer's loss arguments, e.g. ``LossArgsNRE(num_atoms=2)`` or
+            ``LossArgsNRE_C(num_atoms=6, gamma=1.0)``.
+
+    Returns:
+        Per-pair losses ``(B,)`` (``EmbedEmulate``, ``NRE_A``/``NRE_B``), or their mean for
+        losses that average themselves (``NRE_C``'s is a scalar).
+    """
+    return trainer._get_losses([theta, x], loss_args)
+
+
 class RatioTrainerHooks(RatioEstimatorTrainer):
     """sbi's ratio-estimator trainer with its private hooks forwarded to named methods.
 
@@ -194,7 +248,7 @@ class RatioTrainerHooks(RatioEstimatorTrainer):
     @property
     def neural_net(self) -> nn.Module | None:
         """The network sbi trains (``None`` before the first ``train``; sbi: ``_neural_net``)."""
-        return self._neural_net
+        return get_neural_net(self)
 
     def train_nre(self, **train_kwargs: Any) -> nn.Module:
         """Sbi's ``train`` with two-atom NRE loss arguments (:meth:`pair_loss` ignores them).
@@ -212,7 +266,7 @@ class RatioTrainerHooks(RatioEstimatorTrainer):
     def _initialize_neural_network(self, retrain_from_scratch: bool, start_idx: int) -> None:
         """Run sbi's (re)initialisation, then :meth:`network_built`."""
         super()._initialize_neural_network(retrain_from_scratch, start_idx)
-        self.network_built(self._neural_net)
+        self.network_built(get_neural_net(self))
 
     def _loss(self, theta: Tensor, x: Tensor, num_atoms: int = 2, **_: Any) -> Tensor:
         """The per-batch loss sbi asks for: :meth:`pair_loss` (``num_atoms`` unused)."""

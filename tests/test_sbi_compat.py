@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 import torch
-from sbi.inference import NPE
+from sbi.inference import NPE, NRE_C
 from sbi.inference.trainers.nre.nre_base import RatioEstimatorTrainer
 from sbi.neural_nets import posterior_nn
 from sbi.sbi_types import Tracker as SbiTracker
@@ -21,6 +21,9 @@ from sbi_symmetry._sbi_compat import (
     NullTracker,
     RatioTrainerHooks,
     Tracker,
+    batch_losses,
+    get_neural_net,
+    set_neural_net,
     training_summary,
 )
 
@@ -113,9 +116,34 @@ def test_sbi_training_loop_reaches_every_named_hook(tmp_path, monkeypatch, capsy
 def test_train_still_takes_the_loss_arguments_we_pass():
     assert "loss_kwargs" in inspect.signature(RatioEstimatorTrainer.train).parameters
     assert [f.name for f in dataclasses.fields(LossArgsNRE)] == ["num_atoms"]
-    assert "num_atoms" in {f.name for f in dataclasses.fields(LossArgsNRE_C)}
+    assert {"num_atoms", "gamma"} <= {f.name for f in dataclasses.fields(LossArgsNRE_C)}
     assert issubclass(LossArgsNRE_C, LossArgsNRE)
     assert dataclasses.asdict(LossArgsNRE(num_atoms=2)) == {"num_atoms": 2}
+
+
+def test_batch_losses_and_network_accessors_follow_sbi(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    theta = _prior().sample((60,))
+    x = theta + 0.1 * torch.randn(60, 1)
+    trainer = NRE_C(_prior(), tracker=NullTracker(), show_progress_bars=False)
+    assert get_neural_net(trainer) is None
+    with pytest.warns(UserWarning, match="max_num_epochs"):
+        estimator = trainer.append_simulations(theta, x).train(max_num_epochs=1)
+    assert get_neural_net(trainer) is estimator
+    args = LossArgsNRE_C(num_atoms=6, gamma=1.0)  # as the benchmark's step timing passes them
+    losses = batch_losses(trainer, theta[:12], x[:12], args)
+    assert losses.shape == () and torch.isfinite(losses)  # NRE-C's loss is a batch mean
+    copy = type(estimator)(
+        net=estimator.net, theta_shape=estimator.theta_shape, x_shape=estimator.x_shape
+    )
+    set_neural_net(trainer, copy)
+    assert get_neural_net(trainer) is copy
+    # sbi's loop calls the trainer's loss, which reads the network set above.
+    recording = _Recording(_prior(), tracker=NullTracker(), show_progress_bars=False)
+    recording.append_simulations(theta, x).train_nre(max_num_epochs=1)
+    ours = batch_losses(recording, theta[:5], x[:5], LossArgsNRE(num_atoms=2))
+    assert torch.equal(ours, recording.pair_loss(theta[:5], x[:5]))
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- trackers, summary, embedding

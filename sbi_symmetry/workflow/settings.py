@@ -36,6 +36,9 @@ class CheckedKwargs(dict):
 
     def __init__(self, values: Any = (), /, **kwargs: Any) -> None:
         super().__init__(values, **kwargs)
+        for key, value in self.items():  # JSON gives lists: keep settings equal after a round trip
+            if isinstance(value, list):
+                self[key] = tuple(value)
         valid = self.valid_keys()
         unknown = sorted(set(self) - valid)
         if unknown:
