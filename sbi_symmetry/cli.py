@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,6 +105,40 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_preset(task, args.preset or "fast", **overrides)
 
 
+def _device_problem(device: str | None) -> str | None:
+    """Why ``--device`` cannot be used here, or ``None``."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        return f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)."
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        available.append("mps")
+    if kind != "cpu" and not any(name.startswith(kind) for name in available):
+        names = ", ".join(available)
+        return f"--device {device}: not available on this machine (available: {names})."
+    return None
+
+
+def _output_problem(out: Path) -> str | None:
+    """Why results cannot be written to ``--out``, or ``None`` (checked before any work)."""
+    existing = Path(out)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir() and existing != Path(out):
+        return f"--out {out}: {existing} is a file, so no folder can be made under it."
+    folder = existing if existing.is_dir() else existing.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--out {out}: cannot write in {folder} (permission denied)."
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad arguments or a refused output folder)."""
     parser = build_parser()
@@ -112,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--simulations must be at least 500; got {args.simulations}.")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1; got {args.threads}.")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer; got {args.seed}.")
+    for problem in (_device_problem(args.device), _output_problem(args.out)):
+        if problem:
+            parser.error(problem)
 
     import torch
 

@@ -383,8 +383,12 @@ class ConvEncoder1D(nn.Module):
             )
         if not torch.is_floating_point(x):
             raise TypeError(f"`x` must be a floating-point tensor; got dtype {x.dtype}.")
+        x = x.to(self.head[-1].weight.dtype)  # float64 from numpy: computed in the net's dtype
         return x.unsqueeze(1) if x.ndim == 2 else x
 
     def forward(self, x: Tensor) -> Tensor:
-        """Summarise ``x`` of shape ``(B, L)`` or ``(B, C, L)`` into ``(B, output_dim)``."""
+        """Summarise ``x`` of shape ``(B, L)`` or ``(B, C, L)`` into ``(B, output_dim)``.
+
+        Floating-point ``x`` of another dtype (e.g. float64 from numpy) is cast to the net's.
+        """
         return self.head(self.backbone(self._check_input(x)))

@@ -186,12 +186,16 @@ class SymmetryEmbedding(nn.Module):
 
         Args:
             x: Data of shape ``(B, L)`` or ``(B, C, L)`` (any shape the encoder takes, with the
-                batch first), on the embedding's device.
+                batch first), on the embedding's device. Floating-point data of another dtype
+                (e.g. float64 from numpy) are cast to the embedding's dtype first.
 
         Returns:
             Summaries of shape ``(B, D)``.
         """
         check_tensor(x, "x")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"`x` must be a floating-point tensor; got dtype {x.dtype}.")
+        x = x.to(self.input_mean.dtype)
         if x.ndim < 2:
             raise ValueError(
                 f"`x` must have a batch dimension, e.g. (B, L) or (B, C, L); got shape "

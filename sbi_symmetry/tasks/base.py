@@ -209,6 +209,11 @@ class NuisanceTask(ABC):
         check_tensor(theta, name)
         names = ", ".join(self.parameter_names)
         check_last_dim(theta, self.theta_dim, name, f"parameter ({names})")
+        if theta.shape[0] == 0:
+            raise ValueError(
+                f"`{name}` has no rows; give at least one parameter set, shape "
+                f"(n, {self.theta_dim}) with n >= 1."
+            )
         check_finite(theta, name)
         if theta.device != self.device:
             raise ValueError(

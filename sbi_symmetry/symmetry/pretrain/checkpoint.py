@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import pickle
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +209,13 @@ class CheckpointFile:
         """The saved checkpoint when resuming from an existing file, else ``None``."""
         if not (self.resume and self.path.exists()):
             return None
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise ValueError(
+                f"The checkpoint {self.path} is damaged and cannot be read ({error}). Delete it "
+                "(or pass resume=False, overwrite_checkpoint=True) to start over."
+            ) from error
         if not isinstance(saved, dict) or saved.get("format") != _CHECKPOINT_FORMAT:
             raise ValueError(f"{self.path} is not a pretraining checkpoint.")
         return saved
