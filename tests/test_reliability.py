@@ -96,3 +96,23 @@ def test_an_unavailable_device_is_refused_naming_what_is_available(monkeypatch, 
     err = _refused(["run", "--device", "cuda"], monkeypatch, capsys)
     assert "not available on this machine (available: cpu" in err
     assert "not a torch device" in _refused(["run", "--device", "gpu7"], monkeypatch, capsys)
+
+
+def test_a_nan_observation_is_refused_at_the_posterior_door():
+    task = DampedOscillator()
+    theta, x = task.sample_joint(120, generator=torch.Generator().manual_seed(0))
+    x_o = x[:1].clone()
+    x_o[0, 5] = float("nan")
+    embedding = SymmetryEmbedding(ConvEncoder1D(200, 3, channels=2, num_blocks=1), freeze="none")
+    with pytest.raises(ValueError, match="`x` contains 1 NaN"):
+        embedding(x_o)
+    trainer = EmbedEmulate(
+        task.prior,
+        encoder=ConvEncoder1D(200, 4, channels=2, num_blocks=1, downsample=8),
+        show_progress_bars=False,
+    )
+    estimator = trainer.append_simulations(theta, x).train(max_num_epochs=1)
+    with pytest.raises(ValueError, match=r"`x` contains \d+ NaN"):
+        estimator.unnormalized_log_ratio(theta[:2], x_o.expand(2, -1))
+    with pytest.raises(ValueError, match="NaN"):  # sbi's own check, at the posterior
+        trainer.build_posterior().potential(theta[:2], x=x_o)

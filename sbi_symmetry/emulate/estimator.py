@@ -290,6 +290,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
                 and torch.equal(cached_x, rows)
             ):
                 return cached_z
+        check_finite(rows, "x")  # a NaN x_o would give a silent NaN posterior
         z = self._project(self.embedding_net_x(rows))
         if use_cache:
             tensors = self._tower_tensors()

@@ -53,7 +53,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from sbi_symmetry._validation import check_tensor
+from sbi_symmetry._validation import check_finite, check_tensor
 from sbi_symmetry.symmetry.io import load_embedding, save_embedding
 
 FreezeMode = Literal["all", "backbone", "none"]
@@ -206,6 +206,7 @@ class SymmetryEmbedding(nn.Module):
                 f"`x` is on {x.device} but the embedding is on {self.input_mean.device}; move "
                 "one of them explicitly (the embedding never moves data between devices)."
             )
+        check_finite(x, "x")  # a NaN x_o would give a silent NaN posterior
         mean, std = self._broadcast_scaling(x)
         if self._scale_checks < _SCALE_CHECK_BATCHES and x.shape[0] >= _SCALE_CHECK_MIN_ROWS:
             self._check_not_standardised(x)
