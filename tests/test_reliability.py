@@ -116,3 +116,35 @@ def test_a_nan_observation_is_refused_at_the_posterior_door():
         estimator.unnormalized_log_ratio(theta[:2], x_o.expand(2, -1))
     with pytest.raises(ValueError, match="NaN"):  # sbi's own check, at the posterior
         trainer.build_posterior().potential(theta[:2], x=x_o)
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_numbers_for_every_method(tmp_path):
+    import numpy as np
+
+    from sbi_symmetry.workflow.config import RunConfig
+
+    cfg = RunConfig.from_preset(
+        "damped-oscillator",
+        "fast",
+        num_simulations=500,
+        num_observations=2,
+        posterior_samples=200,
+        sbc_pairs=20,
+        sbc_pairs_ratio=20,
+        sbc_posterior_samples=30,
+        methods=("raw_npe", "embed_emulate"),
+        npe_train={"max_num_epochs": 2},
+        ee_train={"max_num_epochs": 2},
+    )
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    runs = [
+        pipeline.run(cfg, tmp_path / f"run{i}", show_progress=False, log=lambda _: None)
+        for i in range(2)
+    ]
+    for name in cfg.methods:
+        first, second = (r["methods"][name] for r in runs)
+        assert first["c2st"] == second["c2st"], name
+        assert first["calibration"] == second["calibration"], name
+    assert (np.random.get_state()[1] == before).all()  # the caller's numpy state is restored

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sbi_symmetry.evaluation import Stopwatch
@@ -78,10 +79,23 @@ def run(
         log: Where the one-line stage summaries go.
 
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json``. Every random draw follows ``config.seed``:
+        torch's global generator is seeded (as sbi's own examples do) and numpy's, which sbi's
+        slice sampler uses, is seeded for the run and restored afterwards.
     """
     config.validate()
     folder = prepare_output(Path(out), overwrite)
+    numpy_state = np.random.get_state()  # sbi's slice sampler draws from numpy's global state
+    np.random.seed(config.seed)
+    try:
+        return _run_stages(config, folder, show_progress, log)
+    finally:
+        np.random.set_state(numpy_state)  # the caller's numpy stream is left as it was
+
+
+def _run_stages(
+    config: RunConfig, folder: Path, show_progress: bool, log: Callable[[str], None]
+) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
     task = get_task(config.task, device=config.device)
