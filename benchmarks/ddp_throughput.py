@@ -50,7 +50,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-ENCODERS = {  # the damped-oscillator presets of sbi_symmetry.workflow.config
+ENCODERS = {  # ConvEncoder1D sizes: the paper preset's and a cheaper full-resolution one
     "fast": {"channels": 8, "num_blocks": 2, "kernel_size": 9},
     "paper": {"channels": 20, "num_blocks": 4, "kernel_size": 21},
 }
@@ -108,7 +108,7 @@ def _pretraining(args: argparse.Namespace) -> dict[str, float]:
 
     task = DampedOscillator()
     torch.manual_seed(0)
-    encoder = ConvEncoder1D(200, 3, **ENCODERS[args.encoder])
+    encoder = ConvEncoder1D.for_task(task, output_dim=3, **ENCODERS[args.encoder])
     views = ResimulatedViews(task.simulate, task.nuisance_prior)
     cpu_at_epoch_end: list[float] = []
     started = time.perf_counter()
@@ -144,7 +144,7 @@ def _embed_emulate(args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
     trainer = EmbedEmulate(
         task.prior,
-        encoder=ConvEncoder1D(200, 16, **ENCODERS[args.encoder]),
+        encoder=ConvEncoder1D.for_task(task, output_dim=16, **ENCODERS[args.encoder]),
         show_progress_bars=False,
     )
     trainer.append_simulations(theta, x)

@@ -26,278 +26,138 @@ directory), never in the repository.
 
     .venv/bin/python benchmarks/symmetry_npe.py                  # the full benchmark
     .venv/bin/python benchmarks/symmetry_npe.py --quick --out /tmp/quick.md   # smoke run
+
+The encoder, expander, flow and pretraining are the workflow's ``fast`` preset's with this
+benchmark's overrides (``benchmarks/plans.py``); training is :mod:`sbi_symmetry.workflow.methods`'.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from sbi_symmetry.evaluation import c2st_score, calibrate, std_ratio, summarise
-from sbi_symmetry.nets.conv import ConvEncoder1D
-from sbi_symmetry.nets.heads import Expander
-from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
-from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
-from sbi_symmetry.tasks import SignalInNoiseTask, get_task
-from sbi_symmetry.workflow.config import RunConfig
-from sbi_symmetry.workflow.methods import (
-    TrainedMethod,
-    end_to_end_npe,
-    raw_npe,
-    symmetry_npe,
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, however loaded
+
+from _common import (
+    Log,
+    add_shared_flags,
+    command_line,
+    make_log,
+    platform_stamp,
+    table,
+    write_json,
+    write_text,
 )
+from _npe_eval import LARGE, Evaluation, Settings, evaluate, make_evaluation, pretrain
+from plans import QUICK_PRETRAIN, SYMMETRY_NPE, TRAINING
+
+from sbi_symmetry.nets.conv import ConvEncoder1D
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+from sbi_symmetry.tasks import SignalInNoiseTask, get_task
+from sbi_symmetry.workflow.methods import TrainedMethod, end_to_end_npe, raw_npe, symmetry_npe
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "symmetry_npe.md"
 TASKS = ("damped-oscillator", "sine-gaussian")
-
-#: ConvEncoder1D settings (both tasks): average the input over windows of 8 samples (SHO: >= 57
-#: samples per period, SG: >= 25), then one residual block of 6-channel convolutions of width 5,
-#: mean pooling and a small head to an 8-D summary. Sized so that the whole NPE forward pass
-#: (encoder + flow) stays under a quarter of sbi's raw NPE; see the results file for the choice.
-#: These are the fast preset's settings (the same for both tasks).
-_FAST = RunConfig.from_preset("damped-oscillator", "fast")
-ENCODER: dict[str, Any] = dict(_FAST.encoder)
-#: The VICReg expander (pretraining only): 8 -> 64 -> 64 -> 32.
-EXPANDER: dict[str, Any] = dict(_FAST.expander)
-#: ``posterior_nn`` arguments of the flow behind an embedding (both embedding methods).
-FLOW: dict[str, Any] = dict(_FAST.flow)
-#: VICReg pretraining settings (``PretrainConfig`` overrides); fresh views every epoch. The fast
-#: preset's, trained three times as long (120 epochs, no early stop).
-PRETRAIN: dict[str, Any] = {**_FAST.pretrain, "max_epochs": 120, "stop_after_epochs": 120}
-PRETRAIN_SIMULATIONS = 100_000
-#: Budgets above this run only the ``--freeze-large`` modes of symmetry NPE.
-LARGE = 10_000
-#: Learning rate of sbi's training for every method (sbi's default is 5e-4).
-LEARNING_RATE = 1e-3
-
-
-@dataclass
-class Settings:
-    """Sizes of one benchmark run."""
-
-    tasks: list[str]
-    simulations: list[int]
-    observations: int
-    sbc_pairs: int
-    posterior_samples: int
-    reference_samples: int
-    sbc_posterior_samples: int
-    freeze: list[str]
-    freeze_large: list[str]
-    pretrain_simulations: int
-    pretrain: dict[str, Any]
-    max_num_epochs: list[int]
-    training_batch_size: int
-    learning_rate: float
-    stop_after_epochs: int
-    seed: int
-    threads: int
-    cache_dir: str
-    reference_kwargs: dict[str, Any] = field(default_factory=dict)
-    sample_timing_draws: int = 10_000
-
-
-class CountingViews:
-    """The task's re-simulated views, counting simulator calls (two views per parameter)."""
-
-    input_kind = "theta"
-
-    def __init__(self, task: SignalInNoiseTask) -> None:
-        self.views = task.views
-        self.simulator_calls = 0
-
-    def __call__(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        self.simulator_calls += 2 * theta.shape[0]
-        return self.views(theta)
-
-
-# ------------------------------------------------------------------------------- evaluation
-@dataclass
-class Evaluation:
-    """Held-out observations with references, and SBC pairs, for one task."""
-
-    theta_o: Tensor
-    shift_o: Tensor
-    x_o: Tensor
-    references: list[Tensor]
-    reference_seconds: list[float]
-    crb: Tensor
-    sbc_theta: Tensor
-    sbc_x: Tensor
-
-
-def make_evaluation(task: SignalInNoiseTask, cfg: Settings) -> Evaluation:
-    g = torch.Generator().manual_seed(cfg.seed + 1_000)
-    theta_o = task.sample_prior(cfg.observations, generator=g)
-    shift_o = task.sample_nuisance(cfg.observations, generator=g)
-    x_o = task.simulate(theta_o, shift_o, generator=g)
-    refs, seconds = [], []
-    for i in range(cfg.observations):
-        start = time.perf_counter()
-        ref = task.reference_posterior(
-            x_o[i : i + 1],
-            num_samples=cfg.reference_samples,
-            seed=i,
-            cache_dir=cfg.cache_dir,
-            **cfg.reference_kwargs,
-        )
-        seconds.append(time.perf_counter() - start)
-        refs.append(ref.samples)
-    crb = task.cramer_rao_bound(theta_o.double(), shift_o.double())  # shift profiled out
-    gs = torch.Generator().manual_seed(cfg.seed + 2_000)
-    sbc_theta = task.sample_prior(cfg.sbc_pairs, generator=gs)
-    sbc_x = task.simulate(sbc_theta, generator=gs)
-    return Evaluation(theta_o, shift_o, x_o, refs, seconds, crb, sbc_theta, sbc_x)
-
-
-def evaluate(
-    method: TrainedMethod, task: SignalInNoiseTask, ev: Evaluation, cfg: Settings
-) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed + 3_000)
-    c2st, ratios, crb_ratios = [], [], []
-    for i in range(ev.x_o.shape[0]):
-        samples = method.sample(ev.x_o[i : i + 1], cfg.posterior_samples)
-        c2st.append(c2st_score(samples, ev.references[i], max_samples=None, seed=i))
-        ratios.append(std_ratio(samples, ev.references[i]).tolist())
-        crb_ratios.append((samples.double().std(0) / ev.crb[i]).tolist())
-    cal = calibrate(
-        method.posterior,
-        task.prior,
-        ev.sbc_theta,
-        ev.sbc_x,
-        num_posterior_samples=cfg.sbc_posterior_samples,
-        seed=cfg.seed,
-    )
-    x_one = ev.x_o[:1]
-    method.sample(x_one, 100)  # warm-up
-    start = time.perf_counter()
-    method.sample(x_one, cfg.sample_timing_draws)
-    sample_seconds = time.perf_counter() - start
-    return {
-        "c2st": summarise(c2st),
-        "c2st_per_observation": c2st,
-        "std_ratio_per_observation": ratios,
-        "std_ratio_mean": torch.tensor(ratios).mean(0).tolist(),
-        "std_over_crb_per_observation": crb_ratios,
-        "std_over_crb_mean": torch.tensor(crb_ratios).mean(0).tolist(),
-        "calibration": cal.to_dict(),
-        "sample_seconds_10k": sample_seconds,
-        "costs": method.summary(),
-        "val_loss_best": float(min(method.history["validation"])),
-    }
+PLAN = SYMMETRY_NPE
 
 
 # ------------------------------------------------------------------------------- one task
-def pretrain(
-    task: SignalInNoiseTask, cfg: Settings, encoder: ConvEncoder1D
-) -> tuple[SymmetryEmbedding, dict[str, Any]]:
-    views = CountingViews(task)
-    torch.manual_seed(cfg.seed)
-    start = time.perf_counter()
-    embedding = pretrain_vicreg(
-        copy.deepcopy(encoder),
-        views,
-        task.prior,
-        num_simulations=cfg.pretrain_simulations,
-        expander=Expander(encoder.output_dim, **EXPANDER),
-        seed=cfg.seed,
-        show_progress_bar=False,
-        **cfg.pretrain,
-    )
-    seconds = time.perf_counter() - start
-    h = embedding.history
-    info = {
-        "pretrain_seconds": seconds,
-        "pretrain_simulator_calls": views.simulator_calls,
-        "pretrain_parameter_draws": cfg.pretrain_simulations,
-        "epochs": len(h["epoch"]),
-        "final_effective_rank": h["effective_rank"][-1],
-        "final_summary_std": h["summary_std"][-1],
-        "final_val_invariance_error": h["val_invariance_error"][-1],
-        "history": {k: v for k, v in h.items() if k != "summary_std"},
+def train_method(
+    label: str,
+    task: SignalInNoiseTask,
+    data: tuple[Tensor, Tensor],
+    encoder: ConvEncoder1D,
+    embedding: SymmetryEmbedding,
+    train: dict[str, Any],
+) -> TrainedMethod:
+    """Train ``raw_npe``, ``end_to_end_npe`` or ``symmetry_npe[<freeze>]`` (shared embedding)."""
+    theta, x = data
+    if label == "raw_npe":
+        return raw_npe(task, theta, x, **train)
+    if label == "end_to_end_npe":
+        return end_to_end_npe(task, theta, x, encoder, flow_kwargs=PLAN.flow, **train)
+    frozen = copy.deepcopy(embedding)
+    frozen.freeze = label[len("symmetry_npe[") : -1]
+    return symmetry_npe(task, theta, x, encoder, embedding=frozen, flow_kwargs=PLAN.flow, **train)
+
+
+def budget_rows(
+    name: str,
+    task: SignalInNoiseTask,
+    budget: tuple[int, int],
+    data: tuple[Tensor, Tensor],
+    shared: tuple[ConvEncoder1D, SymmetryEmbedding, dict[str, Any], Evaluation],
+    cfg: Settings,
+    log: Log,
+) -> list[dict[str, Any]]:
+    """Every method at one budget (``n`` simulations, at most ``max_epochs``), evaluated."""
+    (n, max_epochs), (encoder, embedding, pre, ev) = budget, shared
+    train = {
+        "max_num_epochs": max_epochs,
+        "training_batch_size": cfg.training_batch_size,
+        "stop_after_epochs": cfg.stop_after_epochs,
+        "learning_rate": cfg.learning_rate,
+        "show_progress_bars": False,
     }
-    return embedding, info
+    modes = cfg.freeze if n <= LARGE else cfg.freeze_large
+    rows = []
+    for label in ["raw_npe", "end_to_end_npe", *(f"symmetry_npe[{m}]" for m in modes)]:
+        torch.manual_seed(cfg.seed + n)
+        method = train_method(label, task, data, encoder, embedding, train)
+        result = evaluate(method, task, ev, cfg)
+        result.update({"task": name, "simulations": n, "method": label, "train": train})
+        if label.startswith("symmetry_npe"):
+            result["costs"]["pretrain_seconds"] = pre["pretrain_seconds"]
+        rows.append(result)
+        log(
+            f"[{name}] n={n} {label}: C2ST {result['c2st']['mean']:.3f} "
+            f"+- {result['c2st']['sem']:.3f}, train {method.train_seconds:.0f} s "
+            f"({method.epochs} epochs), MACs {method.macs_per_1000:.3g}"
+        )
+    return rows
 
 
-def run_task(name: str, cfg: Settings, log: Any) -> dict[str, Any]:
+def run_task(name: str, cfg: Settings, log: Log) -> dict[str, Any]:
+    """References, pretraining once, then every method at every budget, for one task."""
     task = get_task(name)
     assert isinstance(task, SignalInNoiseTask)
-    encoder_kwargs = ENCODER
     torch.manual_seed(cfg.seed)
-    encoder = ConvEncoder1D.for_task(task, **encoder_kwargs)
-
+    encoder = ConvEncoder1D.for_task(task, **PLAN.encoder)
     start = time.perf_counter()
     ev = make_evaluation(task, cfg)
     log(
         f"[{name}] references for {cfg.observations} observations: "
         f"{time.perf_counter() - start:.0f} s"
     )
-
     embedding, pre = pretrain(task, cfg, encoder)
     log(
         f"[{name}] pretraining: {pre['pretrain_seconds']:.0f} s, {pre['epochs']} epochs, "
         f"{pre['pretrain_simulator_calls']} simulator calls, effective rank "
         f"{pre['final_effective_rank']:.2f}"
     )
-
     g = torch.Generator().manual_seed(cfg.seed)
-    n_max = max(cfg.simulations)
-    theta_all, x_all = task.sample_joint(n_max, generator=g)
+    theta_all, x_all = task.sample_joint(max(cfg.simulations), generator=g)
     rows: list[dict[str, Any]] = []
-    for n, max_epochs in zip(cfg.simulations, cfg.max_num_epochs, strict=True):
-        theta, x = theta_all[:n], x_all[:n]
-        train = {
-            "max_num_epochs": max_epochs,
-            "training_batch_size": cfg.training_batch_size,
-            "stop_after_epochs": cfg.stop_after_epochs,
-            "learning_rate": cfg.learning_rate,
-            "show_progress_bars": False,
-        }
-        modes = cfg.freeze if n <= LARGE else cfg.freeze_large
-        labels = ["raw_npe", "end_to_end_npe", *(f"symmetry_npe[{m}]" for m in modes)]
-        for label in labels:
-            torch.manual_seed(cfg.seed + n)
-            if label == "raw_npe":
-                method = raw_npe(task, theta, x, **train)
-            elif label == "end_to_end_npe":
-                method = end_to_end_npe(task, theta, x, encoder, flow_kwargs=FLOW, **train)
-            else:
-                frozen = copy.deepcopy(embedding)
-                frozen.freeze = label[len("symmetry_npe[") : -1]
-                method = symmetry_npe(
-                    task, theta, x, encoder, embedding=frozen, flow_kwargs=FLOW, **train
-                )
-            result = evaluate(method, task, ev, cfg)
-            result.update({"task": name, "simulations": n, "method": label, "train": train})
-            if label.startswith("symmetry_npe"):
-                result["costs"]["pretrain_seconds"] = pre["pretrain_seconds"]
-            rows.append(result)
-            log(
-                f"[{name}] n={n} {label}: C2ST {result['c2st']['mean']:.3f} "
-                f"+- {result['c2st']['sem']:.3f}, train {method.train_seconds:.0f} s "
-                f"({method.epochs} epochs), MACs {method.macs_per_1000:.3g}"
-            )
+    for budget in zip(cfg.simulations, cfg.max_num_epochs, strict=True):
+        data = (theta_all[: budget[0]], x_all[: budget[0]])
+        rows += budget_rows(name, task, budget, data, (encoder, embedding, pre, ev), cfg, log)
     ref_std_over_crb = [
         (ref.double().std(0) / ev.crb[i]).tolist() for i, ref in enumerate(ev.references)
     ]
     return {
         "task": name,
-        "encoder": {"input_length": task.x_shape[-1], **encoder_kwargs},
+        "encoder": {"input_length": task.x_shape[-1], **PLAN.encoder},
         "pretraining": pre,
         "reference_seconds": ev.reference_seconds,
         "reference_std_over_crb_mean": torch.tensor(ref_std_over_crb).mean(0).tolist(),
@@ -311,44 +171,69 @@ def _fmt_pair(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    head = (
-        "| task | sims | method | C2ST mean +- sem | std / ref | std / CRB | SBC KS p (min) "
-        "| max cov. err | TARP ATC | trainable params | MACs @1000 | train s (epochs) "
-        "| pretrain s | 10^4 samples s |"
-    )
-    lines = [head, "|" + "---|" * 14]
+def results_table(results: list[dict[str, Any]]) -> str:
+    """One row per task, budget and method."""
+    header = [
+        "task",
+        "sims",
+        "method",
+        "C2ST mean +- sem",
+        "std / ref",
+        "std / CRB",
+        "SBC KS p (min)",
+        "max cov. err",
+        "TARP ATC",
+        "trainable params",
+        "MACs @1000",
+        "train s (epochs)",
+        "pretrain s",
+        "10^4 samples s",
+    ]
+    rows = []
     for res in results:
         for r in res["rows"]:
             c, cal, cost = r["c2st"], r["calibration"], r["costs"]
-            pre = cost.get("pretrain_seconds", 0.0)
-            lines.append(
-                f"| {res['task']} | {r['simulations']} | {r['method']} "
-                f"| {c['mean']:.3f} +- {c['sem']:.3f} | {_fmt_pair(r['std_ratio_mean'])} "
-                f"| {_fmt_pair(r['std_over_crb_mean'])} | {min(cal['ks_pvals']):.3f} "
-                f"| {cal['max_coverage_error']:.3f} | {cal['tarp_atc']:+.3f} "
-                f"| {cost['trainable_parameters']} | {cost['macs_per_1000']:.3g} "
-                f"| {cost['train_seconds']:.0f} ({cost['epochs']}) "
-                f"| {pre:.0f} | {r['sample_seconds_10k']:.2f} |"
+            rows.append(
+                [
+                    res["task"],
+                    str(r["simulations"]),
+                    r["method"],
+                    f"{c['mean']:.3f} +- {c['sem']:.3f}",
+                    _fmt_pair(r["std_ratio_mean"]),
+                    _fmt_pair(r["std_over_crb_mean"]),
+                    f"{min(cal['ks_pvals']):.3f}",
+                    f"{cal['max_coverage_error']:.3f}",
+                    f"{cal['tarp_atc']:+.3f}",
+                    str(cost["trainable_parameters"]),
+                    f"{cost['macs_per_1000']:.3g}",
+                    f"{cost['train_seconds']:.0f} ({cost['epochs']})",
+                    f"{cost.get('pretrain_seconds', 0.0):.0f}",
+                    f"{r['sample_seconds_10k']:.2f}",
+                ]
             )
-    return "\n".join(lines)
+    return "\n".join(table(header, rows))
 
 
 def machine_notes(threads: int) -> str:
+    """What the numbers were measured on."""
     return (
-        f"{platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{os.cpu_count()} CPU cores shared with other jobs (timings are noisy), "
-        f"torch.set_num_threads({threads})."
+        f"{platform_stamp()}, {os.cpu_count()} CPU cores shared with other jobs (timings are "
+        f"noisy), torch.set_num_threads({threads})."
     )
 
 
 def targets(results: list[dict[str, Any]]) -> list[str]:
     """Issue 3's targets against the measured rows (best symmetry-NPE freeze mode and each)."""
-    lines = [
-        "| task | sims | symmetry NPE | C2ST (target) | met | MACs / raw NPE (<= 0.25) "
-        "| SBC calibrated (KS, Bonferroni 5%) |",
-        "|---|---|---|---|---|---|---|",
+    header = [
+        "task",
+        "sims",
+        "symmetry NPE",
+        "C2ST (target)",
+        "met",
+        "MACs / raw NPE (<= 0.25)",
+        "SBC calibrated (KS, Bonferroni 5%)",
     ]
+    rows = []
     for res in results:
         raw = {r["simulations"]: r for r in res["rows"] if r["method"] == "raw_npe"}
         for r in res["rows"]:
@@ -359,20 +244,20 @@ def targets(results: list[dict[str, Any]]) -> list[str]:
             c2st = r["c2st"]["mean"]
             ratio = r["costs"]["macs_per_1000"] / raw[n]["costs"]["macs_per_1000"]
             met = "yes" if c2st <= goal else f"no (+{c2st - goal:.3f})"
-            lines.append(
-                f"| {res['task']} | {n} | {r['method']} | {c2st:.3f} ({goal:.2f}) | {met} "
-                f"| {ratio:.3f} | {'yes' if r['calibration']['calibrated'] else 'no'} |"
-            )
-    return lines
+            calibrated = "yes" if r["calibration"]["calibrated"] else "no"
+            cells = [f"{c2st:.3f} ({goal:.2f})", met, f"{ratio:.3f}", calibrated]
+            rows.append([res["task"], str(n), r["method"], *cells])
+    return table(header, rows)
 
 
 def settings_lines(cfg: Settings) -> list[str]:
+    """The settings paragraph of the results file."""
     return [
-        f"- Encoder (both embedding methods, both tasks): `ConvEncoder1D(L, **{ENCODER})`; "
-        f"flow behind it: `posterior_nn('maf', **{FLOW})`. Raw NPE: sbi's default "
+        f"- Encoder (both embedding methods, both tasks): `ConvEncoder1D(L, **{PLAN.encoder})`; "
+        f"flow behind it: `posterior_nn('maf', **{PLAN.flow})`. Raw NPE: sbi's default "
         "`posterior_nn('maf')` (5 transforms, 50 hidden units, per-index z-scoring).",
         f"- Pretraining: `pretrain_vicreg(..., num_simulations={cfg.pretrain_simulations}, "
-        f"expander=Expander(8, **{EXPANDER}), **{cfg.pretrain})`, fresh views every epoch; "
+        f"expander=Expander(8, **{PLAN.expander}), **{cfg.pretrain})`, fresh views every epoch; "
         "once per task, shared by every budget and freeze mode.",
         f"- sbi training (every method): learning rate {cfg.learning_rate}, batch "
         f"{cfg.training_batch_size}, early stopping after {cfg.stop_after_epochs} epochs "
@@ -399,17 +284,17 @@ def settings_lines(cfg: Settings) -> list[str]:
 def write_results(
     out: Path, command: str, cfg: Settings, results: list[dict[str, Any]], seconds: float
 ) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write the JSON of raw numbers and the markdown results beside it."""
     json_path = out.with_suffix(".json")
     payload = {
         "command": command,
         "machine": machine_notes(cfg.threads),
         "settings": cfg.__dict__,
-        "flow": FLOW,
+        "flow": PLAN.flow,
         "total_seconds": seconds,
         "results": results,
     }
-    json_path.write_text(json.dumps(payload, indent=1, default=float))
+    write_json(json_path, payload, default=float)
     pre_lines = [
         f"- {r['task']}: {r['pretraining']['pretrain_seconds']:.0f} s, "
         f"{r['pretraining']['epochs']} epochs, "
@@ -420,43 +305,40 @@ def write_results(
         f"{_fmt_pair(r['reference_std_over_crb_mean'])}"
         for r in results
     ]
-    text = "\n".join(
-        [
-            "# Symmetry NPE benchmark (issue 3)",
-            "",
-            f"Command: `{command}`",
-            "",
-            f"Machine: {machine_notes(cfg.threads)} Total wall time {seconds / 60:.1f} min.",
-            "",
-            table(results),
-            "",
-            "Targets of issue 3:",
-            "",
-            *targets(results),
-            "",
-            "Settings:",
-            "",
-            *settings_lines(cfg),
-            "",
-            "Pretraining (once per task, shared by every budget and freeze mode):",
-            "",
-            *pre_lines,
-            "",
-            f"Raw numbers (per-observation C2ST, coverage, histories): `{json_path.name}`.",
-            "",
-        ]
-    )
-    out.write_text(text)
+    text = [
+        "# Symmetry NPE benchmark (issue 3)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {machine_notes(cfg.threads)} Total wall time {seconds / 60:.1f} min.",
+        "",
+        results_table(results),
+        "",
+        "Targets of issue 3:",
+        "",
+        *targets(results),
+        "",
+        "Settings:",
+        "",
+        *settings_lines(cfg),
+        "",
+        "Pretraining (once per task, shared by every budget and freeze mode):",
+        "",
+        *pre_lines,
+        "",
+        f"Raw numbers (per-observation C2ST, coverage, histories): `{json_path.name}`.",
+        "",
+    ]
+    write_text(out, "\n".join(text))
 
 
 # ------------------------------------------------------------------------------- CLI
 def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
+    """The run's settings and the results file from the flags; ``--quick`` shrinks the run."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    helps = {"cache_dir": "reference cache (default: temp folder)", "quick": "tiny smoke run"}
+    add_shared_flags(p, TASKS, helps)
     p.add_argument("--simulations", nargs="+", type=int, default=[10_000, 100_000])
-    p.add_argument("--observations", type=int, default=10)
-    p.add_argument("--sbc-pairs", type=int, default=200)
-    p.add_argument("--posterior-samples", type=int, default=2_000)
     modes = ["backbone", "none", "all"]
     p.add_argument("--freeze", nargs="+", default=modes, choices=modes, help="up to 10^4 sims")
     p.add_argument(
@@ -466,8 +348,8 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
         choices=modes,
         help=f"freeze modes at budgets above {LARGE}",
     )
-    p.add_argument("--pretrain-simulations", type=int, default=PRETRAIN_SIMULATIONS)
-    p.add_argument("--pretrain-epochs", type=int, default=PRETRAIN["max_epochs"])
+    p.add_argument("--pretrain-simulations", type=int, default=PLAN.pretrain_simulations)
+    p.add_argument("--pretrain-epochs", type=int, default=PLAN.pretrain["max_epochs"])
     p.add_argument(
         "--max-epochs",
         nargs="+",
@@ -476,17 +358,11 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
         help="cap on sbi's training epochs, one per --simulations (default 300 up to 10^4 "
         "simulations, 100 above)",
     )
-    p.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
-    p.add_argument("--training-batch-size", type=int, default=200)
-    p.add_argument("--stop-after-epochs", type=int, default=20)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None, help="reference cache (default: temp folder)")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    p.add_argument("--training-batch-size", type=int, default=TRAINING["batch_size"])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
     cache = a.cache_dir or str(Path(tempfile.gettempdir()) / "sbi_symmetry_references")
-    pre = {**PRETRAIN, "max_epochs": a.pretrain_epochs, "stop_after_epochs": a.pretrain_epochs}
+    epochs = {"max_epochs": a.pretrain_epochs, "stop_after_epochs": a.pretrain_epochs}
     max_epochs = a.max_epochs or [300 if n <= LARGE else 100 for n in a.simulations]
     if len(max_epochs) == 1:
         max_epochs = max_epochs * len(a.simulations)
@@ -503,7 +379,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
         freeze=a.freeze,
         freeze_large=a.freeze_large,
         pretrain_simulations=a.pretrain_simulations,
-        pretrain=pre,
+        pretrain={**PLAN.pretrain, **epochs},
         max_num_epochs=max_epochs,
         training_batch_size=a.training_batch_size,
         learning_rate=a.learning_rate,
@@ -521,7 +397,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
         cfg.sbc_posterior_samples = 50
         cfg.freeze = ["backbone"]
         cfg.pretrain_simulations = 400
-        cfg.pretrain = {**PRETRAIN, "batch_size": 64, "max_epochs": 2}
+        cfg.pretrain = {**PLAN.pretrain, **QUICK_PRETRAIN}
         cfg.max_num_epochs = [2]
         cfg.reference_kwargs = {"num_offsets": 2, "initial_cells": 16, "tv_tol": 0.05}
         cfg.sample_timing_draws = 200
@@ -529,20 +405,16 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark, print the table, write the results files."""
     cfg, out = parse(argv)
     torch.set_num_threads(cfg.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
-    command = shlex.join(
-        [".venv/bin/python", "benchmarks/symmetry_npe.py", *(argv or sys.argv[1:])]
-    )
+    command = command_line("symmetry_npe.py", argv or sys.argv[1:])
+    log = make_log(minutes=True)
     start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"{(time.perf_counter() - start) / 60:6.1f} min  {msg}", flush=True)
-
     results = [run_task(name, cfg, log) for name in cfg.tasks]
     seconds = time.perf_counter() - start
-    print(table(results))
+    print(results_table(results))
     write_results(out, command, cfg, results, seconds)
     log(f"wrote {out}")
     return results
