@@ -45,7 +45,6 @@ Example:
     256
 """
 
-
 from sbi_symmetry.distributed.collectives import (
     all_reduce_mean,
     all_reduce_sum,
@@ -98,4 +97,3 @@ __all__ = [
     "shard_items",
     "tensor_fingerprint",
 ]
-

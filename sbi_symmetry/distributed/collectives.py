@@ -80,6 +80,11 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
 
     Returns:
         ``(W b, ...)``, rank ``r``'s rows at :func:`rank_rows` ``(b)``.
+
+    Example:
+        >>> z = torch.ones(2, 3, requires_grad=True)
+        >>> gather_with_grad(z) is z  # one process
+        True
     """
     check_tensor(tensor, "tensor")
     if not is_distributed():
@@ -98,6 +103,10 @@ def gather_rows(tensor: Tensor) -> Tensor:
 
     Returns:
         ``(sum_r n_r, ...)`` in rank order (``tensor`` itself in one process).
+
+    Example:
+        >>> gather_rows(torch.arange(3)).tolist()
+        [0, 1, 2]
     """
     check_tensor(tensor, "tensor")
     if not is_distributed():
@@ -149,6 +158,14 @@ def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
 
     Args:
         parameters: The parameters whose ``.grad`` to average, in the same order on all ranks.
+
+    Example:
+        >>> layer = nn.Linear(2, 1)
+        >>> layer(torch.ones(1, 2)).sum().backward()
+        >>> before = layer.weight.grad.clone()
+        >>> average_gradients(layer.parameters())  # one process: unchanged
+        >>> torch.equal(layer.weight.grad, before)
+        True
     """
     params = [p for p in parameters if p.requires_grad]
     if not is_distributed() or not params:
@@ -184,6 +201,13 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
     Args:
         module: The module, built the same way on every rank.
         src: The rank whose values win.
+
+    Example:
+        >>> layer = nn.Linear(2, 1)
+        >>> before = layer.weight.detach().clone()
+        >>> broadcast_module(layer)  # one process: nothing to copy
+        >>> torch.equal(layer.weight, before)
+        True
     """
     if not is_distributed():
         return

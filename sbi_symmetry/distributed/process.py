@@ -92,22 +92,42 @@ def _shutdown_at_exit() -> None:
 
 
 def is_distributed() -> bool:
-    """Whether ``torch.distributed`` is initialised with more than one process."""
+    """Whether ``torch.distributed`` is initialised with more than one process.
+
+    Example:
+        >>> is_distributed()  # no process group
+        False
+    """
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def get_world_size() -> int:
-    """Number of processes (1 without a process group)."""
+    """Number of processes (1 without a process group).
+
+    Example:
+        >>> get_world_size()
+        1
+    """
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def get_rank() -> int:
-    """Rank of this process (0 without a process group)."""
+    """Rank of this process (0 without a process group).
+
+    Example:
+        >>> get_rank()
+        0
+    """
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def is_main_process() -> bool:
-    """Whether this is rank 0, the process that writes checkpoints, logs and progress bars."""
+    """Whether this is rank 0, the process that writes checkpoints, logs and progress bars.
+
+    Example:
+        >>> is_main_process()
+        True
+    """
     return get_rank() == 0
 
 
@@ -218,4 +238,3 @@ def rank_seed(seed: int, *keys: object) -> int:
     """
     text = repr((int(seed), *keys, get_rank())).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
-

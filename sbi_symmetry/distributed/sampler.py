@@ -92,8 +92,6 @@ class ShardedSampler(Sampler[int]):
         return iter(mine.reshape(-1).tolist())
 
 
-
-
 def data_parallel(module: nn.Module) -> nn.Module:
     """``module`` wrapped in ``DistributedDataParallel`` for this rank's device.
 
@@ -106,6 +104,11 @@ def data_parallel(module: nn.Module) -> nn.Module:
 
     Returns:
         The DDP wrapper (call it instead of ``module``); ``module`` itself in one process.
+
+    Example:
+        >>> layer = nn.Linear(2, 1)
+        >>> data_parallel(layer) is layer  # one process
+        True
     """
     if not is_distributed():
         return module

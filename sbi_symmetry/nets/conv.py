@@ -250,7 +250,7 @@ class ConvEncoder1D(nn.Module):
             "channels": channels,
             "num_blocks": num_blocks,
             "kernel_size": kernel_size,
-            "dilation": dilation if isinstance(dilation, int) else list(dilations),
+            "dilation": dilation if is_int(dilation) else list(dilations),
             "pooling": pooling,
             "hidden_dim": hidden_dim,
             "padding_mode": padding_mode,

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from sbi_symmetry._validation import check_tensor, is_int
+from sbi_symmetry._validation import check_int, check_tensor, is_int
 
 
 class Expander(nn.Module):
@@ -53,9 +53,8 @@ class Expander(nn.Module):
     ) -> None:
         super().__init__()
         widths = [input_dim, *hidden_dims, output_dim]
-        for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if not is_int(value) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        check_int(input_dim, "input_dim", 1)
+        check_int(output_dim, "output_dim", 1)
         if any(not is_int(w) or w < 1 for w in hidden_dims):
             raise ValueError(
                 f"`hidden_dims` must be a sequence of positive integers; got {hidden_dims!r}."

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from sbi_symmetry._validation import is_int
+from sbi_symmetry._validation import check_int
 
 
 class _PreActivationBlock(nn.Module):
@@ -66,15 +66,10 @@ class ResidualMLP(nn.Module):
         activation: Callable[[], nn.Module] = nn.SiLU,
     ) -> None:
         super().__init__()
-        for value, name in (
-            (input_dim, "input_dim"),
-            (output_dim, "output_dim"),
-            (hidden_dim, "hidden_dim"),
-        ):
-            if not is_int(value) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-        if not is_int(num_blocks) or num_blocks < 0:
-            raise ValueError(f"`num_blocks` must be a non-negative integer; got {num_blocks!r}.")
+        check_int(input_dim, "input_dim", 1)
+        check_int(output_dim, "output_dim", 1)
+        check_int(hidden_dim, "hidden_dim", 1)
+        check_int(num_blocks, "num_blocks", 0)
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.input_layer = nn.Linear(input_dim, hidden_dim)

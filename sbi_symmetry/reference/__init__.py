@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import Tensor
 
-from sbi_symmetry._validation import is_int
+from sbi_symmetry._validation import check_choice, check_int
 from sbi_symmetry.reference.cache import cache_key, load_or_compute
 from sbi_symmetry.reference.nested import nested_sampling_posterior
 from sbi_symmetry.reference.protocol import SignalModel, is_signal_model
@@ -65,12 +65,9 @@ def reference_posterior(
             "`task` must be a SignalInNoiseTask with a single shift nuisance; "
             f"got {type(task).__name__}."
         )
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
-    if not is_int(num_samples) or num_samples < 1:
-        raise ValueError(f"`num_samples` must be a positive integer; got {num_samples!r}.")
-    if not is_int(seed) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer; got {seed!r}.")
+    check_choice(method, "method", METHODS)
+    check_int(num_samples, "num_samples", 1)
+    check_int(seed, "seed", 0)
     x = task.check_observation(x_o)
     run = quadrature_posterior if method == "quadrature" else nested_sampling_posterior
 

@@ -44,7 +44,7 @@ import torch
 from bilby.core.utils import random as bilby_random
 from torch import Tensor
 
-from sbi_symmetry._validation import is_int
+from sbi_symmetry._validation import check_int, check_positive
 from sbi_symmetry.reference.protocol import SignalModel
 from sbi_symmetry.reference.result import ReferencePosterior
 
@@ -157,11 +157,9 @@ def nested_sampling_posterior(
         A :class:`ReferencePosterior` with ``method="dynesty"``, dynesty's log-evidence and its
         error, and the number of likelihood calls of the sampler.
     """
-    for name, value in (("num_samples", num_samples), ("nlive", nlive)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    if not isinstance(dlogz, int | float) or not dlogz > 0:
-        raise ValueError(f"`dlogz` must be a number > 0; got {dlogz!r}.")
+    check_int(num_samples, "num_samples", 1)
+    check_int(nlive, "nlive", 1)
+    check_positive(dlogz, "dlogz")
     likelihood = ShiftedSignalLikelihood(task, x_o)
     priors = bilby_priors(task)
     start = time.perf_counter()

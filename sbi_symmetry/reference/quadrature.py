@@ -70,7 +70,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sbi_symmetry._validation import is_int
+from sbi_symmetry._validation import check_int
 from sbi_symmetry.reference.grid import CellTree, Leaves
 from sbi_symmetry.reference.protocol import SignalModel
 from sbi_symmetry.reference.result import ReferencePosterior
@@ -190,13 +190,9 @@ def _draw(tree: CellTree, leaves: Leaves, num_samples: int, seed: int) -> Tensor
 def _check_settings(
     num_samples: int, initial_cells: int, mass_tol: float, tv_tol: float, max_evaluations: int
 ) -> None:
-    for name, value in (
-        ("num_samples", num_samples),
-        ("initial_cells", initial_cells),
-        ("max_evaluations", max_evaluations),
-    ):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    check_int(num_samples, "num_samples", 1)
+    check_int(initial_cells, "initial_cells", 1)
+    check_int(max_evaluations, "max_evaluations", 1)
     for name, value in (("mass_tol", mass_tol), ("tv_tol", tv_tol)):
         if not isinstance(value, int | float) or not 0 < value < 1:
             raise ValueError(f"`{name}` must be a number in (0, 1); got {value!r}.")

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from sbi_symmetry._io import atomic_write
+from sbi_symmetry._validation import check_choice
 
 #: Version of the on-disk layout, stored in every file.
 FORMAT_VERSION = 1
@@ -63,8 +64,7 @@ class ReferencePosterior:
                 "`samples` must be a tensor of shape (num_samples, theta_dim); got "
                 f"{getattr(self.samples, 'shape', type(self.samples).__name__)}."
             )
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}; got {self.method!r}.")
+        check_choice(self.method, "method", METHODS)
         if not math.isfinite(self.log_evidence):
             raise ValueError(f"`log_evidence` must be finite; got {self.log_evidence!r}.")
         object.__setattr__(self, "samples", self.samples.detach().to("cpu", torch.float32))

@@ -65,7 +65,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from sbi_symmetry._validation import is_int
+from sbi_symmetry._validation import check_int
 from sbi_symmetry.reference.protocol import SignalModel, is_signal_model
 
 #: Default number of sub-sample shift offsets per sample spacing.
@@ -89,11 +89,8 @@ def _fast_fft_size(n: int) -> int:
 
 
 def _check_num_threads(num_threads: object) -> None:
-    ok = num_threads is None or (
-        is_int(num_threads) and num_threads >= 1
-    )
-    if not ok:
-        raise ValueError(f"`num_threads` must be a positive integer or None; got {num_threads!r}.")
+    if num_threads is not None:
+        check_int(num_threads, "num_threads", 1, " or None")
 
 
 @contextlib.contextmanager
@@ -146,12 +143,8 @@ class ShiftMarginal:
                 "`task` must be a SignalInNoiseTask with a single shift nuisance; "
                 f"got {type(task).__name__}."
             )
-        if not is_int(num_offsets) or num_offsets < 1:
-            raise ValueError(f"`num_offsets` must be a positive integer; got {num_offsets!r}.")
-        if not isinstance(chunk_elements, int) or chunk_elements < 1:
-            raise ValueError(
-                f"`chunk_elements` must be a positive integer; got {chunk_elements!r}."
-            )
+        check_int(num_offsets, "num_offsets", 1)
+        check_int(chunk_elements, "chunk_elements", 1)
         x = task.check_observation(x_o).detach().to("cpu", torch.float64)[0]
         self.task = task
         self.num_offsets = num_offsets

@@ -72,9 +72,7 @@ def validate_engine(engine: Engine, n_jobs: int | None) -> None:
         engine: An engine name, an executor or a Dask client.
         n_jobs: Number of workers (``None`` for the engine's default).
     """
-    if n_jobs is not None and (
-        not is_int(n_jobs) or (n_jobs < 1 and n_jobs != -1)
-    ):
+    if n_jobs is not None and (not is_int(n_jobs) or (n_jobs < 1 and n_jobs != -1)):
         raise ValueError(
             f"`n_jobs` must be a positive integer, -1 (all cores) or None; got {n_jobs!r}."
         )

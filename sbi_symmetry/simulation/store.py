@@ -39,11 +39,27 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sbi_symmetry.simulation.meta import (
+from sbi_symmetry.simulation.meta import (  # the format's names, importable from here too
+    FORMAT,
     META_FILE,
+    NONFINITE_POLICY,
+    RESUME_KEYS,
+    VERSION,
     _read_meta,
     _status,
 )
+
+# StoreWriter lives in simulation.writer only: it builds SimulationStore, so re-exporting it here
+# would be an import cycle.
+__all__ = [
+    "FORMAT",
+    "META_FILE",
+    "NONFINITE_POLICY",
+    "RESUME_KEYS",
+    "VERSION",
+    "SimulationDataset",
+    "SimulationStore",
+]
 
 
 class SimulationStore:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sbi_symmetry._validation import check_finite, check_tensor
+from sbi_symmetry._validation import check_finite, check_int, check_tensor
 
 
 def collapse_statistics(z: Tensor) -> dict[str, Any]:
@@ -205,8 +205,7 @@ def plot_summaries(
     check_tensor(thetas, "thetas")
     if thetas.ndim != 2 or thetas.shape[0] < 1:
         raise ValueError(f"`thetas` must have shape (k, theta_dim); got {tuple(thetas.shape)}.")
-    if not isinstance(num_nuisance, int) or num_nuisance < 1:
-        raise ValueError(f"`num_nuisance` must be a positive integer; got {num_nuisance!r}.")
+    check_int(num_nuisance, "num_nuisance", 1)
     summaries = _summaries_per_theta(embedding, task_or_views, thetas, num_nuisance)
     width = summaries.shape[-1]
     shown = tuple(range(min(width, 4))) if dims is None else tuple(dims)

@@ -53,7 +53,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from sbi_symmetry._validation import check_finite, check_tensor
+from sbi_symmetry._validation import check_choice, check_finite, check_int, check_tensor
 from sbi_symmetry.symmetry.io import load_embedding, save_embedding
 
 FreezeMode = Literal["all", "backbone", "none"]
@@ -126,8 +126,8 @@ class SymmetryEmbedding(nn.Module):
         self.register_buffer("input_std", std.to(device))
         if output_dim is None:
             output_dim = getattr(encoder, "output_dim", None)
-        if output_dim is not None and (not isinstance(output_dim, int) or output_dim < 1):
-            raise ValueError(f"`output_dim` must be a positive integer; got {output_dim!r}.")
+        if output_dim is not None:
+            check_int(output_dim, "output_dim", 1)
         self._output_dim: int | None = output_dim
         self.history: dict[str, list[Any]] = {}
         self._freeze: str = "none"
@@ -343,9 +343,7 @@ class SymmetryEmbedding(nn.Module):
         Returns:
             The embedding, in eval mode, on ``map_location``.
         """
-        return load_embedding(
-            cls, path, encoder=encoder, map_location=map_location, freeze=freeze
-        )
+        return load_embedding(cls, path, encoder=encoder, map_location=map_location, freeze=freeze)
 
 
 def check_freeze_mode(encoder: nn.Module, mode: str) -> None:
@@ -364,8 +362,7 @@ def check_freeze_mode(encoder: nn.Module, mode: str) -> None:
         ...
         ValueError: freeze='backbone' needs an encoder with `backbone` and `head` submodules; ...
     """
-    if mode not in FREEZE_MODES:
-        raise ValueError(f"`freeze` must be one of {FREEZE_MODES}; got {mode!r}.")
+    check_choice(mode, "freeze", FREEZE_MODES)
     if mode == "backbone":
         missing = [
             name
@@ -434,5 +431,3 @@ def _module_device(module: nn.Module) -> torch.device:
 def _fmt(values: Tensor) -> str:
     items = [f"{v:.3g}" for v in values.tolist()]
     return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
-
-

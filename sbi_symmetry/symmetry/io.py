@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from sbi_symmetry._io import atomic_write, versions
+from sbi_symmetry._io import atomic_write, atomic_write_text, versions
 
 if TYPE_CHECKING:
     from sbi_symmetry.symmetry.embedding import FreezeMode, SymmetryEmbedding
@@ -54,6 +54,15 @@ def save_embedding(
         self: The embedding.
         path: A folder; created if missing.
         overwrite: Replace existing files.
+
+    Example:
+        >>> import tempfile
+        >>> from sbi_symmetry.nets import ConvEncoder1D
+        >>> from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> save_embedding(SymmetryEmbedding(ConvEncoder1D(16, 2, num_blocks=1)), folder)
+        >>> sorted(p.name for p in folder.iterdir())
+        ['config.json', 'weights.pt']
     """
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
@@ -68,8 +77,7 @@ def save_embedding(
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
     atomic_write(targets[0], lambda f: torch.save(state, f))
-    text = json.dumps(embedding_config(self), indent=2)
-    atomic_write(targets[1], lambda f: f.write(text.encode()))
+    atomic_write_text(targets[1], json.dumps(embedding_config(self), indent=2))
 
 
 def embedding_config(self: SymmetryEmbedding) -> dict[str, Any]:
@@ -80,6 +88,13 @@ def embedding_config(self: SymmetryEmbedding) -> dict[str, Any]:
 
     Returns:
         A JSON-serialisable dictionary.
+
+    Example:
+        >>> from sbi_symmetry.nets import ConvEncoder1D
+        >>> from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+        >>> config = embedding_config(SymmetryEmbedding(ConvEncoder1D(16, 2, num_blocks=1)))
+        >>> config["encoder_class"], {"sbi_symmetry", "sbi", "torch"} <= set(config["versions"])
+        ('sbi_symmetry.nets.conv.ConvEncoder1D', True)
     """
     cls = type(self.encoder)
     encoder_config = getattr(self.encoder, "config", None)
@@ -108,7 +123,6 @@ def embedding_config(self: SymmetryEmbedding) -> dict[str, Any]:
     }
 
 
-
 def load_embedding(
     cls: type[SymmetryEmbedding],
     path: str | os.PathLike[str],
@@ -129,6 +143,15 @@ def load_embedding(
 
     Returns:
         The embedding, in eval mode, on ``map_location``.
+
+    Example:
+        >>> import tempfile
+        >>> from sbi_symmetry.nets import ConvEncoder1D
+        >>> from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+        >>> folder = tempfile.mkdtemp()
+        >>> SymmetryEmbedding(ConvEncoder1D(16, 2, num_blocks=1), freeze="all").save(folder)
+        >>> load_embedding(SymmetryEmbedding, folder).freeze
+        'all'
     """
     folder = Path(path)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -178,4 +201,3 @@ def _rebuild_encoder(qualified_name: str, config: dict[str, Any] | None) -> nn.M
     module_name, class_name = KNOWN_ENCODERS[qualified_name]
     encoder_class = getattr(importlib.import_module(module_name), class_name)
     return encoder_class(**config)
-

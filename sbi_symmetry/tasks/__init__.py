@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from sbi_symmetry._validation import check_choice
 from sbi_symmetry.tasks.base import NuisanceTask, array_namespace
 from sbi_symmetry.tasks.damped_oscillator import DampedOscillator
 from sbi_symmetry.tasks.lorenz96 import Lorenz96
@@ -31,8 +32,7 @@ def get_task(name: str, device: str = "cpu") -> NuisanceTask:
     Returns:
         The task.
     """
-    if name not in TASKS:
-        raise ValueError(f"`name` must be one of {sorted(TASKS)}; got {name!r}.")
+    check_choice(name, "name", sorted(TASKS))
     return TASKS[name](device=device)
 
 

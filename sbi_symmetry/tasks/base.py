@@ -28,7 +28,7 @@ import torch
 from sbi.utils import BoxUniform
 from torch import Tensor
 
-from sbi_symmetry._validation import check_finite, check_last_dim, check_tensor
+from sbi_symmetry._validation import check_finite, check_last_dim, check_tensor, is_int
 
 if TYPE_CHECKING:
     from sbi_symmetry.views import ResimulatedViews
@@ -142,7 +142,7 @@ class NuisanceTask(ABC):
         num: int,
         generator: torch.Generator | None,
     ) -> Tensor:
-        if not isinstance(num, int) or num < 1:
+        if not is_int(num) or num < 1:  # message asserted by the tests
             raise ValueError(f"`num` must be a positive integer; got {num!r}.")
         lo = torch.tensor(low, device=self.device)
         hi = torch.tensor(high, device=self.device)

@@ -65,13 +65,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from sbi_symmetry._validation import check_positive
+from sbi_symmetry._validation import check_int, check_number, check_positive
 from sbi_symmetry.tasks.base import NuisanceTask
 
 
@@ -168,26 +167,21 @@ class Lorenz96(NuisanceTask):
         noise_std: float = 0.0,
         chunk_size: int | None = None,
     ) -> None:
-        for value, arg in ((num_slow, "num_slow"), (num_fast, "num_fast")):
-            if not isinstance(value, int) or value < 4:
-                raise ValueError(f"`{arg}` must be an integer >= 4; got {value!r}.")
-        if not isinstance(num_snapshots, int) or num_snapshots < 1:
-            raise ValueError(f"`num_snapshots` must be a positive integer; got {num_snapshots!r}.")
-        for value, arg in ((dt, "dt"), (snapshot_interval, "snapshot_interval")):
-            check_positive(value, arg)
-        nonnegative = ((burn_in, "burn_in"), (max_offset, "max_offset"), (noise_std, "noise_std"))
-        for value, arg in nonnegative:
-            if not (isinstance(value, int | float) and 0 <= value < math.inf):
-                raise ValueError(f"`{arg}` must be a finite number >= 0; got {value!r}.")
+        check_int(num_slow, "num_slow", 4)
+        check_int(num_fast, "num_fast", 4)
+        check_int(num_snapshots, "num_snapshots", 1)
+        check_positive(dt, "dt")
+        check_positive(snapshot_interval, "snapshot_interval")
+        check_number(burn_in, "burn_in")
+        check_number(max_offset, "max_offset")
+        check_number(noise_std, "noise_std")
         stride = snapshot_interval / dt
         if abs(stride - round(stride)) > 1e-6 * stride:
             raise ValueError(
                 f"`snapshot_interval` ({snapshot_interval}) must be a multiple of `dt` ({dt})."
             )
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(
-                f"`chunk_size` must be a positive integer or None; got {chunk_size!r}."
-            )
+        if chunk_size is not None:
+            check_int(chunk_size, "chunk_size", 1, " or None")
         self.num_slow = num_slow
         self.num_fast = num_fast
         self.dt = float(dt)

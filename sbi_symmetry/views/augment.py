@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from sbi_symmetry._validation import check_finite, is_int
+from sbi_symmetry._validation import check_finite, check_int
 from sbi_symmetry.views.base import (
     Augmentation,
     _check_callable,
@@ -33,9 +33,7 @@ from sbi_symmetry.views.base import (
 def _check_shift_bound(max_shift: object, name: str, allow_none: bool) -> None:
     if allow_none and max_shift is None:
         return
-    if not is_int(max_shift) or max_shift < 0:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"`{name}` must be an integer >= 0{extra}; got {max_shift!r}.")
+    check_int(max_shift, name, 0, " or None" if allow_none else "")
 
 
 def _shifted_index(x: Tensor, shifts: Tensor) -> Tensor:

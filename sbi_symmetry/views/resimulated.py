@@ -135,4 +135,3 @@ class ResimulatedViews:
             f"ResimulatedViews(simulate={_describe(self.simulate)}, "
             f"nuisance_prior={self.nuisance_prior!r}, augmentation={self.augmentation!r})"
         )
-
