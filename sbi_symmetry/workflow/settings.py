@@ -177,20 +177,3 @@ SUB_SETTINGS: dict[str, type[CheckedKwargs]] = {
         EESettings,
     )
 }
-
-
-def typed(field: str, values: Any) -> CheckedKwargs:
-    """``values`` as the checked settings of ``RunConfig.<field>``.
-
-    Args:
-        field: A sub-setting field of ``RunConfig`` (``encoder``, ``ee_encoder``, ``pretrain`` ...).
-        values: A mapping of keyword arguments.
-
-    Returns:
-        The checked settings.
-
-    Example:
-        >>> typed("ee_encoder", {"channels": 4})
-        {'channels': 4}
-    """
-    return SUB_SETTINGS[field](values)
