@@ -19,12 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from sbi_symmetry.tasks import TASKS
-from sbi_symmetry.workflow.config import PRESETS, RunConfig
+from sbi_symmetry.workflow.config import CONFIG_FILE, PRESETS, RunConfig
 from sbi_symmetry.workflow.registry import METHODS, parse_methods
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``sbi-symmetry``."""
+    """The argument parser of ``sbi-symmetry``.
+
+    Options that a preset or a saved config also sets default to ``None``, so that only those
+    given explicitly override them.
+
+    Example:
+        >>> build_parser().parse_args(["run", "--seed", "3"]).preset is None
+        True
+    """
     parser = argparse.ArgumentParser(
         prog="sbi-symmetry",
         description="Symmetry-invariant embeddings and contrastive ratio estimators for sbi.",
@@ -55,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="re-run the settings of a saved config.json (other options override them)",
+        help="re-run the settings of a saved config.json, or of the run folder holding one "
+        "(options given explicitly override them)",
     )
     run.add_argument(
         "--simulations", type=int, default=None, help="training simulations (default: the preset's)"
@@ -67,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: ./sbi-symmetry-run)",
     )
     run.add_argument("--seed", type=int, default=None, help="seed of every random draw (default 0)")
-    run.add_argument(
-        "--device", default=None, help="torch device for training (default cpu)"
-    )
+    run.add_argument("--device", default=None, help="torch device for training (default cpu)")
     run.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
     )
@@ -88,6 +95,15 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
     Returns:
         The checked configuration (``ValueError`` for anything that cannot work).
+
+    Example:
+        >>> import tempfile
+        >>> parser = build_parser()
+        >>> with tempfile.TemporaryDirectory() as run_folder:
+        ...     RunConfig.from_preset("lorenz96", seed=4).save(Path(run_folder) / "config.json")
+        ...     cfg = run_config(parser.parse_args(["run", "--config", run_folder, "--seed", "5"]))
+        >>> cfg.task, cfg.seed
+        ('lorenz96', 5)
     """
     overrides: dict[str, Any] = {}
     options = {"simulations": "num_simulations", "seed": "seed", "device": "device"}
@@ -99,10 +115,19 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if args.config is not None:
         if args.task is not None or args.preset is not None:
             raise ValueError("--config sets the task and preset; do not combine it with them.")
-        saved = RunConfig.from_json(args.config).to_dict()
+        saved = RunConfig.from_json(_config_file(args.config)).to_dict()
         return RunConfig.from_dict({**saved, **overrides})
     task = args.task or "damped-oscillator"
     return RunConfig.from_preset(task, args.preset or "fast", **overrides)
+
+
+def _config_file(path: Path) -> Path:
+    """``--config``: a ``config.json``, or a run folder that holds one (written by every run)."""
+    if not path.is_dir():
+        return path
+    if not (path / CONFIG_FILE).is_file():
+        raise ValueError(f"--config {path}: the folder holds no {CONFIG_FILE} of a run.")
+    return path / CONFIG_FILE
 
 
 def _device_problem(device: str | None) -> str | None:
@@ -140,7 +165,23 @@ def _output_problem(out: Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for bad arguments or a refused output folder)."""
+    """Entry point; returns the exit status (2 for bad arguments or a refused output folder).
+
+    Every argument (methods and a saved config included) is checked before any work starts.
+
+    Args:
+        argv: The arguments (default: the command line's).
+
+    Returns:
+        0 after a finished run, 1 when the run failed, 2 for arguments or an output folder
+        refused (argparse exits with 2 itself for those it refuses).
+
+    Example:
+        >>> main(["run", "--methods", "symmetry_npe,magic"])
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.simulations is not None and args.simulations < 500:

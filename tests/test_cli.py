@@ -94,14 +94,14 @@ def _tiny(task: str, **overrides) -> RunConfig:
 @pytest.mark.slow
 def test_end_to_end_run_writes_every_artefact(tmp_path):
     lines: list[str] = []
-    metrics = run(
-        _tiny("damped-oscillator"), tmp_path / "out", show_progress=False, log=lines.append
-    )
+    config = _tiny("damped-oscillator")
+    metrics = run(config, tmp_path / "out", show_progress=False, log=lines.append)
     out = tmp_path / "out"
     for name in (
         "report.md",
         "report.html",
         "metrics.json",
+        "config.json",
         "summaries.png",
         "posterior_0.png",
         "loss_curves.png",
@@ -114,6 +114,8 @@ def test_end_to_end_run_writes_every_artefact(tmp_path):
     assert [line.split()[0] for line in lines] == [f"[{i}/7]" for i in range(1, 8)]
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
+    assert RunConfig.from_json(out / "config.json") == config  # `run --config` re-runs it
+    assert RunConfig.from_dict(saved["config"]) == config
     for name in ("symmetry_npe", "raw_npe", "embed_emulate"):
         entry = saved["methods"][name]
         assert 0.4 <= entry["c2st"]["mean"] <= 1.0

@@ -28,12 +28,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sbi_symmetry._io import atomic_write_text
-from sbi_symmetry._validation import check_int
+from sbi_symmetry._validation import check_choice, check_int
+from sbi_symmetry.tasks import TASKS
 from sbi_symmetry.workflow.registry import METHODS
 from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs
 
 Preset = Literal["fast", "paper"]
 PRESETS: tuple[str, ...] = ("fast", "paper")
+#: The file every run writes its settings to (re-run them with ``sbi-symmetry run --config``).
+CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -106,20 +109,36 @@ class RunConfig:
 
         Returns:
             The configuration.
+
+        Example:
+            >>> RunConfig.from_preset("lorenz96", "paper", seed=3).seed
+            3
+            >>> RunConfig.from_preset("lorenz96", simulatons=3)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: unknown run setting(s) ['simulatons']; valid: ['device', ...].
         """
-        if preset not in PRESETS:
-            raise ValueError(f"`preset` must be one of {PRESETS}; got {preset!r}.")
-        base = _PRESETS.get((task, preset))
-        if base is None:
-            known = sorted({t for t, _ in _PRESETS})
-            raise ValueError(f"`task` must be one of {known}; got {task!r}.")
-        cfg = replace(base, **overrides)
+        check_choice(preset, "preset", PRESETS)
+        check_choice(task, "task", sorted({t for t, _ in _PRESETS}))
+        _check_names(overrides)
+        cfg = replace(_PRESETS[(task, preset)], **overrides)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for settings that cannot work."""
-        for name in ("num_simulations", "pretrain_simulations", "num_observations"):
+        """Raise ``ValueError`` for settings that cannot work.
+
+        Example:
+            >>> RunConfig(num_simulations=100).validate()
+            Traceback (most recent call last):
+            ...
+            ValueError: `num_simulations` must be at least 500 for a meaningful run; got 100.
+        """
+        check_choice(self.task, "task", sorted(TASKS))
+        check_int(self.seed, "seed", 0)
+        counts = ("num_simulations", "pretrain_simulations", "num_observations")
+        counts += ("posterior_samples", "sbc_pairs", "sbc_pairs_ratio", "sbc_posterior_samples")
+        for name in counts:
             check_int(getattr(self, name), name, 1)
         if self.num_simulations < 500:
             raise ValueError(
@@ -133,7 +152,12 @@ class RunConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary."""
+        """JSON-friendly dictionary (the sub-settings stay checked mappings).
+
+        Example:
+            >>> RunConfig().to_dict()["methods"]
+            ('symmetry_npe', 'raw_npe', 'embed_emulate')
+        """
         return asdict(self)
 
     @classmethod
@@ -146,10 +170,7 @@ class RunConfig:
         Returns:
             The configuration.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown run setting(s) {unknown}; valid: {sorted(known)}.")
+        _check_names(values)
         cfg = cls(**values)
         cfg.validate()
         return cfg
@@ -163,6 +184,14 @@ class RunConfig:
 
         Returns:
             The configuration.
+
+        Example:
+            >>> import tempfile
+            >>> cfg = RunConfig.from_preset("sine-gaussian", "fast", methods=("raw_npe",))
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     cfg.save(Path(folder) / "config.json")
+            ...     RunConfig.from_json(Path(folder) / "config.json") == cfg
+            True
         """
         try:
             values = json.loads(Path(path).read_text())
@@ -179,6 +208,14 @@ class RunConfig:
             path: The file to write.
         """
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _check_names(values: dict[str, Any]) -> None:
+    """Refuse keys that are not ``RunConfig`` fields, naming them and the valid ones."""
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown run setting(s) {unknown}; valid: {sorted(known)}.")
 
 
 def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:

@@ -55,7 +55,14 @@ class Document:
         self.blocks.append(("code", text))
 
     def markdown(self) -> str:
-        """Render as GitHub-flavoured Markdown."""
+        """Render as GitHub-flavoured Markdown.
+
+        Example:
+            >>> doc = Document()
+            >>> doc.figure("coverage.png", "Expected coverage")
+            >>> print(doc.markdown().splitlines()[0])
+            ![Expected coverage](coverage.png)
+        """
         out: list[str] = []
         for kind, value in self.blocks:
             if kind == "heading":
@@ -74,7 +81,14 @@ class Document:
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
-        """Render as one self-contained HTML page (images are linked, not embedded)."""
+        """Render as one self-contained HTML page (images are linked, not embedded).
+
+        Example:
+            >>> doc = Document()
+            >>> doc.paragraph("re-run with `sbi-symmetry run --config`")
+            >>> "<code>sbi-symmetry run --config</code>" in doc.html("report")
+            True
+        """
         body: list[str] = []
         for kind, value in self.blocks:
             if kind == "heading":

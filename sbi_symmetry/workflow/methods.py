@@ -152,7 +152,7 @@ def _train(
     start = time.perf_counter()
     estimator = trainer.append_simulations(theta, x).train(**kwargs, **extra)
     seconds = time.perf_counter() - start
-    if trainer.summary["epochs_trained"][-1] <= kwargs.get("max_num_epochs", 2**31 - 1):
+    if training_summary(trainer)["epochs_trained"][-1] <= kwargs.get("max_num_epochs", 2**31 - 1):
         # sbi 0.27 announces convergence with "\r Neural network successfully converged ..."
         # and no newline; end that line so the next output starts on its own.
         print()

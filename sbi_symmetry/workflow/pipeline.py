@@ -42,6 +42,12 @@ def prepare_output(out: Path, overwrite: bool) -> Path:
 
     Returns:
         The folder.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     prepare_output(Path(tmp) / "run", overwrite=False).is_dir()
+        True
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -102,6 +108,7 @@ def _run_stages(
     watch = Stopwatch()
 
     def say(stage: int, text: str) -> None:
+        """One stage's summary line, e.g. ``[1/7] simulate: ...``."""
         log(f"[{stage}/{NUM_STAGES}] {text}")
 
     with watch("simulate"):

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 Kind = Literal["npe", "ratio"]
 
+#: The ``RunConfig`` field each kind's shared tower is built from.
+TOWER_SETTINGS: dict[str, str] = {"npe": "encoder", "ratio": "ee_encoder"}
+
 
 @dataclass
 class TrainingContext:
@@ -70,12 +73,44 @@ class MethodSpec:
         label: Name shown in tables and figures.
         kind: ``"npe"`` or ``"ratio"`` (decides the shared tower and the calibration budget).
         train: Trains the method from a :class:`TrainingContext`.
+
+    Example:
+        >>> spec = METHODS["symmetry_npe"]
+        >>> spec.kind, spec.tower_setting
+        ('npe', 'encoder')
     """
 
     name: str
     label: str
     kind: Kind
     train: Callable[[TrainingContext], M.TrainedMethod]
+
+    @property
+    def tower_setting(self) -> str:
+        """The ``RunConfig`` field of the encoder shared by its kind (``encoder``/``ee_encoder``).
+
+        Example:
+            >>> METHODS["embed_emulate"].tower_setting
+            'ee_encoder'
+        """
+        return TOWER_SETTINGS[self.kind]
+
+    def calibration_pairs(self, config: RunConfig) -> int:
+        """Test pairs for its SBC / coverage / TARP: fewer for MCMC-sampled ratio methods.
+
+        Args:
+            config: The run's settings.
+
+        Returns:
+            ``config.sbc_pairs_ratio`` for ratio methods, else ``config.sbc_pairs``.
+
+        Example:
+            >>> from sbi_symmetry.workflow.config import RunConfig
+            >>> cfg = RunConfig(sbc_pairs=200, sbc_pairs_ratio=100)
+            >>> METHODS["raw_npe"].calibration_pairs(cfg), METHODS["nre_c"].calibration_pairs(cfg)
+            (200, 100)
+        """
+        return config.sbc_pairs_ratio if self.kind == "ratio" else config.sbc_pairs
 
 
 def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
@@ -165,6 +200,7 @@ def parse_methods(text: str) -> tuple[str, ...]:
     unknown = [name for name in names if name not in METHODS]
     if unknown or not names:
         raise ValueError(
-            f"--methods must be a comma-separated list of {list(METHODS)}; got {text!r}."
+            f"--methods must be a comma-separated list of {list(METHODS)}; got {text!r}"
+            + (f" (unknown: {unknown})." if unknown else ".")
         )
     return names

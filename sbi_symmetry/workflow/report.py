@@ -21,7 +21,7 @@ import torch
 from sbi_symmetry._io import atomic_write_text, versions
 from sbi_symmetry.evaluation import Stopwatch
 from sbi_symmetry.symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
-from sbi_symmetry.workflow.config import RunConfig
+from sbi_symmetry.workflow.config import CONFIG_FILE, RunConfig
 from sbi_symmetry.workflow.document import Document
 from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.plots import (
@@ -35,7 +35,6 @@ from sbi_symmetry.workflow.stages import Accuracy, Simulations
 
 #: The file that marks a folder as a finished run (``--overwrite`` only replaces such folders).
 MARKER = "metrics.json"
-CONFIG_FILE = "config.json"
 _HEADER = [
     "method",
     "C2ST vs reference (mean ± sem)",

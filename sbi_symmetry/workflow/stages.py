@@ -41,7 +41,7 @@ from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.reference.protocol import is_signal_model
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.methods import TrainedMethod
-from sbi_symmetry.workflow.registry import METHODS, TrainingContext, label
+from sbi_symmetry.workflow.registry import METHODS, TOWER_SETTINGS, TrainingContext, label
 
 #: Seconds before sbi gives up rejecting an NPE's samples outside the prior (a badly trained
 #: flow can put almost all its mass there; better a clear error than a run that never ends).
@@ -70,7 +70,14 @@ def simulate(task: Any, config: RunConfig, gen: torch.Generator) -> Simulations:
         gen: The run's generator.
 
     Returns:
-        The simulations.
+        The simulations (``theta_o``, ``shift_o``, ``x_o``: the held-out observations).
+
+    Example:
+        >>> from sbi_symmetry.tasks import SineGaussian
+        >>> cfg = RunConfig.from_preset("sine-gaussian", num_simulations=500, sbc_pairs=50)
+        >>> sims = simulate(SineGaussian(), cfg, torch.Generator().manual_seed(0))
+        >>> sims.theta.shape[0], sims.theta_o.shape[0], sims.theta_cal.shape[0]
+        (500, 5, 100)
     """
     theta, x = task.sample_joint(config.num_simulations, generator=gen)
     theta_o = task.sample_prior(config.num_observations, generator=gen)
@@ -94,10 +101,24 @@ def training_context(
 
     Returns:
         The context shared by every method's training.
+
+    Example:
+        >>> import torch
+        >>> from sbi_symmetry.tasks import DampedOscillator
+        >>> task, cfg = DampedOscillator(), RunConfig.from_preset("damped-oscillator", "fast")
+        >>> sims = Simulations(*[torch.zeros(1)] * 7)  # the towers need the task only
+        >>> ctx = training_context(task, sims, cfg, show_progress=False)
+        >>> list(ctx.towers), ctx.towers["npe"].output_dim
+        (['npe'], 8)
     """
     ctx = TrainingContext(task, sims.theta, sims.x, config, {}, show_progress)
-    ctx.towers["npe"] = ConvEncoder1D.for_task(task, **config.encoder)
+    ctx.towers["npe"] = _tower(task, config, "npe")
     return ctx
+
+
+def _tower(task: Any, config: RunConfig, kind: str) -> ConvEncoder1D:
+    """A fresh encoder from the settings of ``kind``'s tower (draws its initial weights)."""
+    return ConvEncoder1D.for_task(task, **getattr(config, TOWER_SETTINGS[kind]))
 
 
 def train_methods(ctx: TrainingContext, kind: str) -> dict[str, TrainedMethod]:
@@ -116,7 +137,7 @@ def train_methods(ctx: TrainingContext, kind: str) -> dict[str, TrainedMethod]:
         The trained methods by name, in training order.
     """
     if kind not in ctx.towers:
-        ctx.towers[kind] = ConvEncoder1D.for_task(ctx.task, **ctx.config.ee_encoder)
+        ctx.towers[kind] = _tower(ctx.task, ctx.config, kind)
     return {
         name: spec.train(ctx)
         for name, spec in METHODS.items()
@@ -135,6 +156,12 @@ def references(task: Any, sims: Simulations, config: RunConfig, show_progress: b
 
     Returns:
         One :class:`~sbi_symmetry.reference.ReferencePosterior` per observation, or ``[]``.
+
+    Example:
+        >>> from sbi_symmetry.tasks import Lorenz96
+        >>> sims = Simulations(*[torch.zeros(1)] * 7)
+        >>> references(Lorenz96(), sims, RunConfig(task="lorenz96"), False)  # no likelihood
+        []
     """
     if not is_signal_model(task):
         return []
@@ -254,8 +281,7 @@ def calibration(
     """
     results = {}
     for name, method in trained.items():
-        ratio = METHODS[name].kind == "ratio"
-        pairs = config.sbc_pairs_ratio if ratio else config.sbc_pairs
+        pairs = METHODS[name].calibration_pairs(config)
         with naming_failures(name):
             results[name] = calibrate(
                 method.posterior,
@@ -286,6 +312,13 @@ def naming_failures(name: str) -> Iterator[None]:
 
     Args:
         name: The method's name.
+
+    Example:
+        >>> with naming_failures("raw_npe"):
+        ...     raise RuntimeError("timed out")
+        Traceback (most recent call last):
+        ...
+        RuntimeError: sampling the NPE (raw data) posterior failed: timed out
     """
     try:
         yield

@@ -1,0 +1,96 @@
+"""The method registry: one entry per method, read by the config, the stages and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from sbi_symmetry.tasks import DampedOscillator
+from sbi_symmetry.workflow import registry, stages
+from sbi_symmetry.workflow.config import RunConfig
+from sbi_symmetry.workflow.registry import METHODS, MethodSpec, label, parse_methods
+
+
+def test_every_method_has_a_name_a_label_a_kind_and_a_trainer():
+    assert list(METHODS) == ["symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate", "nre_c"]
+    for name, spec in METHODS.items():
+        assert spec.name == name
+        assert isinstance(spec.label, str) and spec.label and label(name) == spec.label
+        assert spec.kind in ("npe", "ratio") and spec.tower_setting in ("encoder", "ee_encoder")
+        assert callable(spec.train)
+    assert len({spec.label for spec in METHODS.values()}) == len(METHODS)
+
+
+def test_the_kind_decides_the_calibration_budget_and_the_tower():
+    cfg = RunConfig(sbc_pairs=120, sbc_pairs_ratio=40)
+    pairs = {name: spec.calibration_pairs(cfg) for name, spec in METHODS.items()}
+    assert pairs == {
+        "symmetry_npe": 120,
+        "raw_npe": 120,
+        "end_to_end_npe": 120,
+        "embed_emulate": 40,
+        "nre_c": 40,
+    }
+    assert METHODS["end_to_end_npe"].tower_setting == "encoder"
+    assert METHODS["nre_c"].tower_setting == "ee_encoder"
+
+
+def test_parse_methods_keeps_the_order_and_names_unknown_ones():
+    assert parse_methods(" nre_c ,raw_npe") == ("nre_c", "raw_npe")
+    with pytest.raises(ValueError, match=r"--methods must be .*'nre_c'\]; got 'npe' \(unknown"):
+        parse_methods("npe")
+    with pytest.raises(ValueError, match="--methods"):
+        parse_methods(" , ")
+
+
+def test_the_config_accepts_registered_methods_only():
+    assert RunConfig.from_preset("lorenz96", methods=["nre_c"]).methods == ("nre_c",)
+    with pytest.raises(ValueError, match=r"`methods` must be one or more of .*unknown: \['npe'\]"):
+        RunConfig.from_preset("lorenz96", methods=("npe",))
+    with pytest.raises(ValueError, match="`methods` must be one or more"):
+        RunConfig.from_preset("lorenz96", methods=())
+
+
+def _fake(name: str, calls: list[str] | None = None):
+    def train(ctx: registry.TrainingContext) -> str:
+        assert isinstance(ctx.theta, torch.Tensor) and ctx.config.methods
+        if calls is not None:
+            calls.append(name)
+        return f"trained {name}"
+
+    return train
+
+
+def test_a_new_method_is_one_entry(monkeypatch):
+    spec = MethodSpec("toy_npe", "toy NPE", "npe", _fake("toy_npe"))
+    monkeypatch.setitem(METHODS, "toy_npe", spec)
+    cfg = RunConfig.from_preset("damped-oscillator", methods=parse_methods("toy_npe"))
+    assert cfg.methods == ("toy_npe",) and label("toy_npe") == "toy NPE"
+    task = DampedOscillator()
+    sims = stages.Simulations(*[torch.zeros(1)] * 7)
+    ctx = stages.training_context(task, sims, cfg, show_progress=False)
+    assert stages.train_methods(ctx, "npe") == {"toy_npe": "trained toy_npe"}
+
+
+def test_selected_methods_train_in_registry_order_with_the_towers_built_in_place(monkeypatch):
+    calls: list[str] = []
+    for name in METHODS:
+        fake = _fake(name, calls)
+        monkeypatch.setitem(METHODS, name, dataclasses.replace(METHODS[name], train=fake))
+    cfg = RunConfig.from_preset("damped-oscillator", methods=("nre_c", "raw_npe", "symmetry_npe"))
+    sims = stages.Simulations(*[torch.zeros(1)] * 7)
+    torch.manual_seed(0)
+    ctx = stages.training_context(DampedOscillator(), sims, cfg, show_progress=False)
+    assert list(stages.train_methods(ctx, "npe")) == ["symmetry_npe", "raw_npe"]
+    assert "ratio" not in ctx.towers  # the ratio tower is drawn when its turn comes
+    assert list(stages.train_methods(ctx, "ratio")) == ["nre_c"]
+    assert calls == ["symmetry_npe", "raw_npe", "nre_c"]
+    assert ctx.towers["ratio"].output_dim == cfg.ee_encoder["output_dim"]
+    # the same seed gives the same initial towers, whatever methods are selected
+    torch.manual_seed(0)
+    alone = RunConfig.from_preset("damped-oscillator", methods=("raw_npe",))
+    other = stages.training_context(DampedOscillator(), sims, alone, show_progress=False)
+    for a, b in zip(ctx.towers["npe"].parameters(), other.towers["npe"].parameters(), strict=True):
+        assert torch.equal(a, b)
