@@ -155,3 +155,61 @@ def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
     """
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}.")
+
+
+def _event_dim(prior: object) -> int | None:
+    shape = getattr(prior, "event_shape", None)
+    if shape is None or len(shape) != 1:
+        return None
+    return int(shape[0])
+
+
+def check_simulations(theta: object, x: object, prior: object = None) -> tuple[Tensor, Tensor]:
+    """Check a batch of simulations for ``append_simulations``; return it as float32.
+
+    ``theta`` must be ``(N, theta_dim)`` and finite, ``x`` ``(N, ...)``, both floating-point
+    tensors with ``N >= 1`` (float64 is cast to float32, the dtype sbi trains in), and
+    ``theta_dim`` the prior's event size when the prior has one.
+
+    Args:
+        theta: The parameters.
+        x: The simulations.
+        prior: The trainer's prior, or ``None``.
+
+    Returns:
+        ``(theta, x)`` as float32 tensors.
+
+    Example:
+        >>> theta, x = check_simulations(torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, 5))
+        >>> theta.dtype
+        torch.float32
+        >>> check_simulations(torch.zeros(0, 2), torch.zeros(0, 5))
+        Traceback (most recent call last):
+        ...
+        ValueError: `theta` has no rows; append at least one simulation.
+    """
+    for value, name in ((theta, "theta"), (x, "x")):
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"`{name}` must be a torch.Tensor, got {type(value).__name__}; convert it with "
+                f"torch.as_tensor({name}, dtype=torch.float32)."
+            )
+        if not value.dtype.is_floating_point:
+            raise TypeError(f"`{name}` must be a floating-point tensor; got dtype {value.dtype}.")
+    assert isinstance(theta, Tensor) and isinstance(x, Tensor)
+    if theta.ndim != 2:
+        raise ValueError(f"`theta` must have shape (N, theta_dim); got {tuple(theta.shape)}.")
+    if theta.shape[0] == 0:
+        raise ValueError("`theta` has no rows; append at least one simulation.")
+    if x.ndim < 2 or x.shape[0] != theta.shape[0]:
+        raise ValueError(
+            f"`x` must have one row per row of `theta`, shape ({theta.shape[0]}, ...); got "
+            f"{tuple(x.shape)}."
+        )
+    dim = _event_dim(prior)
+    if dim is not None and theta.shape[1] != dim:
+        raise ValueError(
+            f"`theta` has {theta.shape[1]} parameter(s) per row but the prior has {dim}."
+        )
+    check_finite(theta, "theta")
+    return theta.to(torch.float32), x.to(torch.float32)

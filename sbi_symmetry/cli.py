@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sbi_symmetry.tasks import TASKS
+from sbi_symmetry.workflow.checkpoints import STAGES_DIR
 from sbi_symmetry.workflow.config import CONFIG_FILE, PRESETS, RunConfig
 from sbi_symmetry.workflow.registry import METHODS, parse_methods
 
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run's results in --out"
     )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with an interrupted run in --out: finished stages are loaded, not redone",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -112,6 +118,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             overrides[field] = getattr(args, option)
     if args.methods is not None:
         overrides["methods"] = parse_methods(args.methods)
+    interrupted = Path(args.out) / STAGES_DIR / CONFIG_FILE
+    if getattr(args, "resume", False) and args.config is None and interrupted.is_file():
+        args.config = interrupted  # go on with the settings of the run being resumed
     if args.config is not None:
         if args.task is not None or args.preset is not None:
             raise ValueError("--config sets the task and preset; do not combine it with them.")
@@ -190,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--threads must be at least 1; got {args.threads}.")
     if args.seed is not None and args.seed < 0:
         parser.error(f"--seed must be a non-negative integer; got {args.seed}.")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other: go on, or start again.")
     for problem in (_device_problem(args.device), _output_problem(args.out)):
         if problem:
             parser.error(problem)
@@ -205,7 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     try:
-        run(config, args.out, overwrite=args.overwrite, show_progress=not args.no_progress)
+        run(
+            config,
+            args.out,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            show_progress=not args.no_progress,
+        )
     except (FileExistsError, ValueError) as err:
         print(f"sbi-symmetry: error: {err}", file=sys.stderr)
         return 2

@@ -217,6 +217,17 @@ def test_warns_once_when_input_looks_standardised_by_sbi():
         emb(standardised)  # only once
 
 
+@pytest.mark.parametrize("batch_size", [1, 7, 20, 64])
+def test_standardised_input_is_noticed_whatever_the_batch_size(batch_size):
+    emb = SymmetryEmbedding(conv(), input_mean=3.0, input_std=0.5, freeze="none")
+    raw = 3.0 + 0.5 * torch.randn(64, 32, generator=torch.Generator().manual_seed(1))
+    standardised = (raw - raw.mean(0)) / raw.std(0)
+    with pytest.warns(UserWarning, match="z_score_x='none'") as record:
+        for start in range(0, 64, batch_size):
+            emb(standardised[start : start + batch_size])
+    assert sum("z_score_x" in str(w.message) for w in record) == 1
+
+
 def test_no_warning_when_pretraining_data_were_standard_already():
     emb = SymmetryEmbedding(conv(), input_mean=0.0, input_std=1.0, freeze="none")
     with warnings.catch_warnings():

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
+from sbi.utils import BoxUniform
 
 from sbi_symmetry import cli
 from sbi_symmetry.emulate import EmbedEmulate
+from sbi_symmetry.evaluation import calibrate
 from sbi_symmetry.nets.conv import ConvEncoder1D
+from sbi_symmetry.reference.fisher import cramer_rao_bound
+from sbi_symmetry.simulation import ChunkError, simulate_dataset
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks import DampedOscillator, Lorenz96, SineGaussian
@@ -76,6 +83,113 @@ def _refused(argv, monkeypatch, capsys) -> str:
         cli.main(argv)
     assert exit_info.value.code == 2 and not calls, "refused before any work"
     return capsys.readouterr().err
+
+
+def _store(tmp_path, simulator, prior, **kwargs):
+    return simulate_dataset(
+        simulator, prior, 12, path=tmp_path / "store", chunk_size=4, engine="serial",
+        show_progress_bar=False, **kwargs,
+    )
+
+
+_CALLS: list[int] = []  # module level: each chunk gets its own copy of the simulator object
+
+
+class _StopsAfterOneChunk:
+    def __call__(self, theta):
+        _CALLS.append(len(theta))
+        if len(_CALLS) > 2:  # the fingerprint's probe, then chunk 0
+            raise RuntimeError("interrupted")
+        return theta * 2
+
+
+def test_resuming_a_store_with_another_simulator_or_prior_is_refused(tmp_path):
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    _CALLS.clear()
+    with pytest.raises(ChunkError):
+        _store(tmp_path, _StopsAfterOneChunk(), prior)
+    with pytest.raises(ValueError, match=r"its prior differs .*BoxUniform"):
+        _store(tmp_path, lambda t: t * 2, BoxUniform(torch.zeros(2), 2 * torch.ones(2)),
+               resume=True)
+    with pytest.raises(ValueError, match=r"simulator gives other data .*probe hash"):
+        _store(tmp_path, lambda t: t * 3, prior, resume=True)
+    store = _store(tmp_path, lambda t: t * 2, prior, resume=True)  # the same maths: accepted
+    np.testing.assert_array_equal(store.x, 2 * store.theta)
+    assert store.metadata["fingerprint_calls"] == 2
+
+
+def test_a_simulator_that_ignores_the_seeds_is_compared_by_name(tmp_path):
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+
+    def noisy(theta):  # fresh OS entropy: different on every call whatever the seeds
+        noise = np.random.default_rng().normal(size=theta.shape)
+        return theta + torch.as_tensor(noise, dtype=torch.float32)
+
+    _store(tmp_path, noisy, prior)
+    with pytest.warns(UserWarning, match="does not follow"):
+        _store(tmp_path, noisy, prior, resume=True)
+
+
+def _global_states():
+    return torch.get_rng_state(), np.random.get_state()[1].copy()
+
+
+def _assert_untouched(before):
+    after = _global_states()
+    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+
+
+def test_pretraining_and_calibration_leave_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    np.random.seed(123)
+    encoder = torch.nn.Linear(6, 2)
+    before = _global_states()
+    settings = {"batch_size": 16, "max_epochs": 2, "freeze": "none", "show_progress_bar": False}
+    x = torch.randn(80, 6, generator=torch.Generator().manual_seed(0))
+
+    class Views:
+        input_kind = "x"
+
+        def __call__(self, x):
+            return x + 0.1 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)
+
+    first = pretrain_vicreg(encoder, Views(), x=x, seed=4, **settings)
+    _assert_untouched(before)
+    torch.manual_seed(0)  # the encoder's initial weights are the caller's
+    one = pretrain_vicreg(torch.nn.Linear(6, 2), Views(), x=x, seed=4, **settings)
+    torch.manual_seed(0)
+    two = pretrain_vicreg(torch.nn.Linear(6, 2), Views(), x=x, seed=4, **settings)
+    assert one.history["train_total"] == two.history["train_total"]
+    assert first.history["train_total"] != one.history["train_total"]
+
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    posterior = _ToyPosterior()
+    thetas = prior.sample((20,))
+    torch.manual_seed(5)
+    np.random.seed(5)
+    before = _global_states()
+    a = calibrate(posterior, prior, thetas, thetas, num_posterior_samples=30, seed=1)
+    _assert_untouched(before)
+    b = calibrate(posterior, prior, thetas, thetas, num_posterior_samples=30, seed=1)
+    assert torch.equal(a.ranks, b.ranks)
+
+
+class _ToyPosterior:
+    """Draws from torch and numpy's global generators, as sbi's samplers do."""
+
+    def sample_batched(self, sample_shape, x, show_progress_bars=False, **_):
+        noise = torch.as_tensor(np.random.uniform(-0.1, 0.1, (*sample_shape, *x.shape)))
+        return (x + noise.float() + 0.01 * torch.randn(*sample_shape, *x.shape)).clamp(0, 1)
+
+
+def test_cramer_rao_refuses_rows_without_information_and_flags_rows_outside_the_prior():
+    task = DampedOscillator()
+    shift = torch.full((1, 1), 0.1)
+    with pytest.raises(ValueError, match=r"no information on theta at row\(s\) \[0\]"):
+        cramer_rao_bound(task, torch.tensor([[1e-6, 0.3]]), shift)  # w0 -> 0: no oscillation
+    with pytest.warns(UserWarning, match=r"Row\(s\) \[0\] of `theta` lie outside"):
+        bound = cramer_rao_bound(task, torch.tensor([[20.0, 0.3]]), shift)
+    assert torch.isfinite(bound).all()
 
 
 def test_a_negative_seed_is_refused_before_any_work(monkeypatch, capsys):
@@ -148,3 +262,58 @@ def test_the_same_seed_gives_the_same_numbers_for_every_method(tmp_path):
         assert first["c2st"] == second["c2st"], name
         assert first["calibration"] == second["calibration"], name
     assert (np.random.get_state()[1] == before).all()  # the caller's numpy state is restored
+
+
+def _tiny_run_config():
+    from sbi_symmetry.workflow.config import RunConfig
+
+    return RunConfig.from_preset(
+        "damped-oscillator",
+        "fast",
+        num_simulations=500,
+        num_observations=2,
+        posterior_samples=200,
+        sbc_pairs=20,
+        sbc_pairs_ratio=20,
+        sbc_posterior_samples=30,
+        methods=("raw_npe", "embed_emulate"),
+        npe_train={"max_num_epochs": 2},
+        ee_train={"max_num_epochs": 2},
+    )
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_from_its_finished_stages(tmp_path, monkeypatch):
+    from sbi_symmetry.workflow import stages
+
+    cfg = _tiny_run_config()
+    quiet = {"show_progress": False, "log": lambda _: None}
+    whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
+
+    real_references = stages.references
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "references", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, tmp_path / "cut", **quiet)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        pipeline.run(cfg, tmp_path / "cut", **quiet)
+    with pytest.raises(ValueError, match="other settings .*seed"):
+        pipeline.run(dataclasses.replace(cfg, seed=1), tmp_path / "cut", resume=True, **quiet)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(stages, "references", real_references)
+    monkeypatch.setattr(stages, "train_methods", must_not_train)
+    lines: list[str] = []
+    resumed = pipeline.run(
+        cfg, tmp_path / "cut", resume=True, show_progress=False, log=lines.append
+    )
+    assert "(resumed)" in lines[1] and "(resumed)" not in lines[3]
+    for name in cfg.methods:
+        assert resumed["methods"][name]["c2st"] == whole["methods"][name]["c2st"], name
+        assert resumed["methods"][name]["calibration"] == whole["methods"][name]["calibration"]

@@ -205,12 +205,13 @@ def test_existing_store_is_never_overwritten_silently(tmp_path, reference):
 CALLS: list[int] = []
 
 
-class _FailsOnThirdCall:
-    """Simulates like the task but raises on its third call (calls are counted in-process)."""
+class _FailsOnChunkTwo:
+    """Simulates like the task but raises on chunk 2: its fourth call, after the one-row probe
+    of the store's fingerprint and chunks 0 and 1 (calls are counted in-process)."""
 
     def __call__(self, theta):
         CALLS.append(len(theta))
-        if len(CALLS) == 3:
+        if len(CALLS) == 4:
             raise RuntimeError("node lost")
         return TASK(theta)
 
@@ -226,7 +227,7 @@ def test_interrupted_run_resumes_with_only_the_missing_chunks(tmp_path, referenc
     CALLS.clear()
     with pytest.raises(ChunkError, match=r"chunk 2 \(rows 80:120\).*node lost.*resume=True"):
         simulate_dataset(
-            _FailsOnThirdCall(),
+            _FailsOnChunkTwo(),
             TASK.prior,
             NUM,
             path=path,
@@ -255,7 +256,7 @@ def test_interrupted_run_resumes_with_only_the_missing_chunks(tmp_path, referenc
         resume=True,
         show_progress_bar=False,
     )
-    assert CALLS == [40, 10]  # chunks 2 and 3 only
+    assert CALLS == [1, 40, 10]  # the fingerprint's one-row probe, then chunks 2 and 3 only
     _assert_same(store, reference)
     _assert_same(_simulate(path=path, resume=True), reference)  # complete: nothing to do
 

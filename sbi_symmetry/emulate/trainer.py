@@ -54,7 +54,7 @@ from torch.utils.tensorboard.writer import SummaryWriter
 
 import sbi_symmetry.distributed as distributed
 from sbi_symmetry._sbi_compat import NullTracker, RatioTrainerHooks, Tracker
-from sbi_symmetry._validation import check_int, check_number
+from sbi_symmetry._validation import check_choice, check_int, check_number, check_simulations
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
 
@@ -125,6 +125,8 @@ class EmbedEmulate(RatioTrainerHooks):
                 )
             build = classifier
         else:
+            check_number(temperature, "temperature", positive=True)
+            check_choice(similarity, "similarity", ("cosine", "dot"))
             build = embed_emulate_classifier(
                 encoder,
                 emulator,
@@ -165,6 +167,36 @@ class EmbedEmulate(RatioTrainerHooks):
         self._symmetry_weight = float(symmetry_weight)
         self._vicreg_kwargs = dict(vicreg_kwargs or {})
         self._parallel_loss: nn.Module | None = None
+
+    def append_simulations(
+        self,
+        theta: Tensor,
+        x: Tensor,
+        exclude_invalid_x: bool = False,
+        from_round: int = 0,
+        algorithm: str = "EmbedEmulate",
+        data_device: str | None = None,
+    ) -> EmbedEmulate:
+        """``sbi``'s ``append_simulations``, after checking the batch.
+
+        ``theta`` must be ``(N, theta_dim)`` with the prior's ``theta_dim`` and finite, ``x``
+        ``(N, ...)``, both floating-point tensors with ``N >= 1``; float64 is cast to float32.
+        Non-finite ``x`` rows follow ``sbi``'s ``exclude_invalid_x``.
+
+        Args:
+            theta: Parameters, ``(N, theta_dim)``.
+            x: Simulations, ``(N, *x_shape)``.
+            exclude_invalid_x: Drop rows whose ``x`` holds NaN/inf (``sbi``'s meaning).
+            from_round: ``sbi``'s round index of the data.
+            algorithm: Name used in ``sbi``'s messages.
+            data_device: Where ``sbi`` keeps the data (default: the training device).
+
+        Returns:
+            The trainer (chainable).
+        """
+        theta, x = check_simulations(theta, x, self._prior)
+        super().append_simulations(theta, x, exclude_invalid_x, from_round, algorithm, data_device)
+        return self
 
     def train(
         self,
@@ -210,6 +242,7 @@ class EmbedEmulate(RatioTrainerHooks):
             " (the other pairs of a batch are the negatives)",
         )
         distributed.local_batch_size(training_batch_size, "training_batch_size")
+        self._check_split(validation_fraction)
         if distributed.is_distributed() and self._symmetry_weight > 0:
             # Fresh views are drawn with torch's global RNG: independent streams per rank.
             base = distributed.broadcast_object(int(torch.randint(0, 2**62, ())))
@@ -230,6 +263,24 @@ class EmbedEmulate(RatioTrainerHooks):
             )  # type: ignore[return-value]
         finally:
             self._parallel_loss = None  # releases DDP's hooks and its reference to the net
+
+    def _check_split(self, validation_fraction: float) -> None:
+        """Refuse a split that leaves fewer than 2 pairs to train or to validate on."""
+        if not (isinstance(validation_fraction, float | int) and 0 < validation_fraction < 1):
+            raise ValueError(
+                f"`validation_fraction` must be a number in (0, 1); got {validation_fraction!r}."
+            )
+        if not self._theta_roundwise:
+            raise ValueError("No simulations to train on: call append_simulations(theta, x).")
+        num = sum(int(theta.shape[0]) for theta in self._theta_roundwise)
+        num_train = int((1 - validation_fraction) * num)  # sbi's split
+        if min(num_train, num - num_train) < 2:
+            raise ValueError(
+                f"{num} simulations split into {num_train} training and {num - num_train} "
+                f"validation pairs (validation_fraction={validation_fraction}); symmetric "
+                "InfoNCE needs at least 2 of each. Append more simulations or change "
+                "`validation_fraction`."
+            )
 
     def network_built(self, net: nn.Module) -> None:
         """Check the builder's network and give every rank rank 0's initial weights."""

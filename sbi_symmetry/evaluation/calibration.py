@@ -27,6 +27,8 @@ from sbi.inference.posteriors.direct_posterior import DirectPosterior
 from torch import Tensor
 from torch.distributions import Distribution
 
+from sbi_symmetry._random import seeded
+
 #: Messages of sbi's ``sample_batched`` warnings about its own batching, silenced in ``calibrate``.
 _SBI_BATCHING_NOTES = (
     "Capping max_sampling_batch_size",
@@ -167,7 +169,8 @@ def calibrate(
         num_posterior_samples: Posterior samples per test pair.
         samples: Optional samples already drawn, ``(num_posterior_samples, N, d)``.
         show_progress_bar: Show sbi's progress bars.
-        seed: Seed for sampling and for the reference points of TARP.
+        seed: Seed of torch's and numpy's global generators (sbi's samplers draw from them)
+            for sampling and for TARP's reference points; the caller's state is restored.
         max_sampling_time: For NPE posteriors (rejection of samples outside the prior), give up
             with sbi's RuntimeError after this many seconds instead of waiting indefinitely when
             almost all the flow's mass leaks out of the prior.
@@ -182,33 +185,33 @@ def calibrate(
             "`thetas` must be (N, d) and `xs` must have the same number of rows; got "
             f"{tuple(thetas.shape)} and {tuple(xs.shape)}."
         )
-    torch.manual_seed(seed)
-    if samples is None:
-        with warnings.catch_warnings():
-            # sbi's notes on its own batching choices (a capped sampling batch; one set of MCMC
-            # chains per observation) say nothing about the result; keep the output readable.
-            for note in _SBI_BATCHING_NOTES:
-                warnings.filterwarnings("ignore", message=note, category=UserWarning)
-            samples = posterior.sample_batched(
-                (num_posterior_samples,),
-                x=xs,
-                show_progress_bars=show_progress_bar,
-                **sampling_time_limit(posterior, max_sampling_time),
-                **(sample_kwargs or {}),
-            )
-    expected = (num_posterior_samples, thetas.shape[0], thetas.shape[1])
-    if tuple(samples.shape) != expected:
-        raise ValueError(f"`samples` must have shape {expected}; got {tuple(samples.shape)}.")
-    replay = _Replay(samples, xs)
-    ranks, dap = run_sbc(
-        thetas, xs, replay, num_posterior_samples=num_posterior_samples, show_progress_bar=False
-    )
-    checks = check_sbc(ranks, prior.sample((thetas.shape[0],)), dap, num_posterior_samples)
-    alpha, coverage = coverage_from_ranks(ranks, num_posterior_samples)
-    ecp, tarp_alpha = run_tarp(
-        thetas, xs, replay, num_posterior_samples=num_posterior_samples, show_progress_bar=False
-    )
-    atc, ks = check_tarp(ecp, tarp_alpha)
+    with seeded(seed):  # torch and numpy (sbi's slice sampler); restored afterwards
+        if samples is None:
+            with warnings.catch_warnings():
+                # sbi's notes on its own batching choices (a capped sampling batch; one set of MCMC
+                # chains per observation) say nothing about the result; keep the output readable.
+                for note in _SBI_BATCHING_NOTES:
+                    warnings.filterwarnings("ignore", message=note, category=UserWarning)
+                samples = posterior.sample_batched(
+                    (num_posterior_samples,),
+                    x=xs,
+                    show_progress_bars=show_progress_bar,
+                    **sampling_time_limit(posterior, max_sampling_time),
+                    **(sample_kwargs or {}),
+                )
+        expected = (num_posterior_samples, thetas.shape[0], thetas.shape[1])
+        if tuple(samples.shape) != expected:
+            raise ValueError(f"`samples` must have shape {expected}; got {tuple(samples.shape)}.")
+        replay = _Replay(samples, xs)
+        ranks, dap = run_sbc(
+            thetas, xs, replay, num_posterior_samples=num_posterior_samples, show_progress_bar=False
+        )
+        checks = check_sbc(ranks, prior.sample((thetas.shape[0],)), dap, num_posterior_samples)
+        alpha, coverage = coverage_from_ranks(ranks, num_posterior_samples)
+        ecp, tarp_alpha = run_tarp(
+            thetas, xs, replay, num_posterior_samples=num_posterior_samples, show_progress_bar=False
+        )
+        atc, ks = check_tarp(ecp, tarp_alpha)
     return CalibrationResult(
         ranks=ranks,
         ks_pvals=checks["ks_pvals"],

@@ -35,6 +35,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -91,13 +93,53 @@ def cramer_rao_bound(
 
     Returns:
         Float64 tensor of shape ``(n, theta_dim)``.
+
+    Raises:
+        ValueError: If the data carry no information on some parameter at a row (a singular
+            Fisher matrix, e.g. a signal of zero amplitude): no finite bound exists there.
+
+    Rows outside the task's prior support get a bound (it is a property of the model) and a
+    warning: there the posterior is shaped by the prior, not by the bound.
     """
     fisher = fisher_information(task, theta, nuisance)
     dim = task.theta_dim
     info = fisher[:, :dim, :dim]
     if not nuisance_known:
         cross = fisher[:, :dim, dim:]
+        _refuse_singular(fisher[:, dim:, dim:], "the shift")
         info = info - cross @ torch.linalg.solve(fisher[:, dim:, dim:], cross.transpose(-1, -2))
+    _refuse_singular(info, "theta")
+    _warn_outside_prior(task, theta)
     if conditional:
         return info.diagonal(dim1=-2, dim2=-1).rsqrt()
     return torch.linalg.inv(info).diagonal(dim1=-2, dim2=-1).sqrt()
+
+
+def _refuse_singular(info: Tensor, what: str) -> None:
+    """Raise if an information matrix is not positive definite (to working precision)."""
+    scale = info.diagonal(dim1=-2, dim2=-1).abs().amax(-1, keepdim=True).clamp_min(1e-300)
+    _, status = torch.linalg.cholesky_ex(info / scale.unsqueeze(-1))
+    eig_min = torch.linalg.eigvalsh(info / scale.unsqueeze(-1)).amin(-1)
+    bad = (status != 0) | (eig_min < 1e-12)
+    if bad.any():
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(
+            f"The data carry (almost) no information on {what} at row(s) {rows[:10]} of "
+            "`theta`/`nuisance` (singular Fisher matrix, e.g. a signal of zero amplitude or one "
+            "that leaves the time window): no finite Cramer-Rao bound exists there."
+        )
+
+
+def _warn_outside_prior(task: SignalModel, theta: Tensor) -> None:
+    support = getattr(getattr(task, "prior", None), "support", None)
+    if support is None:
+        return
+    inside = support.check(theta.to(torch.float32))
+    if not bool(inside.all()):
+        rows = (~inside).nonzero().flatten().tolist()
+        warnings.warn(
+            f"Row(s) {rows[:10]} of `theta` lie outside the task's prior: the bound holds for "
+            "the model, but a posterior there is shaped by the prior's edge, not by the data.",
+            UserWarning,
+            stacklevel=3,
+        )

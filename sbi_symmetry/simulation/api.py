@@ -83,7 +83,7 @@ def _run(
         fn_name: _describe(getattr(job, fn_name)),
         "prior": _describe(job.prior),
     }
-    writer = StoreWriter.start(settings, path, overwrite=overwrite, resume=resume)
+    writer = StoreWriter.start(settings, path, overwrite=overwrite, resume=resume, job=job)
     todo = [i for i in range(num_chunks) if i not in writer.completed]
     if todo:
         payload = dump_job(job)
@@ -159,8 +159,9 @@ def simulate_dataset(
         n_jobs: Workers for ``"joblib"`` and ``"dask"`` (default: all cores).
         seed: Seed of the run; chunk ``i`` uses the ``i``-th child of ``SeedSequence(seed)``.
         overwrite: Replace an existing store at ``path``.
-        resume: Finish an interrupted store at ``path`` (same settings); chunks already
-            written are not simulated again.
+        resume: Finish an interrupted store at ``path`` (same settings, same prior and
+            simulator: a store on disk records their fingerprints, at the cost of one simulator
+            call, and a mismatch is refused); chunks already written are not simulated again.
         show_progress_bar: Show a progress bar of simulations written.
 
     Returns:
@@ -225,7 +226,8 @@ def simulate_views(
         n_jobs: Workers for ``"joblib"`` and ``"dask"``.
         seed: Seed of the run.
         overwrite: Replace an existing store at ``path``.
-        resume: Finish an interrupted store at ``path``.
+        resume: Finish an interrupted store at ``path`` (same settings, prior and views
+            function, checked as in :func:`simulate_dataset`).
         show_progress_bar: Show a progress bar.
 
     Returns:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.format import open_memmap
 
+from sbi_symmetry.simulation.fingerprint import check_fingerprints, job_fingerprints
 from sbi_symmetry.simulation.meta import (
     FORMAT,
     META_FILE,
@@ -29,7 +30,7 @@ from sbi_symmetry.simulation.meta import (
     _write_meta,
 )
 from sbi_symmetry.simulation.store import SimulationStore
-from sbi_symmetry.simulation.worker import ChunkResult
+from sbi_symmetry.simulation.worker import ChunkResult, Job
 
 
 class StoreWriter:
@@ -66,6 +67,7 @@ class StoreWriter:
         path: str | os.PathLike[str] | None,
         overwrite: bool = False,
         resume: bool = False,
+        job: Job | None = None,
     ) -> StoreWriter:
         """Create a writer for a new store, or for an existing one when resuming.
 
@@ -75,6 +77,10 @@ class StoreWriter:
             path: Directory of the store (created if missing), or ``None`` for memory.
             overwrite: Replace an existing store at ``path``.
             resume: Finish an existing store at ``path`` made with the same settings.
+            job: The job that fills the store. With a ``path``, a new store records the
+                fingerprints of its prior and simulator, and ``resume`` refuses a job whose
+                fingerprints differ (:mod:`~sbi_symmetry.simulation.fingerprint`; one simulator
+                call each time).
 
         Returns:
             The writer.
@@ -114,6 +120,10 @@ class StoreWriter:
                         f"Cannot resume the store at {str(path)!r}: its settings differ ({detail})."
                         " Use the same settings, or overwrite=True to start again."
                     )
+                if job is not None:
+                    calls = check_fingerprints(old, job, str(path))
+                    old["fingerprint_calls"] = old.get("fingerprint_calls", 0) + calls
+                    _write_meta(path, old)
                 return cls(old, path)
             if not overwrite:
                 raise FileExistsError(
@@ -129,6 +139,8 @@ class StoreWriter:
                 f"`path` {str(path)!r} is a non-empty directory that holds no simulation store; "
                 "choose a new or empty directory."
             )
+        if job is not None:
+            fresh.update(job_fingerprints(job))
         path.mkdir(parents=True, exist_ok=True)
         _write_meta(path, fresh)
         return cls(fresh, path)

@@ -131,7 +131,7 @@ class SymmetryEmbedding(nn.Module):
         self._output_dim: int | None = output_dim
         self.history: dict[str, list[Any]] = {}
         self._freeze: str = "none"
-        self._scale_checks = 0
+        self.reset_input_check()
         self.freeze = freeze
 
     # ----------------------------------------------------------------------------- freezing
@@ -208,7 +208,7 @@ class SymmetryEmbedding(nn.Module):
             )
         check_finite(x, "x")  # a NaN x_o would give a silent NaN posterior
         mean, std = self._broadcast_scaling(x)
-        if self._scale_checks < _SCALE_CHECK_BATCHES and x.shape[0] >= _SCALE_CHECK_MIN_ROWS:
+        if self._scale_checks < _SCALE_CHECK_BATCHES:
             self._check_not_standardised(x)
         z = self.encoder((x - mean) / std)
         if not isinstance(z, Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:
@@ -234,25 +234,42 @@ class SymmetryEmbedding(nn.Module):
         return self.input_mean.reshape(view), self.input_std.reshape(view)
 
     def reset_input_check(self) -> None:
-        """Re-arm the check for sbi-standardised input on the next large batches."""
+        """Re-arm the check for sbi-standardised input on the next rows it receives."""
         self._scale_checks = 0
+        self._scale_sums: list[Tensor] | None = None  # per-channel count, sum, sum of squares
+        self._scale_rows = 0
 
     def _check_not_standardised(self, x: Tensor) -> None:
-        """Warn once if ``x`` looks z-scored by sbi although the pretraining data were not."""
-        self._scale_checks += 1
+        """Warn once if ``x`` looks z-scored by sbi although the pretraining data were not.
+
+        Statistics are pooled over calls until ``_SCALE_CHECK_MIN_ROWS`` rows have been seen,
+        so the check does not depend on the batch size (``training_batch_size=20`` included).
+        """
         ref_mean = self.input_mean.double().cpu()
         ref_std = self.input_std.double().cpu()
         # Standardised data have mean 0 and std 1; the check only makes sense if the
         # pretraining data were clearly different from that.
         far = bool(((ref_mean.abs() > 0.3) | ((ref_std.log()).abs() > math.log(1.4))).any())
         if not far:
+            self._scale_checks = _SCALE_CHECK_BATCHES
             return
         values = x.detach().double()
         if self.input_mean.numel() > 1:  # one row per channel
             values = values.transpose(0, 1).reshape(x.shape[1], -1)
         else:
             values = values.reshape(1, -1)
-        mean, std = values.mean(dim=1).cpu(), values.std(dim=1).cpu()
+        count = values.new_full((values.shape[0],), values.shape[1])
+        sums = [count, values.sum(1), values.square().sum(1)]
+        if self._scale_sums is not None:
+            sums = [a + b for a, b in zip(self._scale_sums, sums, strict=True)]
+        self._scale_sums, self._scale_rows = sums, self._scale_rows + x.shape[0]
+        if self._scale_rows < _SCALE_CHECK_MIN_ROWS:
+            return
+        count, total, squares = (t.cpu() for t in sums)
+        self._scale_sums, self._scale_rows = None, 0
+        self._scale_checks += 1
+        mean = total / count
+        std = ((squares / count - mean.square()).clamp_min(0) * count / (count - 1)).sqrt()
         looks_standard = bool(((mean.abs() < 0.15) & ((std - 1).abs() < 0.2)).all())
         if looks_standard:
             self._scale_checks = _SCALE_CHECK_BATCHES
@@ -263,7 +280,7 @@ class SymmetryEmbedding(nn.Module):
                 "it also breaks the shift symmetry). Build the estimator with z_score_x='none', "
                 "e.g. embedding.posterior_nn('maf').",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
     # ----------------------------------------------------------------------------- sbi builders

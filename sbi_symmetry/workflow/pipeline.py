@@ -3,7 +3,8 @@
 :func:`run` calls the stages of :mod:`sbi_symmetry.workflow.stages` in order, prints one summary
 line per stage and writes the report (:mod:`sbi_symmetry.workflow.report`): ``report.md``,
 ``report.html``, ``metrics.json``, ``config.json`` (re-run it with ``sbi-symmetry run --config``),
-the figures and the saved embedding.
+the figures and the saved embedding. Each finished stage is also saved in ``.stages/``
+(:mod:`~sbi_symmetry.workflow.checkpoints`), so an interrupted run goes on with ``--resume``.
 
 Example:
     >>> from sbi_symmetry.workflow.config import RunConfig
@@ -14,16 +15,18 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from sbi_symmetry._random import seeded
 from sbi_symmetry.evaluation import Stopwatch
 from sbi_symmetry.tasks import get_task
 from sbi_symmetry.workflow import stages
+from sbi_symmetry.workflow.checkpoints import STAGES_DIR, StageCheckpoints
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.registry import label
@@ -33,12 +36,13 @@ NUM_STAGES = 7
 _KINDS = {"npe": "density estimators", "ratio": "ratio estimators"}
 
 
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Create ``out``; refuse an existing non-empty folder unless ``overwrite`` and it is ours.
+def prepare_output(out: Path, overwrite: bool, resume: bool = False) -> Path:
+    """Create ``out``; refuse an existing non-empty folder unless it is ours and we may use it.
 
     Args:
         out: Output folder.
         overwrite: Replace the files of an earlier run in ``out``.
+        resume: Go on with an earlier, interrupted (or finished) run in ``out``.
 
     Returns:
         The folder.
@@ -50,19 +54,25 @@ def prepare_output(out: Path, overwrite: bool) -> Path:
         True
     """
     out = Path(out)
+    if overwrite and resume:
+        raise ValueError("--overwrite and --resume exclude each other: start again, or go on.")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a folder.")
+    ours = (out / MARKER).exists() or (out / STAGES_DIR).is_dir()
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
+        if not (overwrite or resume):
+            hint = " or --resume to go on with the run there" if ours else ""
             raise FileExistsError(
-                f"--out {out} already exists and is not empty; choose another folder or pass "
-                "--overwrite to replace an earlier run's results there."
+                f"--out {out} already exists and is not empty; choose another folder, pass "
+                f"--overwrite to replace an earlier run's results there{hint}."
             )
-        if not (out / MARKER).exists():
+        if not ours:
             raise FileExistsError(
-                f"--out {out} is not empty and holds no earlier run ({MARKER} missing); "
-                "refusing to write into it even with --overwrite."
+                f"--out {out} is not empty and holds no earlier run ({MARKER} and {STAGES_DIR}/ "
+                "missing); refusing to write into it."
             )
+        if overwrite:
+            shutil.rmtree(out / STAGES_DIR, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -72,6 +82,7 @@ def run(
     out: str | Path,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -79,62 +90,79 @@ def run(
 
     Args:
         config: Settings (see :class:`RunConfig`).
-        out: Output folder (must not exist, be empty, or be an earlier run with ``overwrite``).
+        out: Output folder (must not exist, be empty, or be an earlier run with ``overwrite``
+            or ``resume``).
         overwrite: Replace an earlier run's files in ``out``.
+        resume: Load the stages an earlier run in ``out`` finished (same settings) and run the
+            rest; the numbers are those of an uninterrupted run.
         show_progress: Progress bars (sbi's and ours).
         log: Where the one-line stage summaries go.
 
     Returns:
-        The metrics written to ``metrics.json``. Every random draw follows ``config.seed``:
-        torch's global generator is seeded (as sbi's own examples do) and numpy's, which sbi's
-        slice sampler uses, is seeded for the run and restored afterwards.
+        The metrics written to ``metrics.json``. Every random draw follows ``config.seed``
+        (torch's and numpy's global generators, which sbi's samplers use, are seeded for the
+        run and restored afterwards), the networks' initial weights included.
     """
     config.validate()
-    folder = prepare_output(Path(out), overwrite)
-    numpy_state = np.random.get_state()  # sbi's slice sampler draws from numpy's global state
-    np.random.seed(config.seed)
-    try:
-        return _run_stages(config, folder, show_progress, log)
-    finally:
-        np.random.set_state(numpy_state)  # the caller's numpy stream is left as it was
+    folder = prepare_output(Path(out), overwrite, resume)
+    checkpoints = StageCheckpoints(folder, config, resume)
+    with seeded(config.seed, config.device):
+        return _run_stages(config, folder, checkpoints, show_progress, log)
 
 
 def _run_stages(
-    config: RunConfig, folder: Path, show_progress: bool, log: Callable[[str], None]
+    config: RunConfig,
+    folder: Path,
+    saved: StageCheckpoints,
+    show_progress: bool,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
-    torch.manual_seed(config.seed)
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
     task = get_task(config.task, device=config.device)
     watch = Stopwatch()
 
-    def say(stage: int, text: str) -> None:
+    def say(stage: int, name: str, text: str) -> None:
         """One stage's summary line, e.g. ``[1/7] simulate: ...``."""
-        log(f"[{stage}/{NUM_STAGES}] {text}")
+        log(f"[{stage}/{NUM_STAGES}] {text}{saved.note(name)}")
 
     with watch("simulate"):
-        sims = stages.simulate(task, config, gen)
-    say(1, f"simulate: {_sizes(config, sims)} ({watch.seconds['simulate']:.1f} s)")
+        sims = saved.run("simulate", lambda: stages.simulate(task, config, gen), gen)
+    say(1, "simulate", f"simulate: {_sizes(config, sims)} ({watch.seconds['simulate']:.1f} s)")
     ctx = stages.training_context(task, sims, config, show_progress)
     trained: dict[str, TrainedMethod] = {}
     for stage, (kind, what) in enumerate(_KINDS.items(), start=2):
         with watch(f"train {what}"):
-            group = stages.train_methods(ctx, kind)
+            group = saved.run(f"train_{kind}", lambda k=kind: stages.train_methods(ctx, k), gen)
         trained.update(group)
         done = "; ".join(_training_line(m) for m in group.values()) or "none selected"
-        say(stage, f"trained {what}: {done}")
+        say(stage, f"train_{kind}", f"trained {what}: {done}")
     with watch("reference"):
-        refs = stages.references(task, sims, config, show_progress)
-    say(4, _reference_line(config, refs, watch))
+        refs = saved.run(
+            "references", lambda: stages.references(task, sims, config, show_progress), gen
+        )
+    say(4, "references", _reference_line(config, refs, watch))
     with watch("accuracy"):
-        acc = stages.accuracy(task, sims, trained, refs, config, gen, show_progress)
-    say(5, _accuracy_line(acc, refs))
+        acc = saved.run(
+            "accuracy",
+            lambda: stages.accuracy(task, sims, trained, refs, config, gen, show_progress),
+            gen,
+        )
+    say(5, "accuracy", _accuracy_line(acc, refs))
     with watch("calibration"):
-        cal = stages.calibration(task, sims, trained, config, show_progress)
-    say(6, "calibration: " + ", ".join(_calibration_word(k, v) for k, v in cal.items()))
+        cal = saved.run(
+            "calibration",
+            lambda: stages.calibration(task, sims, trained, config, show_progress),
+            gen,
+        )
+    say(
+        6,
+        "calibration",
+        "calibration: " + ", ".join(_calibration_word(k, v) for k, v in cal.items()),
+    )
     with watch("report"):
         results = RunResults(config, task, sims, trained, refs, acc, cal, watch)
         metrics = write_report(folder, results)
-    say(7, f"report: {folder / 'report.md'} ({sum(watch.seconds.values()):.0f} s in all)")
+    say(7, "report", f"report: {folder / 'report.md'} ({sum(watch.seconds.values()):.0f} s in all)")
     return metrics
 
 

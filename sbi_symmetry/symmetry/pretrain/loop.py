@@ -24,7 +24,10 @@ The loop:
 * records per epoch the train and validation loss terms, the rate, and collapse statistics of the
   validation summaries (per-dimension std, effective rank) plus their invariance error;
 * is deterministic under ``seed`` (bitwise on CPU), and can write a checkpoint every epoch and
-  resume from it with the same result as an uninterrupted run.
+  resume from it with the same result as an uninterrupted run. It seeds torch's (and numpy's)
+  global generators, which the views use, inside :func:`~sbi_symmetry._random.seeded`, so the
+  caller's random state is the same after the call as before. The encoder's initial weights
+  are the caller's: seed before building it to make the whole run reproducible.
 
 Under ``torchrun --nproc_per_node=N`` (``torch.distributed`` initialised, ``N > 1``) the same call
 trains data-parallel (:mod:`sbi_symmetry.distributed`): ``batch_size`` is the global batch, each
@@ -63,6 +66,7 @@ from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 import sbi_symmetry.distributed as distributed
+from sbi_symmetry._random import seeded
 from sbi_symmetry.losses.vicreg import VICRegLoss
 from sbi_symmetry.nets.heads import Expander
 from sbi_symmetry.symmetry.diagnostics import collapse_statistics, summary_invariance
@@ -148,13 +152,14 @@ def pretrain_vicreg(
     split_sizes(num_simulations, cfg)
     check_freeze_mode(encoder, cfg.freeze)
 
-    data = prepare_data(views, prior, inputs_given, num_simulations, cfg)
-    state = _build_state(encoder, expander, data, cfg)
-    if cfg.checkpoint_path is not None:  # read by rank 0, sent to all (any world size resumes)
-        saved = distributed.on_main_process(lambda: checkpoint.load(), share_result=True)
-        if saved is not None:
-            state.restore(saved)
-    _run_epochs(state, views, data, cfg.vicreg_loss(), checkpoint, callback)
+    with seeded(cfg.seed, cfg.device):  # the caller's random state is restored afterwards
+        data = prepare_data(views, prior, inputs_given, num_simulations, cfg)
+        state = _build_state(encoder, expander, data, cfg)
+        if cfg.checkpoint_path is not None:  # read by rank 0, sent to all (any world resumes)
+            saved = distributed.on_main_process(lambda: checkpoint.load(), share_result=True)
+            if saved is not None:
+                state.restore(saved)
+        _run_epochs(state, views, data, cfg.vicreg_loss(), checkpoint, callback)
 
     embedding = state.embedding
     embedding.load_state_dict(state.run.best_embedding)
