@@ -301,7 +301,7 @@ def test_an_interrupted_run_resumes_from_its_finished_stages(tmp_path, monkeypat
     assert not (tmp_path / "cut" / "metrics.json").exists()
     with pytest.raises(FileExistsError, match="--resume"):
         pipeline.run(cfg, tmp_path / "cut", **quiet)
-    with pytest.raises(ValueError, match="other settings .*seed"):
+    with pytest.raises(ValueError, match=r"other settings .*seed"):
         pipeline.run(dataclasses.replace(cfg, seed=1), tmp_path / "cut", resume=True, **quiet)
 
     def must_not_train(*args, **kwargs):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from sbi_symmetry.simulation.counting import count_simulator_calls
 from sbi_symmetry.tasks import DampedOscillator
 from sbi_symmetry.workflow import registry, stages
 from sbi_symmetry.workflow.config import RunConfig
@@ -54,11 +56,12 @@ def test_the_config_accepts_registered_methods_only():
 
 
 def _fake(name: str, calls: list[str] | None = None):
-    def train(ctx: registry.TrainingContext) -> str:
+    def train(ctx: registry.TrainingContext) -> SimpleNamespace:
         assert isinstance(ctx.theta, torch.Tensor) and ctx.config.methods
         if calls is not None:
             calls.append(name)
-        return f"trained {name}"
+        ctx.task.simulate(torch.full((3, 2), 0.5))  # three simulated views, say
+        return SimpleNamespace(name=f"trained {name}", extra={})
 
     return train
 
@@ -68,10 +71,13 @@ def test_a_new_method_is_one_entry(monkeypatch):
     monkeypatch.setitem(METHODS, "toy_npe", spec)
     cfg = RunConfig.from_preset("damped-oscillator", methods=parse_methods("toy_npe"))
     assert cfg.methods == ("toy_npe",) and label("toy_npe") == "toy NPE"
-    task = DampedOscillator()
+    task = count_simulator_calls(DampedOscillator())
     sims = stages.Simulations(*[torch.zeros(1)] * 7)
     ctx = stages.training_context(task, sims, cfg, show_progress=False)
-    assert stages.train_methods(ctx, "npe") == {"toy_npe": "trained toy_npe"}
+    trained = stages.train_methods(ctx, "npe")
+    assert list(trained) == ["toy_npe"] and trained["toy_npe"].name == "trained toy_npe"
+    calls = trained["toy_npe"].extra["simulator_calls"]
+    assert calls == {"training_set": 1, "views": 3, "total": 4}
 
 
 def test_selected_methods_train_in_registry_order_with_the_towers_built_in_place(monkeypatch):

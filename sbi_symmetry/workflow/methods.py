@@ -136,6 +136,7 @@ class TrainedMethod:
             "macs_per_1000": self.macs_per_1000,
             "epochs": self.epochs,
             **{k: v for k, v in self.extra.items() if isinstance(v, int | float | str)},
+            "simulator_calls": dict(self.extra.get("simulator_calls", {})),
         }
 
 

@@ -24,6 +24,7 @@ import torch
 
 from sbi_symmetry._random import seeded
 from sbi_symmetry.evaluation import Stopwatch
+from sbi_symmetry.simulation.counting import count_simulator_calls
 from sbi_symmetry.tasks import get_task
 from sbi_symmetry.workflow import stages
 from sbi_symmetry.workflow.checkpoints import STAGES_DIR, StageCheckpoints
@@ -118,7 +119,7 @@ def _run_stages(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
-    task = get_task(config.task, device=config.device)
+    task = count_simulator_calls(get_task(config.task, device=config.device))
     watch = Stopwatch()
 
     def say(stage: int, name: str, text: str) -> None:
@@ -169,14 +170,18 @@ def _run_stages(
 def _sizes(config: RunConfig, sims: stages.Simulations) -> str:
     return (
         f"{config.num_simulations} training pairs, {config.num_observations} observations, "
-        f"{sims.x_cal.shape[0]} calibration pairs"
+        f"{sims.x_cal.shape[0]} calibration pairs ({sum(sims.calls.values()):,} simulator calls)"
     )
 
 
 def _training_line(method: TrainedMethod) -> str:
     text = f"{label(method.name)} {method.epochs} epochs in {method.train_seconds:.0f} s"
+    views = method.extra.get("simulator_calls", {}).get("views", 0)
     if method.pretrain_seconds:
-        text += f" (after {method.pretrain_seconds:.0f} s of pretraining)"
+        text += f" (after {method.pretrain_seconds:.0f} s of pretraining"
+        text += f" on {views:,} simulated views)" if views else " on stored data)"
+    elif views:
+        text += f" ({views:,} simulated views)"
     return text
 
 

@@ -43,6 +43,7 @@ _HEADER = [
     "SBC (KS p-values)",
     "max coverage error",
     "TARP ATC",
+    "simulator calls (training set + views)",
     "trainable params",
     "MACs (batch 1000)",
     "train s",
@@ -115,6 +116,7 @@ def _row(name: str, entry: dict[str, Any]) -> list[str]:
         ", ".join(f"{p:.2f}" for p in cal["ks_pvals"]),
         f"{cal['max_coverage_error']:.3f}",
         f"{cal['tarp_atc']:+.3f}",
+        _calls(costs.get("simulator_calls", {})),
         f"{costs['trainable_parameters']:,}",
         f"{costs['macs_per_1000']:.2e}",
         f"{costs['train_seconds']:.0f}",
@@ -132,7 +134,10 @@ def _metrics_note(task: Any) -> str:
         + "). The Cramér-Rao bound profiles the nuisance out. SBC: Kolmogorov-Smirnov p-values "
         "of rank uniformity per parameter (sbi's check_sbc); coverage error is the largest gap "
         "between empirical and nominal coverage of central credible intervals; TARP ATC near 0 "
-        "is ideal (sbi's check_tarp)."
+        "is ideal (sbi's check_tarp). Simulator calls: every data set a method's training used, "
+        "counted as sbi-benchmark counts a budget: the training set all methods share plus the "
+        "views simulated for pretraining (a pair of views counts two); the observations and the "
+        "calibration pairs are counted apart in metrics.json."
     )
 
 
@@ -217,6 +222,7 @@ def _metrics(results: RunResults) -> dict[str, Any]:
         "versions": {**versions(), "torch_threads": str(torch.get_num_threads())},
         "wall_seconds": dict(results.watch.seconds),
         "observations": {"theta": sims.theta_o.tolist(), "nuisance": sims.shift_o.tolist()},
+        "simulator_calls": {**sims.calls, "total": sum(sims.calls.values())},
         "cramer_rao_bound": None if crb is None else crb.tolist(),
         "reference": [
             {"method": r.method, "seconds": r.wall_time_s, "log_evidence": r.log_evidence}
@@ -224,6 +230,12 @@ def _metrics(results: RunResults) -> dict[str, Any]:
         ],
         "methods": results.accuracy.metrics,
     }
+
+
+def _calls(calls: dict[str, int]) -> str:
+    if not calls:
+        return "n/a"
+    return f"{calls['total']:,} ({calls['training_set']:,} + {calls['views']:,})"
 
 
 def _mean_columns(values: list[list[float]] | None) -> str:

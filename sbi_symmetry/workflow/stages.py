@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,6 +39,7 @@ from sbi_symmetry.evaluation import c2st_score, calibrate, std_ratio, summarise
 from sbi_symmetry.evaluation.calibration import CalibrationResult
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.reference.protocol import is_signal_model
+from sbi_symmetry.simulation.counting import simulator_calls
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.registry import METHODS, TOWER_SETTINGS, TrainingContext, label
@@ -59,6 +60,8 @@ class Simulations:
     x_o: Tensor
     theta_cal: Tensor
     x_cal: Tensor
+    #: Simulator calls counted for each set (``training``, ``observations``, ``calibration``).
+    calls: dict[str, int] = field(default_factory=dict)
 
 
 def simulate(task: Any, config: RunConfig, gen: torch.Generator) -> Simulations:
@@ -79,13 +82,23 @@ def simulate(task: Any, config: RunConfig, gen: torch.Generator) -> Simulations:
         >>> sims.theta.shape[0], sims.theta_o.shape[0], sims.theta_cal.shape[0]
         (500, 5, 100)
     """
+    count = simulator_calls(task)
+    calls: dict[str, int] = {}
+
+    def counted(name: str) -> None:
+        nonlocal count
+        calls[name], count = simulator_calls(task) - count, simulator_calls(task)
+
     theta, x = task.sample_joint(config.num_simulations, generator=gen)
+    counted("training")
     theta_o = task.sample_prior(config.num_observations, generator=gen)
     shift_o = task.sample_nuisance(config.num_observations, generator=gen)
     x_o = task.simulate(theta_o, shift_o, generator=gen)
+    counted("observations")
     num_cal = max(config.sbc_pairs, config.sbc_pairs_ratio)
     theta_cal, x_cal = task.sample_joint(num_cal, generator=gen)
-    return Simulations(theta, x, theta_o, shift_o, x_o, theta_cal, x_cal)
+    counted("calibration")
+    return Simulations(theta, x, theta_o, shift_o, x_o, theta_cal, x_cal, calls)
 
 
 def training_context(
@@ -138,11 +151,20 @@ def train_methods(ctx: TrainingContext, kind: str) -> dict[str, TrainedMethod]:
     """
     if kind not in ctx.towers:
         ctx.towers[kind] = _tower(ctx.task, ctx.config, kind)
-    return {
-        name: spec.train(ctx)
-        for name, spec in METHODS.items()
-        if spec.kind == kind and name in ctx.config.methods
-    }
+    trained = {}
+    for name, spec in METHODS.items():
+        if spec.kind == kind and name in ctx.config.methods:
+            before = simulator_calls(ctx.task)
+            method = spec.train(ctx)
+            views = simulator_calls(ctx.task) - before  # pretraining or symmetry views
+            training_set = int(ctx.theta.shape[0])
+            method.extra["simulator_calls"] = {
+                "training_set": training_set,
+                "views": views,
+                "total": training_set + views,
+            }
+            trained[name] = method
+    return trained
 
 
 def references(task: Any, sims: Simulations, config: RunConfig, show_progress: bool) -> list[Any]:

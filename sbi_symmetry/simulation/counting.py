@@ -1,0 +1,73 @@
+"""Count every simulated data set, as sbi-benchmark counts a budget.
+
+One call is one simulated ``(theta, nuisance)`` data set: a batch of ``n`` parameter rows counts
+``n``, and a pair of views counts two. :func:`count_simulator_calls` makes a task count the rows
+that go through its ``simulate`` (whoever calls it: ``sample_joint``, ``task(theta)``, the
+re-simulated views of ``task.views``), so pretraining views, training sets and calibration sets
+are all seen; :func:`simulator_calls` reads the count.
+
+Example:
+    >>> import torch
+    >>> from sbi_symmetry.tasks import DampedOscillator
+    >>> task = count_simulator_calls(DampedOscillator())
+    >>> _ = task.sample_joint(10)
+    >>> x_a, x_b = task.views(task.sample_prior(4))  # two views of 4 parameter sets
+    >>> simulator_calls(task)
+    18
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from torch import Tensor
+
+__all__ = ["count_simulator_calls", "simulator_calls"]
+
+T = TypeVar("T")
+
+
+class _CountedSimulate:
+    """``task.simulate`` that adds the number of rows of each call to ``calls``."""
+
+    def __init__(self, simulate: Any) -> None:
+        self.simulate = simulate
+        self.calls = 0
+
+    def __call__(self, theta: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        out = self.simulate(theta, *args, **kwargs)
+        self.calls += int(theta.shape[0]) if getattr(theta, "ndim", 0) > 1 else 1
+        return out
+
+
+def count_simulator_calls(task: T) -> T:
+    """Make ``task`` count the data sets its ``simulate`` produces (idempotent).
+
+    Args:
+        task: Any object with a ``simulate(theta, ...)`` method (every task of this package).
+
+    Returns:
+        The same task, counting from now on.
+
+    Raises:
+        TypeError: If ``task`` has no callable ``simulate``.
+    """
+    simulate = getattr(task, "simulate", None)
+    if not callable(simulate):
+        raise TypeError(f"`task` must have a callable `simulate`; got {type(task).__name__}.")
+    if not isinstance(simulate, _CountedSimulate):
+        task.simulate = _CountedSimulate(simulate)  # type: ignore[attr-defined]
+    return task
+
+
+def simulator_calls(task: Any) -> int:
+    """Data sets simulated through ``task.simulate`` since :func:`count_simulator_calls`.
+
+    Args:
+        task: A task.
+
+    Returns:
+        The count (0 for a task that is not counting).
+    """
+    simulate = getattr(task, "simulate", None)
+    return simulate.calls if isinstance(simulate, _CountedSimulate) else 0
