@@ -17,6 +17,7 @@ from sbi_symmetry.emulate import (
 from sbi_symmetry.losses import VICRegLoss, VICRegTerms, symmetric_infonce, vicreg_loss
 from sbi_symmetry.nets import ConvEncoder1D, Expander, ResidualMLP
 from sbi_symmetry.simulation import SimulationStore, simulate_dataset, simulate_views
+from sbi_symmetry.symmetry.cached import cached_npe
 from sbi_symmetry.symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
 from sbi_symmetry.symmetry.pretrain import PretrainConfig, pretrain_vicreg
@@ -30,17 +31,22 @@ from sbi_symmetry.tasks import (
 )
 from sbi_symmetry.views import (
     AugmentedViews,
+    BudgetSplit,
     CircularShift,
     Compose,
+    NoisyTimeShift,
     ResimulatedViews,
     TimeShift,
     Views,
+    shift_views,
+    split_budget,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AugmentedViews",
+    "BudgetSplit",
     "CircularShift",
     "Compose",
     "ConvEncoder1D",
@@ -49,6 +55,7 @@ __all__ = [
     "EmbedEmulateRatioEstimator",
     "Expander",
     "Lorenz96",
+    "NoisyTimeShift",
     "NuisanceTask",
     "NullTracker",
     "PretrainConfig",
@@ -63,14 +70,17 @@ __all__ = [
     "VICRegTerms",
     "Views",
     "__version__",
+    "cached_npe",
     "collapse_statistics",
     "embed_emulate_classifier",
     "get_task",
     "invariance_error",
     "plot_summaries",
     "pretrain_vicreg",
+    "shift_views",
     "simulate_dataset",
     "simulate_views",
+    "split_budget",
     "symmetric_infonce",
     "symmetry_posterior_nn",
     "vicreg_loss",

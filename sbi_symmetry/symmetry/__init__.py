@@ -4,9 +4,12 @@
   sbi's ``posterior_nn`` as ``embedding_net`` (input scaling, freezing, save/load);
 * :mod:`~sbi_symmetry.symmetry.pretrain`: :func:`pretrain_vicreg` and its :class:`PretrainConfig`;
 * :mod:`~sbi_symmetry.symmetry.diagnostics`: collapse statistics, invariance error, the summaries
-  plot.
+  plot;
+* :mod:`~sbi_symmetry.symmetry.cached`: :func:`cached_npe`, NPE on a frozen embedding's features
+  encoded once.
 """
 
+from sbi_symmetry.symmetry.cached import cached_npe
 from sbi_symmetry.symmetry.diagnostics import (
     collapse_statistics,
     invariance_error,
@@ -19,6 +22,7 @@ from sbi_symmetry.symmetry.pretrain import PretrainConfig, pretrain_vicreg
 __all__ = [
     "PretrainConfig",
     "SymmetryEmbedding",
+    "cached_npe",
     "collapse_statistics",
     "invariance_error",
     "plot_summaries",
