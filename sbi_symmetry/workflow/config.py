@@ -47,7 +47,11 @@ class RunConfig:
         task: Task name (``sbi_symmetry.tasks.TASKS``).
         preset: The preset these settings came from.
         num_simulations: Training simulations for every method.
-        pretrain_simulations: Parameter draws for VICReg pretraining (fresh views each epoch).
+        pretrain_simulations: Parameter draws for VICReg pretraining (fresh views each epoch;
+            ignored with ``pretrain_views="shift"``).
+        pretrain_views: ``"resimulated"`` (two simulator calls per view pair, fresh each epoch)
+            or ``"shift"`` (noise-filled time shifts of the stored training set: no simulator
+            call; signal-in-noise tasks only).
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
@@ -74,6 +78,7 @@ class RunConfig:
     preset: str = "fast"
     num_simulations: int = 10_000
     pretrain_simulations: int = 10_000
+    pretrain_views: str = "resimulated"
     num_observations: int = 5
     posterior_samples: int = 2_000
     sbc_pairs: int = 200
@@ -136,6 +141,7 @@ class RunConfig:
         """
         check_choice(self.task, "task", sorted(TASKS))
         check_int(self.seed, "seed", 0)
+        check_choice(self.pretrain_views, "pretrain_views", ("resimulated", "shift"))
         counts = ("num_simulations", "pretrain_simulations", "num_observations")
         counts += ("posterior_samples", "sbc_pairs", "sbc_pairs_ratio", "sbc_posterior_samples")
         for name in counts:

@@ -43,6 +43,7 @@ from sbi_symmetry.evaluation.cost import count_macs, count_parameters
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
+from sbi_symmetry.views import shift_views
 
 
 def mcmc_parameters(x: Tensor) -> MCMCPosteriorParameters:
@@ -305,6 +306,7 @@ def symmetry_npe(
     model: str = "maf",
     flow_kwargs: dict[str, Any] | None = None,
     pretrain_simulations: int = 20_000,
+    pretrain_views: str = "resimulated",
     pretrain_kwargs: dict[str, Any] | None = None,
     embedding: SymmetryEmbedding | None = None,
     show_progress_bars: bool = True,
@@ -321,6 +323,8 @@ def symmetry_npe(
         flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``);
             ``z_score_x`` is always ``"none"`` (the embedding scales its own input).
         pretrain_simulations: Parameter draws for pretraining (fresh views every epoch).
+        pretrain_views: ``"resimulated"`` (the task's views of fresh draws) or ``"shift"``
+            (noise-filled shifts of the training set ``x``: no simulator call).
         pretrain_kwargs: Overrides of :class:`~sbi_symmetry.symmetry.pretrain.PretrainConfig`.
         embedding: An already pretrained embedding to reuse instead of pretraining (copied,
             with its freeze mode).
@@ -335,13 +339,11 @@ def symmetry_npe(
     if pretrained is None:
         start = time.perf_counter()
         kwargs = {"show_progress_bar": show_progress_bars, **(pretrain_kwargs or {})}
-        pretrained = pretrain_vicreg(
-            copy.deepcopy(encoder),
-            task.views,
-            task.prior,
-            num_simulations=pretrain_simulations,
-            **kwargs,
-        )
+        if pretrain_views == "shift":  # views of the stored training set
+            views, inputs = shift_views(task), {"x": x}
+        else:
+            views, inputs = task.views, {"num_simulations": pretrain_simulations}
+        pretrained = pretrain_vicreg(copy.deepcopy(encoder), views, task.prior, **inputs, **kwargs)
         pretrain_seconds = time.perf_counter() - start
     embedding = copy.deepcopy(pretrained)  # sbi fine-tunes this copy; `pretrained` stays as is
     builder = embedding.posterior_nn(model, **(flow_kwargs or {}))

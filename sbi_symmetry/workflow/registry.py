@@ -127,6 +127,7 @@ def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
         ctx.x,
         encoder,
         pretrain_simulations=cfg.pretrain_simulations,
+        pretrain_views=cfg.pretrain_views,
         pretrain_kwargs=pretrain,
         flow_kwargs=dict(cfg.flow),
         **ctx.npe_kwargs(),
