@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.simulation.counting import count_simulator_calls
 from sbi_symmetry.tasks import DampedOscillator
 from sbi_symmetry.workflow import registry, stages
@@ -100,3 +101,26 @@ def test_selected_methods_train_in_registry_order_with_the_towers_built_in_place
     other = stages.training_context(DampedOscillator(), sims, alone, show_progress=False)
     for a, b in zip(ctx.towers["npe"].parameters(), other.towers["npe"].parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_shift_views_pretrain_symmetry_npe_without_a_simulator_call():
+    from sbi_symmetry.simulation.counting import simulator_calls
+    from sbi_symmetry.workflow import methods as M
+
+    task = DampedOscillator()
+    theta, x = task.sample_joint(400, generator=torch.Generator().manual_seed(0))
+    task = count_simulator_calls(task)
+    encoder = ConvEncoder1D.for_task(task, output_dim=3, channels=2, num_blocks=1, downsample=8)
+    trained = M.symmetry_npe(
+        task,
+        theta,
+        x,
+        encoder,
+        pretrain_views="shift",
+        pretrain_kwargs={"max_epochs": 1, "batch_size": 64, "show_progress_bar": False},
+        show_progress_bars=False,
+        max_num_epochs=1,
+    )
+    assert simulator_calls(task) == 0 and trained.pretrain_seconds > 0
+    with pytest.raises(ValueError, match="`pretrain_views` must be one of"):
+        RunConfig.from_preset("damped-oscillator", pretrain_views="bank").validate()
