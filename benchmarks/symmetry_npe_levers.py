@@ -21,11 +21,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp  # noqa: E402
+from _common import command_line, platform_stamp
 
-from sbi_symmetry._io import atomic_write_text  # noqa: E402
-from sbi_symmetry.workflow import pipeline  # noqa: E402
-from sbi_symmetry.workflow.config import RunConfig  # noqa: E402
+from sbi_symmetry._io import atomic_write_text
+from sbi_symmetry.workflow import pipeline
+from sbi_symmetry.workflow.config import RunConfig
 
 #: name -> (methods, changes to the fast preset; "pretrain"/"encoder" entries update those dicts)
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {

@@ -46,7 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
         "sbi's NPE on raw data, judged against exact reference posteriors; writes a report.",
     )
     run.add_argument(
-        "--task", choices=sorted(TASKS), default=None, help="default: damped-oscillator"
+        "--task",
+        type=_task_name,
+        default=None,
+        metavar="{" + ",".join(sorted(TASKS)) + "} or module:Object",
+        help="a built-in task (default: damped-oscillator), or your own as module:Object (a "
+        "class or an instance with prior, nuisance_prior or sample_nuisance, simulate, "
+        "sample_prior, sample_joint, theta_dim, parameter_names; optionally "
+        "reference_posterior); it runs with the default task's preset",
     )
     run.add_argument(
         "--preset",
@@ -91,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
+
+
+def _task_name(text: str) -> str:
+    """``--task``: a built-in name or ``module:Object`` (imported and checked by the config).
+
+    Example:
+        >>> _task_name("lorenz96"), _task_name("my_package.tasks:MyTask")
+        ('lorenz96', 'my_package.tasks:MyTask')
+    """
+    if text in TASKS or ":" in text:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from {', '.join(sorted(TASKS))}, or give your own "
+        "task as module:Object)"
+    )
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -208,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from sbi_symmetry.workflow.pipeline import run
+
+    if os.getcwd() not in sys.path:  # --task my_module:MyTask finds ./my_module.py (appended:
+        sys.path.append(os.getcwd())  # nothing installed is shadowed)
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry._validation import check_choice, check_int
-from sbi_symmetry.tasks import TASKS
+from sbi_symmetry.tasks import TASKS, get_task
 from sbi_symmetry.workflow.registry import METHODS
 from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs
 
@@ -44,7 +44,8 @@ class RunConfig:
     """Everything ``sbi-symmetry run`` does, in one place (JSON-serialisable).
 
     Attributes:
-        task: Task name (``sbi_symmetry.tasks.TASKS``).
+        task: Task name (``sbi_symmetry.tasks.TASKS``), or your own task as ``module:Object``
+            (see :func:`sbi_symmetry.tasks.get_task`; its presets are the default task's).
         preset: The preset these settings came from.
         num_simulations: Training simulations for every method.
         pretrain_simulations: Parameter draws for VICReg pretraining (fresh views each epoch;
@@ -124,9 +125,13 @@ class RunConfig:
             ValueError: unknown run setting(s) ['simulatons']; valid: ['device', ...].
         """
         check_choice(preset, "preset", PRESETS)
-        check_choice(task, "task", sorted({t for t, _ in _PRESETS}))
+        if is_task_spec(task):  # your own task: the default task's preset
+            base = replace(_PRESETS[(RunConfig.task, preset)], task=task)
+        else:
+            check_choice(task, "task", sorted({t for t, _ in _PRESETS}))
+            base = _PRESETS[(task, preset)]
         _check_names(overrides)
-        cfg = replace(_PRESETS[(task, preset)], **overrides)
+        cfg = replace(base, **overrides)
         cfg.validate()
         return cfg
 
@@ -139,7 +144,10 @@ class RunConfig:
             ...
             ValueError: `num_simulations` must be at least 500 for a meaningful run; got 100.
         """
-        check_choice(self.task, "task", sorted(TASKS))
+        if is_task_spec(self.task):
+            get_task(self.task, device="cpu")  # imports and checks it; one line if it cannot
+        else:
+            check_choice(self.task, "task", sorted(TASKS))
         check_int(self.seed, "seed", 0)
         check_choice(self.pretrain_views, "pretrain_views", ("resimulated", "shift"))
         counts = ("num_simulations", "pretrain_simulations", "num_observations")
@@ -214,6 +222,16 @@ class RunConfig:
             path: The file to write.
         """
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def is_task_spec(task: object) -> bool:
+    """Whether ``task`` names your own task as ``module:Object`` (not a built-in name).
+
+    Example:
+        >>> is_task_spec("my_package.tasks:MyTask"), is_task_spec("lorenz96")
+        (True, False)
+    """
+    return isinstance(task, str) and ":" in task
 
 
 def _check_names(values: dict[str, Any]) -> None:

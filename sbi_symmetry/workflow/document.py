@@ -1,7 +1,9 @@
 """A tiny document model rendered to both Markdown and self-contained HTML.
 
-The run's report is a list of blocks (headings, paragraphs, tables, figures, code); one list gives
-``report.md`` and ``report.html`` so the two never disagree.
+The run's report is a list of blocks (headings, paragraphs, bullet lists, tables, figures, code);
+one list gives ``report.md`` and ``report.html`` so the two never disagree. The Markdown links its
+figures (``![caption](file.png)``); the HTML embeds them as ``data:`` URIs when given the folder
+they lie in, so ``report.html`` is one file that can be mailed.
 
 Example:
     >>> doc = Document()
@@ -13,10 +15,21 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+#: MIME types of the figures ``html`` embeds, by file suffix.
+_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".svg": "image/svg+xml",
+    ".gif": "image/gif",
+}
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
@@ -39,6 +52,10 @@ class Document:
     def paragraph(self, text: str) -> None:
         """Add a paragraph (plain text; ``code`` in backticks is kept as code)."""
         self.blocks.append(("paragraph", text))
+
+    def bullets(self, items: Sequence[str]) -> None:
+        """Add a bullet list (each item plain text, ``code`` in backticks kept as code)."""
+        self.blocks.append(("bullets", [str(item) for item in items]))
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Add a table; cells are converted with ``str``."""
@@ -69,6 +86,8 @@ class Document:
                 out.append("#" * value[0] + " " + value[1])
             elif kind == "paragraph":
                 out.append(value)
+            elif kind == "bullets":
+                out.append("\n".join(f"- {item}" for item in value))
             elif kind == "table":
                 header, rows = value
                 lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -80,8 +99,17 @@ class Document:
                 out.append(f"```text\n{value}\n```")
         return "\n\n".join(out) + "\n"
 
-    def html(self, title: str) -> str:
-        """Render as one self-contained HTML page (images are linked, not embedded).
+    def html(self, title: str, root: str | Path | None = None) -> str:
+        """Render as one HTML page; with ``root``, every figure is embedded as a data URI.
+
+        Args:
+            title: The page title.
+            root: The folder the figures' paths are relative to. Given, each figure file is read
+                and embedded (base64), so the page needs no other file; ``FileNotFoundError`` if
+                one is missing. ``None`` links the figures instead.
+
+        Returns:
+            The page.
 
         Example:
             >>> doc = Document()
@@ -95,6 +123,8 @@ class Document:
                 body.append(f"<h{value[0]}>{_inline(value[1])}</h{value[0]}>")
             elif kind == "paragraph":
                 body.append(f"<p>{_inline(value)}</p>")
+            elif kind == "bullets":
+                body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in value) + "</ul>")
             elif kind == "table":
                 header, rows = value
                 head = "".join(f"<th>{_inline(h)}</th>" for h in header)
@@ -103,7 +133,7 @@ class Document:
                 )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
             elif kind == "figure":
-                src, cap = html.escape(value[0]), html.escape(value[1])
+                src, cap = _source(value[0], root), html.escape(value[1])
                 body.append(
                     f'<figure><img src="{src}" alt="{cap}"><figcaption>{cap}</figcaption></figure>'
                 )
@@ -113,6 +143,15 @@ class Document:
             f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
             f"</title><style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n"
         )
+
+
+def _source(path: str, root: str | Path | None) -> str:
+    """The ``src`` of a figure: its path, or (with ``root``) its bytes as a base64 data URI."""
+    if root is None:
+        return html.escape(path)
+    mime = _MIME.get(Path(path).suffix.lower(), "application/octet-stream")
+    data = base64.b64encode((Path(root) / path).read_bytes()).decode("ascii")
+    return f"data:{mime};base64,{data}"
 
 
 def _inline(text: str) -> str:

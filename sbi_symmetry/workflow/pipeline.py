@@ -29,6 +29,7 @@ from sbi_symmetry.tasks import get_task
 from sbi_symmetry.workflow import stages
 from sbi_symmetry.workflow.checkpoints import STAGES_DIR, StageCheckpoints
 from sbi_symmetry.workflow.config import RunConfig
+from sbi_symmetry.workflow.flags import verdict
 from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.registry import label
 from sbi_symmetry.workflow.report import MARKER, RunResults, write_report
@@ -158,7 +159,7 @@ def _run_stages(
     say(
         6,
         "calibration",
-        "calibration: " + ", ".join(_calibration_word(k, v) for k, v in cal.items()),
+        "calibration: " + ", ".join(_calibration_word(k, v, acc, task) for k, v in cal.items()),
     )
     with watch("report"):
         results = RunResults(config, task, sims, trained, refs, acc, cal, watch)
@@ -205,6 +206,7 @@ def _accuracy_line(acc: stages.Accuracy, refs: list[Any]) -> str:
     )
 
 
-def _calibration_word(name: str, result: Any) -> str:
-    verdict = "calibrated" if result.is_calibrated() else "NOT calibrated"
-    return f"{label(name)} {verdict} (max coverage error {result.max_coverage_error():.2f})"
+def _calibration_word(name: str, result: Any, acc: stages.Accuracy, task: Any) -> str:
+    entry = {**acc.metrics.get(name, {}), "calibration": result.to_dict()}
+    word = verdict(entry, task.parameter_names)  # e.g. "calibrated but 5.1 x too wide"
+    return f"{label(name)} {word} (max coverage error {result.max_coverage_error():.2f})"

@@ -2,7 +2,10 @@
 
 :func:`write_report` takes one :class:`RunResults` (everything the stages produced) and writes the
 folder; the tables and figures read method labels from the registry, so a new method appears in
-the report without edits here.
+the report without edits here. Next to the table, a "Notes" list says where a number misleads on
+its own (:mod:`sbi_symmetry.workflow.flags`; the same flags are in ``metrics.json``, per method).
+``report.html`` embeds its figures, so it is one file that can be mailed; ``report.md`` links the
+PNG files beside it.
 
 Example:
     >>> _mean_columns([[1.0, 2.0], [3.0, 4.0]])
@@ -21,16 +24,21 @@ import torch
 from sbi_symmetry._io import atomic_write_text, versions
 from sbi_symmetry.evaluation import Stopwatch
 from sbi_symmetry.symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
+from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
+from sbi_symmetry.workflow import flags
 from sbi_symmetry.workflow.config import CONFIG_FILE, RunConfig
 from sbi_symmetry.workflow.document import Document
 from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.plots import (
+    format_pvalue,
     plot_coverage,
     plot_loss_curves,
     plot_posteriors,
     plot_sbc_ranks,
+    plot_tarp,
+    prior_bounds,
 )
-from sbi_symmetry.workflow.registry import label
+from sbi_symmetry.workflow.registry import METHODS, label
 from sbi_symmetry.workflow.stages import Accuracy, Simulations
 
 #: The file that marks a folder as a finished run (``--overwrite`` only replaces such folders).
@@ -43,6 +51,7 @@ _HEADER = [
     "SBC (KS p-values)",
     "max coverage error",
     "TARP ATC",
+    "calibration verdict",
     "simulator calls (training set + views)",
     "trainable params",
     "MACs (batch 1000)",
@@ -77,8 +86,11 @@ def write_report(folder: Path, results: RunResults) -> dict[str, Any]:
         The metrics.
     """
     config, methods = results.config, results.accuracy.metrics
+    names = list(results.task.parameter_names)
     for name, result in results.calibration.items():
         methods[name]["calibration"] = result.to_dict()
+    for name, entry in methods.items():
+        entry["flags"] = _flags(name, entry, results)
     doc = Document()
     doc.heading(f"sbi-symmetry run: {config.task} ({config.preset} preset)", 1)
     doc.paragraph(
@@ -89,8 +101,10 @@ def write_report(folder: Path, results: RunResults) -> dict[str, Any]:
         f" --methods {','.join(results.trained)}`."
     )
     doc.heading("Metrics")
-    doc.table(_HEADER, [_row(name, entry) for name, entry in methods.items()])
-    doc.paragraph(_metrics_note(results.task))
+    doc.table(*_table(methods, names, bool(results.references)))
+    doc.heading("Notes", 3)
+    doc.bullets(notes(methods))
+    doc.paragraph(_metrics_note(results.task, bool(results.references)))
     doc.heading("Wall time per stage")
     doc.table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in results.watch.seconds.items()])
     figures = _embedding_section(folder, results, doc) + _figures(results)
@@ -100,22 +114,37 @@ def write_report(folder: Path, results: RunResults) -> dict[str, Any]:
         doc.figure(fname, caption)
     metrics = _metrics(results)
     atomic_write_text(folder / "report.md", doc.markdown())
-    atomic_write_text(folder / "report.html", doc.html(f"sbi-symmetry: {config.task}"))
+    atomic_write_text(folder / "report.html", doc.html(f"sbi-symmetry: {config.task}", folder))
     config.save(folder / CONFIG_FILE)
     atomic_write_text(folder / MARKER, json.dumps(metrics, indent=2))
     return metrics
 
 
-def _row(name: str, entry: dict[str, Any]) -> list[str]:
+def _table(
+    methods: dict[str, dict[str, Any]], names: list[str], reference: bool
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows; without a reference, contraction replaces C2ST and the widths."""
+    rows = [_row(name, entry, names) for name, entry in methods.items()]
+    if reference:
+        return _HEADER, rows
+    header = [_HEADER[0], "posterior contraction", *_HEADER[4:]]
+    return header, [
+        [row[0], _mean_columns(methods[name].get("contraction")), *row[4:]]
+        for name, row in zip(methods, rows, strict=True)
+    ]
+
+
+def _row(name: str, entry: dict[str, Any], names: list[str]) -> list[str]:
     c, cal, costs = entry.get("c2st"), entry["calibration"], entry["costs"]
     return [
         label(name),
         f"{c['mean']:.3f} ± {c['sem']:.3f}" if c else "n/a",
         _mean_columns(entry.get("std_over_reference")),
         _mean_columns(entry.get("std_over_crb")),
-        ", ".join(f"{p:.2f}" for p in cal["ks_pvals"]),
+        ", ".join(format_pvalue(p) for p in cal["ks_pvals"]),
         f"{cal['max_coverage_error']:.3f}",
         f"{cal['tarp_atc']:+.3f}",
+        flags.verdict(entry, names),
         _calls(costs.get("simulator_calls", {})),
         f"{costs['trainable_parameters']:,}",
         f"{costs['macs_per_1000']:.2e}",
@@ -125,16 +154,65 @@ def _row(name: str, entry: dict[str, Any]) -> list[str]:
     ]
 
 
-def _metrics_note(task: Any) -> str:
+def notes(methods: dict[str, dict[str, Any]]) -> list[str]:
+    """The "Notes" list next to the table: one line per kind of flag raised.
+
+    Args:
+        methods: Per method name, its ``metrics.json`` entry with ``flags``.
+
+    Returns:
+        The lines (:func:`sbi_symmetry.workflow.flags.notes`), or one saying there is none.
+
+    Example:
+        >>> flag = {"code": "sbc_pvalue", "summary": "beta", "explanation": "Miscalibrated."}
+        >>> notes({"raw_npe": {"flags": [flag]}})
+        ['SBC p-value <0.01. NPE (raw data): beta. Miscalibrated.']
+    """
+    lines = flags.notes({label(k): v.get("flags", []) for k, v in methods.items()})
+    return lines or ["No number in the table needs a caveat: none of the report's flags is raised."]
+
+
+def _flags(name: str, entry: dict[str, Any], results: RunResults) -> list[dict[str, str]]:
+    """The flags of method ``name``: its numbers, loss curves and training caps."""
+    config, method = results.config, results.trained.get(name)
+    setting = "ee_train" if METHODS[name].kind == "ratio" else "npe_train"
+    pretrain_cap = None
+    if method is not None and "pretrain_val_total" in method.history:
+        pretrain_cap = config.pretrain.get("max_epochs", PretrainConfig.max_epochs)
+    return flags.method_flags(
+        entry,
+        names=list(results.task.parameter_names),
+        max_epochs=getattr(config, setting).get("max_num_epochs"),
+        setting=setting,
+        history=None if method is None else method.history,
+        pretrain_max_epochs=pretrain_cap,
+    )
+
+
+def _metrics_note(task: Any, reference: bool) -> str:
+    order = ", ".join(task.parameter_names)
+    if reference:
+        accuracy = (
+            "C2ST: random-forest classifier two-sample test (sbi's default) between each "
+            "method's samples and the reference posterior; 0.5 is indistinguishable. Widths are "
+            f"per-parameter posterior standard deviations averaged over observations (order: "
+            f"{order}). The Cramér-Rao bound profiles the nuisance out (and ignores the prior). "
+        )
+    else:
+        accuracy = (
+            "No reference posterior for this task (no tractable likelihood), so no C2ST and no "
+            "widths against one: posterior contraction is 1 - posterior variance / prior "
+            f"variance per parameter, averaged over observations (order: {order}; 0: no more "
+            "than the prior, 1: a point), and calibration says whether to trust it. "
+        )
     return (
-        "C2ST: random-forest classifier two-sample test (sbi's default) between each method's "
-        "samples and the reference posterior; 0.5 is indistinguishable. Widths are per-parameter "
-        "posterior standard deviations averaged over observations (order: "
-        + ", ".join(task.parameter_names)
-        + "). The Cramér-Rao bound profiles the nuisance out. SBC: Kolmogorov-Smirnov p-values "
-        "of rank uniformity per parameter (sbi's check_sbc); coverage error is the largest gap "
-        "between empirical and nominal coverage of central credible intervals; TARP ATC near 0 "
-        "is ideal (sbi's check_tarp). Simulator calls: every data set a method's training used, "
+        accuracy + "SBC: "
+        "Kolmogorov-Smirnov p-values of rank uniformity per parameter (sbi's check_sbc; below "
+        "0.01 printed as <0.01); coverage error is the largest gap between empirical and nominal "
+        "coverage of central credible intervals; TARP ATC near 0 is ideal (sbi's check_tarp). "
+        "Calibration verdict: no SBC p-value below 0.05 / d (Bonferroni), with the width "
+        f"against the reference when it exceeds {flags.TOO_WIDE:g} x. Simulator calls: every "
+        "data set a method's training used, "
         "counted as sbi-benchmark counts a budget: the training set all methods share plus the "
         "views simulated for pretraining (a pair of views counts two); the observations and the "
         "calibration pairs are counted apart in metrics.json."
@@ -148,7 +226,12 @@ def _embedding_section(folder: Path, results: RunResults, doc: Document) -> list
     task = results.task
     emb = results.trained["symmetry_npe"].extra["pretrained_embedding"]
     emb.save(folder / "embedding", overwrite=True)
-    fig = plot_summaries(emb, task, task.sample_prior(6), num_nuisance=150)
+    dims, which = _summary_dims(emb, results.sims.x)
+    fig = plot_summaries(emb, task, task.sample_prior(6), num_nuisance=150, dims=dims)
+    shown = ", ".join(f"$z_{{{d}}}$" for d in dims)
+    fig.suptitle(f"Summaries of six fixed θ under random nuisance\n{shown}: {which}", fontsize=11)
+    for legend in fig.legends:  # below the two-line title, in the grid's empty upper triangle
+        legend.set_bbox_to_anchor((0.99, 0.9), transform=fig.transFigure)
     with torch.no_grad():
         z = emb(task.simulate(task.sample_prior(500)))
     stats = collapse_statistics(z)
@@ -164,42 +247,39 @@ def _embedding_section(folder: Path, results: RunResults, doc: Document) -> list
         "`embedding/` (reload with `SymmetryEmbedding.load`)."
     )
     caption = (
-        "Summaries of six fixed parameter sets under random nuisance, coloured by parameter set "
-        "(paper Fig. 2)"
+        f"Summaries {', '.join(f'z_{d}' for d in dims)} ({which}) of six fixed parameter sets "
+        "under random nuisance, coloured by parameter set (paper Fig. 2); one tight cluster per "
+        "set means the summary ignores the nuisance"
     )
     return [("summaries.png", caption, fig)]
 
 
+def _summary_dims(emb: Any, x: torch.Tensor, most: int = 4) -> tuple[tuple[int, ...], str]:
+    """The (at most ``most``) summary dimensions with the largest spread, and how to say so.
+
+    The spread is measured on the training data already simulated, so choosing draws nothing
+    from the random stream and calls no simulator.
+    """
+    with torch.no_grad():
+        spread = emb(x[:500]).double().std(0)
+    width = int(spread.numel())
+    top = tuple(sorted(torch.argsort(spread, descending=True)[:most].tolist()))
+    if width <= most:
+        return top, f"all D = {width} summary dimensions"
+    return top, f"the {most} of D = {width} summary dimensions with the largest spread"
+
+
 def _figures(results: RunResults) -> list[tuple]:
-    """Posteriors of the first observations, loss curves, coverage and SBC ranks."""
-    labels, figures = list(results.task.parameter_labels), []
-    samples, refs = results.accuracy.samples, results.references
-    for i in range(min(3, len(results.sims.theta_o))):
-        ref = refs[i].samples if refs else None
-        fig = plot_posteriors(
-            {label(k): v[i] for k, v in samples.items()},
-            ref,
-            labels=labels,
-            truth=results.sims.theta_o[i],
-            title=f"observation {i}",
-        )
-        what = "black: exact reference" if ref is not None else "no reference"
-        caption = f"Posteriors for observation {i} ({what}; red: truth) (paper Fig. 3)"
-        figures.append((f"posterior_{i}.png", caption, fig))
-    curves = {label(k): v.history for k, v in results.trained.items()}
-    if "symmetry_npe" in results.trained:
-        h = results.trained["symmetry_npe"].history
-        curves["VICReg pretraining"] = {
-            "train": h.get("pretrain_train_total", []),
-            "validation": h.get("pretrain_val_total", []),
-        }
+    """Posteriors of the first observations, loss curves, coverage, TARP and SBC ranks."""
+    labels = list(results.task.parameter_labels)
     calibration = {label(k): v for k, v in results.calibration.items()}
     return [
-        *figures,
+        *_posterior_figures(results),
         (
             "loss_curves.png",
-            "Training (solid) and validation (dashed) losses",
-            plot_loss_curves(curves),
+            "Training (solid) and validation (dashed) losses per epoch; a panel title says when "
+            "sbi stopped at the epoch cap rather than by early stopping",
+            _loss_figure(results),
         ),
         (
             "coverage.png",
@@ -208,11 +288,72 @@ def _figures(results: RunResults) -> list[tuple]:
             plot_coverage(calibration, labels=labels),
         ),
         (
+            "tarp.png",
+            "TARP: expected coverage probability against credibility level (sbi's run_tarp); "
+            "on the diagonal is calibrated, above it too wide, below it too narrow",
+            plot_tarp(calibration),
+        ),
+        (
             "sbc_ranks.png",
             "SBC rank histograms with the 99% band of uniform ranks",
             plot_sbc_ranks(calibration, labels=labels),
         ),
     ]
+
+
+def _posterior_figures(results: RunResults) -> list[tuple]:
+    """Pairplots (sbi's) of the first three observations: every method over the reference."""
+    figures, labels = [], list(results.task.parameter_labels)
+    samples, refs = results.accuracy.samples, results.references
+    bounds = prior_bounds(results.task.prior)
+    for i in range(min(3, len(results.sims.theta_o))):
+        ref = getattr(refs[i], "samples", refs[i]) if refs else None  # a result, or samples
+        fig = plot_posteriors(
+            {label(k): v[i] for k, v in samples.items()},
+            ref,
+            labels=labels,
+            truth=results.sims.theta_o[i],
+            title=f"observation {i}",
+            bounds=bounds,
+        )
+        if ref is not None:
+            what = "black: exact reference; limits: the reference's 99% interval widened, within "
+        else:
+            what = "no reference; limits: the methods' central 95% widened, within "
+        caption = (
+            f"Posteriors for observation {i}: densities and 68%/95% contours ({what}the prior; "
+            "red: truth) (paper Fig. 3)"
+        )
+        figures.append((f"posterior_{i}.png", caption, fig))
+    return figures
+
+
+def _loss_figure(results: RunResults) -> Any:
+    """Loss curves of every method (and of VICReg pretraining), labelled with their loss."""
+    curves, ylabels, titles = {}, {}, {}
+    for name, method in results.trained.items():
+        curves[label(name)] = method.history
+        ylabels[label(name)] = _LOSS_LABELS.get(name, _LOSS_LABELS[METHODS[name].kind])
+        entry = results.accuracy.metrics[name]
+        if any(f["code"] == "epoch_cap" for f in entry.get("flags", [])):
+            titles[label(name)] = f"{label(name)} (stopped at its epoch cap)"
+    if "symmetry_npe" in results.trained:
+        h = results.trained["symmetry_npe"].history
+        curves["VICReg pretraining"] = {
+            "train": h.get("pretrain_train_total", []),
+            "validation": h.get("pretrain_val_total", []),
+        }
+        ylabels["VICReg pretraining"] = "VICReg loss (total)"
+    return plot_loss_curves(curves, ylabels=ylabels, titles=titles)
+
+
+#: The y-axis label of a loss curve, by method name or else by kind.
+_LOSS_LABELS = {
+    "npe": "NPE loss: mean −log q(θ | x)",
+    "ratio": "ratio-estimator loss",
+    "embed_emulate": "symmetric InfoNCE loss",
+    "nre_c": "NRE-C loss (cross-entropy)",
+}
 
 
 def _metrics(results: RunResults) -> dict[str, Any]:
@@ -225,7 +366,11 @@ def _metrics(results: RunResults) -> dict[str, Any]:
         "simulator_calls": {**sims.calls, "total": sum(sims.calls.values())},
         "cramer_rao_bound": None if crb is None else crb.tolist(),
         "reference": [
-            {"method": r.method, "seconds": r.wall_time_s, "log_evidence": r.log_evidence}
+            {
+                "method": getattr(r, "method", type(r).__name__),
+                "seconds": getattr(r, "wall_time_s", None),
+                "log_evidence": getattr(r, "log_evidence", None),
+            }
             for r in refs
         ],
         "methods": results.accuracy.metrics,
