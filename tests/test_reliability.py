@@ -234,23 +234,7 @@ def test_a_nan_observation_is_refused_at_the_posterior_door():
 
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_numbers_for_every_method(tmp_path):
-    import numpy as np
-
-    from sbi_symmetry.workflow.config import RunConfig
-
-    cfg = RunConfig.from_preset(
-        "damped-oscillator",
-        "fast",
-        num_simulations=500,
-        num_observations=2,
-        posterior_samples=200,
-        sbc_pairs=20,
-        sbc_pairs_ratio=20,
-        sbc_posterior_samples=30,
-        methods=("raw_npe", "embed_emulate"),
-        npe_train={"max_num_epochs": 2},
-        ee_train={"max_num_epochs": 2},
-    )
+    cfg = _tiny_run_config()
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
     runs = [
