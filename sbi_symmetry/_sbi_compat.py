@@ -125,6 +125,18 @@ def training_summary(trainer: Any) -> dict[str, list[float]]:
     return summary
 
 
+def appended_simulations(trainer: Any) -> int:
+    """Rows appended to an sbi trainer so far, over all rounds (sbi 0.27: ``_theta_roundwise``).
+
+    Args:
+        trainer: An sbi trainer (``NPE``, ``NRE_C``, ``EmbedEmulate`` ...).
+
+    Returns:
+        The number of ``(theta, x)`` rows, 0 before any ``append_simulations``.
+    """
+    return sum(int(theta.shape[0]) for theta in getattr(trainer, "_theta_roundwise", []))
+
+
 def get_neural_net(trainer: Any) -> nn.Module | None:
     """The network an sbi trainer trains (sbi 0.27: ``_neural_net``); ``None`` before ``train``.
 

@@ -53,7 +53,12 @@ from torch.utils import data
 from torch.utils.tensorboard.writer import SummaryWriter
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._sbi_compat import NullTracker, RatioTrainerHooks, Tracker
+from sbi_symmetry._sbi_compat import (
+    NullTracker,
+    RatioTrainerHooks,
+    Tracker,
+    appended_simulations,
+)
 from sbi_symmetry._validation import check_choice, check_int, check_number, check_simulations
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
@@ -270,9 +275,9 @@ class EmbedEmulate(RatioTrainerHooks):
             raise ValueError(
                 f"`validation_fraction` must be a number in (0, 1); got {validation_fraction!r}."
             )
-        if not self._theta_roundwise:
+        num = appended_simulations(self)
+        if num == 0:
             raise ValueError("No simulations to train on: call append_simulations(theta, x).")
-        num = sum(int(theta.shape[0]) for theta in self._theta_roundwise)
         num_train = int((1 - validation_fraction) * num)  # sbi's split
         if min(num_train, num - num_train) < 2:
             raise ValueError(
