@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from _common import Log
 from plans import EE_KWARGS, QUICK_PRETRAIN, TaskPlan
-from sbi.inference import NRE_C
+from sbi.inference import NRE_C, MCMCPosterior
 from sbi.neural_nets import classifier_nn
 from torch import Tensor, nn
 
@@ -30,7 +30,7 @@ from sbi_symmetry._sbi_compat import (
     batch_losses,
     set_neural_net,
 )
-from sbi_symmetry.emulate import EmbedEmulate
+from sbi_symmetry.emulate import EmbedEmulate, build_two_tower_posterior
 from sbi_symmetry.nets import ConvEncoder1D
 from sbi_symmetry.tasks import Lorenz96, NuisanceTask, get_task
 from sbi_symmetry.workflow import methods as M
@@ -260,7 +260,7 @@ def sample_one(m: M.TrainedMethod, x_o: Tensor, num: int, quick: bool) -> Tensor
     In ``--quick`` mode the ratio methods' MCMC starts from prior draws with 4 chains and 10
     warm-up steps (sbi's default start evaluates 10^4 candidates per chain).
     """
-    if quick and m.name in RATIO_METHODS:
+    if quick and isinstance(m.posterior, MCMCPosterior):
         return m.posterior.sample(
             (num,),
             x=x_o,
@@ -270,6 +270,19 @@ def sample_one(m: M.TrainedMethod, x_o: Tensor, num: int, quick: bool) -> Tensor
             show_progress_bars=False,
         ).reshape(num, -1)
     return m.sample(x_o, num)
+
+
+def with_mcmc(m: M.TrainedMethod, prior: Any, quick: bool) -> M.TrainedMethod:
+    """Embed and Emulate sampled by sbi's slice MCMC (``method="mcmc"``) instead of two towers.
+
+    The MCMC settings are the pipeline's (``workflow.methods.mcmc_parameters``); in ``--quick``
+    mode those of :func:`sample_one`.
+    """
+    quick_mcmc = {"num_chains": 4, "warmup_steps": 10, "init_strategy": "proposal"}
+    posterior = build_two_tower_posterior(
+        m.estimator, prior, method="mcmc", mcmc_parameters=quick_mcmc if quick else None
+    )
+    return dataclasses.replace(m, posterior=posterior)
 
 
 def draw_observation_samples(
@@ -310,7 +323,8 @@ def draw_observation_samples(
 def sbc_samples(m: M.TrainedMethod, xs: Tensor, cfg: Settings) -> Tensor:
     """``(sbc_samples, N, d)`` posterior samples for the calibration pairs.
 
-    NPE samples directly (``sample_batched``). The ratio methods use sbi's vectorised slice
+    NPE and E&E's two-tower posterior sample directly (``sample_batched``). The MCMC posteriors
+    (``NRE_C``, or E&E with ``with_mcmc``) use sbi's vectorised slice
     sampler with one set of settings for all of them: ``SBC_CHAINS`` chains per pair, each
     started from one of ``SBC_CANDIDATES`` prior draws resampled by the potential (sbi's
     ``resample`` start, with fewer candidates than its default 10^4 per chain), sbi's 50
@@ -321,7 +335,7 @@ def sbc_samples(m: M.TrainedMethod, xs: Tensor, cfg: Settings) -> Tensor:
     local maxima of E&E's sharp learned log ratio (sine-Gaussian: contraction 0.46 instead of
     0.99 on ``f0``; SBC and TARP still pass, since prior-like samples are calibrated).
     """
-    if m.name == "symmetry_npe":
+    if not isinstance(m.posterior, MCMCPosterior):  # NPE, and E&E's two-tower sampler
         return m.posterior.sample_batched((cfg.sbc_samples,), x=xs, show_progress_bars=False)
     settings: dict[str, Any] = {
         "num_chains": min(SBC_CHAINS, cfg.sbc_samples),

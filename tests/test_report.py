@@ -17,7 +17,7 @@ from sbi_symmetry.evaluation import Stopwatch
 from sbi_symmetry.evaluation.calibration import CalibrationResult
 from sbi_symmetry.reference.result import ReferencePosterior
 from sbi_symmetry.tasks import DampedOscillator, get_task
-from sbi_symmetry.workflow import flags, pipeline
+from sbi_symmetry.workflow import flags, pipeline, stages
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.document import Document
 from sbi_symmetry.workflow.methods import TrainedMethod
@@ -30,6 +30,7 @@ from sbi_symmetry.workflow.plots import (
     prior_bounds,
 )
 from sbi_symmetry.workflow.report import RunResults, notes, write_report
+from sbi_symmetry.workflow.saved import read_stamp
 from sbi_symmetry.workflow.stages import Accuracy, Simulations
 
 NAMES = ["w0", "beta"]
@@ -287,6 +288,11 @@ def test_the_report_flags_its_numbers_and_embeds_its_figures(tmp_path):
         assert f"]({name})" in md and f'src="{name}"' not in page
     assert page.count("data:image/png;base64,") == 6
     assert plt.get_fignums() == []
+    for name in ("raw_npe", "embed_emulate"):  # the posteriors, stamped with their versions
+        stamp = read_stamp(tmp_path / "posteriors" / f"{name}.pt")
+        assert stamp["method"] == name and stamp["task"] == "damped-oscillator"
+        assert stamp == json.loads((tmp_path / "posteriors" / f"{name}.json").read_text())
+    assert "posteriors/<method>.pt" in md
 
 
 # ----------------------------------------------------------------------------- figures
@@ -413,3 +419,27 @@ def test_a_misspelt_built_in_task_is_still_an_invalid_choice(capsys):
 
 
 TOY = ToyTask()
+
+
+class ToyWithReference(ToyTask):
+    """The toy task with a reference of its own (here: prior draws, shape is what counts)."""
+
+    def reference_posterior(self, x_o, num_samples, seed):
+        return self.sample_prior(num_samples, generator=torch.Generator().manual_seed(seed))
+
+
+class ToyWithBadReference(ToyTask):
+    def reference_posterior(self, x_o, num_samples, seed):
+        return torch.zeros(num_samples)
+
+
+def test_a_task_of_your_own_brings_its_reference_for_c2st():
+    config = RunConfig.from_preset("damped-oscillator", "fast", posterior_samples=50)
+    x_o = torch.zeros(config.num_observations, 64)
+    sims = Simulations(*[torch.zeros(1)] * 3, torch.zeros(1, 1), x_o, torch.zeros(1), x_o)
+    refs = stages.references(ToyWithReference(), sims, config, False)
+    assert len(refs) == config.num_observations
+    assert all(stages.reference_samples(r).shape == (50, 2) for r in refs)
+    assert stages.references(ToyTask(), sims, config, False) == []  # none: calibration only
+    with pytest.raises(ValueError, match=r"reference_posterior must return samples \(num_sampl"):
+        stages.references(ToyWithBadReference(), sims, config, False)

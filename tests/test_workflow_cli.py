@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -101,6 +103,15 @@ def test_one_method_runs_end_to_end_and_its_folder_reruns(tmp_path, monkeypatch)
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["methods"]) == ["raw_npe"]
     assert json.loads((out / "config.json").read_text()) == metrics["config"]
+    # the trained posterior loads back in a fresh process and samples
+    script = (
+        "import torch; from sbi_symmetry.workflow import load_posterior; "
+        f"p = load_posterior({str(out / 'posteriors' / 'raw_npe.pt')!r}); "
+        "print(tuple(p.sample((7,), x=torch.zeros(1, 200), show_progress_bars=False).shape))"
+    )
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.strip() == "(7, 2)"
     captured: list[RunConfig] = []
     monkeypatch.setattr(pipeline, "run", lambda config, out, **kw: captured.append(config))
     assert cli.main(["run", "--config", str(out), "--out", str(tmp_path / "again")]) == 0

@@ -4,6 +4,9 @@
   an ``sbi`` ``RatioEstimator`` that encodes each distinct ``x`` once and caches ``x_o``.
 * :func:`embed_emulate_classifier`: a builder for ``classifier=`` of ``NRE_B``/``NRE_C``.
 * :class:`EmbedEmulate`: the NRE trainer with the symmetric InfoNCE loss over the whole batch.
+* :class:`TwoTowerPosterior` / :func:`build_two_tower_posterior`: its posterior sampled without
+  MCMC: ``x_o`` encoded once, the emulator and one matrix product over chunks of ``theta``
+  (exact rejection from the prior or adaptive importance sampling).
 
 Example:
     >>> from sbi_symmetry.emulate import EmbedEmulate
@@ -15,6 +18,13 @@ from __future__ import annotations
 
 from sbi_symmetry.emulate.builder import embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
+from sbi_symmetry.emulate.posterior import TwoTowerPosterior, build_two_tower_posterior
 from sbi_symmetry.emulate.trainer import EmbedEmulate
 
-__all__ = ["EmbedEmulate", "EmbedEmulateRatioEstimator", "embed_emulate_classifier"]
+__all__ = [
+    "EmbedEmulate",
+    "EmbedEmulateRatioEstimator",
+    "TwoTowerPosterior",
+    "build_two_tower_posterior",
+    "embed_emulate_classifier",
+]

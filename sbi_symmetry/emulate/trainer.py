@@ -2,7 +2,8 @@
 
 The trainer subclasses ``sbi``'s ``RatioEstimatorTrainer`` (the base of ``NRE_A``/``NRE_B``/
 ``NRE_C``) rather than ``NRE_B``: it shares their data handling, training loop, early stopping and
-``build_posterior`` (MCMC, rejection, importance sampling, VI; ratio-based potential), but its
+sbi's posteriors (``build_posterior(sample_with="mcmc")`` etc.; its default is the MCMC-free
+:class:`~sbi_symmetry.emulate.TwoTowerPosterior`), but its
 loss is neither NRE-B's (one-sided, ``K - 1`` random negatives) nor NRE-C's, so it should not
 pass ``isinstance(trainer, NRE_B)`` nor offer a ``num_atoms`` argument that means nothing here:
 every other pair of the batch is a negative, in both directions.
@@ -62,6 +63,8 @@ from sbi_symmetry._sbi_compat import (
 from sbi_symmetry._validation import check_choice, check_int, check_number, check_simulations
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
+from sbi_symmetry.emulate.posterior import TwoTowerPosterior
+from sbi_symmetry.emulate.training_loss import TrainingLoss
 
 
 class EmbedEmulate(RatioTrainerHooks):
@@ -269,6 +272,39 @@ class EmbedEmulate(RatioTrainerHooks):
         finally:
             self._parallel_loss = None  # releases DDP's hooks and its reference to the net
 
+    def build_posterior(
+        self,
+        density_estimator: EmbedEmulateRatioEstimator | None = None,
+        prior: Distribution | None = None,
+        sample_with: str = "two_tower",
+        **kwargs: Any,
+    ) -> Any:
+        """The posterior: by default a :class:`~sbi_symmetry.emulate.TwoTowerPosterior` (no MCMC).
+
+        ``sample_with="two_tower"`` (the default) encodes ``x_o`` once and samples by exact
+        rejection or adaptive importance sampling through the emulator, falling back to sbi's
+        MCMC where that cannot work; ``kwargs`` are its settings. Any of sbi's ``sample_with``
+        (``"mcmc"``, ``"rejection"``, ``"vi"``, ``"importance"``), or a ``posterior_parameters``,
+        builds sbi's own posterior exactly as ``NRE_C.build_posterior`` does.
+
+        Args:
+            density_estimator: The estimator; default: the last one trained.
+            prior: The prior; default: the trainer's.
+            sample_with: ``"two_tower"`` or one of sbi's samplers.
+            **kwargs: :class:`~sbi_symmetry.emulate.TwoTowerPosterior`'s settings, or sbi's.
+
+        Returns:
+            The posterior.
+        """
+        if sample_with != "two_tower" or "posterior_parameters" in kwargs:
+            method = "mcmc" if sample_with == "two_tower" else sample_with
+            return super().build_posterior(density_estimator, prior, method, **kwargs)
+        estimator = density_estimator if density_estimator is not None else self._neural_net
+        prior = prior if prior is not None else self._prior
+        if estimator is None or prior is None:
+            raise ValueError("Train first (or pass `density_estimator`), and give a `prior`.")
+        return TwoTowerPosterior(estimator, prior, **kwargs)
+
     def _check_split(self, validation_fraction: float) -> None:
         """Refuse a split that leaves fewer than 2 pairs to train or to validate on."""
         if not (isinstance(validation_fraction, float | int) and 0 < validation_fraction < 1):
@@ -315,7 +351,7 @@ class EmbedEmulate(RatioTrainerHooks):
             )
         net = self.neural_net
         assert isinstance(net, EmbedEmulateRatioEstimator)
-        loss = _TrainingLoss(net, self._views, self._symmetry_weight, self._vicreg_kwargs)
+        loss = TrainingLoss(net, self._views, self._symmetry_weight, self._vicreg_kwargs)
         if distributed.is_distributed() and net.training and torch.is_grad_enabled():
             if self._parallel_loss is None or self._parallel_loss.module.net is not net:
                 self._parallel_loss = distributed.data_parallel(loss)
@@ -409,40 +445,3 @@ class EmbedEmulate(RatioTrainerHooks):
     def reports_here(self) -> bool:
         """Only rank 0 prints progress, summaries and convergence messages."""
         return distributed.is_main_process()
-
-
-class _TrainingLoss(nn.Module):
-    """The per-pair training loss as a module, so that DDP can wrap it.
-
-    Its forward uses every trained weight; the global-batch statistics are a no-op in one process.
-    """
-
-    def __init__(
-        self,
-        net: EmbedEmulateRatioEstimator,
-        views: Any,
-        symmetry_weight: float,
-        vicreg_kwargs: dict[str, Any],
-    ) -> None:
-        super().__init__()
-        self.net = net
-        self.views = views
-        self.symmetry_weight = symmetry_weight
-        self.vicreg_kwargs = vicreg_kwargs
-
-    def forward(self, theta: Tensor, x: Tensor) -> Tensor:
-        """Per-pair symmetric InfoNCE (+ the weighted VICReg term while training)."""
-        losses = self.net.loss(theta, x, global_batch=True)
-        if self.symmetry_weight > 0 and self.net.training:
-            from sbi_symmetry.losses.vicreg import vicreg_loss
-
-            batch = theta if self.views.input_kind == "theta" else x
-            view_a, view_b = self.views(batch)
-            terms = vicreg_loss(
-                self.net.embedding_net(view_a),
-                self.net.embedding_net(view_b),
-                global_batch=True,
-                **self.vicreg_kwargs,
-            )
-            losses = losses + self.symmetry_weight * terms.total
-        return losses

@@ -376,7 +376,7 @@ def embed_emulate(
     estimator_kwargs: dict[str, Any] | None = None,
     **train_kwargs: Any,
 ) -> TrainedMethod:
-    """Train :class:`~sbi_symmetry.emulate.EmbedEmulate`; its posterior samples by slice MCMC.
+    """Train :class:`~sbi_symmetry.emulate.EmbedEmulate`; its posterior is a ``TwoTowerPosterior``.
 
     Args:
         task: The task.
@@ -397,7 +397,7 @@ def embed_emulate(
         **(estimator_kwargs or {}),
     )
     estimator, seconds = _train(trainer, theta, x, train_kwargs)
-    posterior = trainer.build_posterior(estimator, posterior_parameters=mcmc_parameters(x))
+    posterior = trainer.build_posterior(estimator)  # two-tower sampler, MCMC only as fallback
     return _finish("embed_emulate", trainer, estimator, seconds, theta, x, posterior)
 
 

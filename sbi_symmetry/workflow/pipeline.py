@@ -189,7 +189,9 @@ def _training_line(method: TrainedMethod) -> str:
 def _reference_line(config: RunConfig, refs: list[Any], watch: Stopwatch) -> str:
     if refs:
         seconds = watch.seconds["reference"]
-        return f"reference: exact quadrature for {len(refs)} observations ({seconds:.1f} s)"
+        kind = getattr(refs[0], "method", "the task's own reference posterior")
+        kind = "exact quadrature" if kind == "quadrature" else kind
+        return f"reference: {kind} for {len(refs)} observations ({seconds:.1f} s)"
     return (
         f"reference: none for {config.task} (no tractable likelihood); accuracy is judged by "
         "calibration and contraction"

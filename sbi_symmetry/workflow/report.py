@@ -23,6 +23,7 @@ import torch
 
 from sbi_symmetry._io import atomic_write_text, versions
 from sbi_symmetry.evaluation import Stopwatch
+from sbi_symmetry.reference.protocol import is_signal_model
 from sbi_symmetry.symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
 from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
 from sbi_symmetry.workflow import flags
@@ -39,7 +40,8 @@ from sbi_symmetry.workflow.plots import (
     prior_bounds,
 )
 from sbi_symmetry.workflow.registry import METHODS, label
-from sbi_symmetry.workflow.stages import Accuracy, Simulations
+from sbi_symmetry.workflow.saved import POSTERIORS_DIR, save_posterior
+from sbi_symmetry.workflow.stages import Accuracy, Simulations, reference_samples
 
 #: The file that marks a folder as a finished run (``--overwrite`` only replaces such folders).
 MARKER = "metrics.json"
@@ -107,6 +109,7 @@ def write_report(folder: Path, results: RunResults) -> dict[str, Any]:
     doc.paragraph(_metrics_note(results.task, bool(results.references)))
     doc.heading("Wall time per stage")
     doc.table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in results.watch.seconds.items()])
+    _save_posteriors(folder, results, doc)
     figures = _embedding_section(folder, results, doc) + _figures(results)
     doc.heading("Figures")
     for fname, caption, fig in figures:
@@ -196,8 +199,10 @@ def _metrics_note(task: Any, reference: bool) -> str:
             "C2ST: random-forest classifier two-sample test (sbi's default) between each "
             "method's samples and the reference posterior; 0.5 is indistinguishable. Widths are "
             f"per-parameter posterior standard deviations averaged over observations (order: "
-            f"{order}). The Cramér-Rao bound profiles the nuisance out (and ignores the prior). "
+            f"{order}). "
         )
+        if is_signal_model(task):
+            accuracy += "The Cramér-Rao bound profiles the nuisance out (and ignores the prior). "
     else:
         accuracy = (
             "No reference posterior for this task (no tractable likelihood), so no C2ST and no "
@@ -217,6 +222,19 @@ def _metrics_note(task: Any, reference: bool) -> str:
         "views simulated for pretraining (a pair of views counts two); the observations and the "
         "calibration pairs are counted apart in metrics.json."
     )
+
+
+def _save_posteriors(folder: Path, results: RunResults, doc: Document) -> None:
+    """Save every trained posterior in ``posteriors/`` (loadable in a fresh process)."""
+    config = results.config
+    about = {"task": config.task, "preset": config.preset, "seed": config.seed}
+    for name, method in results.trained.items():
+        save_posterior(folder, name, method.posterior, about | {"label": label(name)})
+    if results.trained:
+        doc.paragraph(
+            f"Trained posteriors: `{POSTERIORS_DIR}/<method>.pt` with the versions that wrote "
+            "them (`<method>.json`); load one with `sbi_symmetry.workflow.load_posterior(path)`."
+        )
 
 
 def _embedding_section(folder: Path, results: RunResults, doc: Document) -> list[tuple]:
@@ -307,7 +325,7 @@ def _posterior_figures(results: RunResults) -> list[tuple]:
     samples, refs = results.accuracy.samples, results.references
     bounds = prior_bounds(results.task.prior)
     for i in range(min(3, len(results.sims.theta_o))):
-        ref = getattr(refs[i], "samples", refs[i]) if refs else None  # a result, or samples
+        ref = reference_samples(refs[i]) if refs else None  # a result, or samples
         fig = plot_posteriors(
             {label(k): v[i] for k, v in samples.items()},
             ref,

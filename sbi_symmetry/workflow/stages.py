@@ -185,9 +185,9 @@ def references(task: Any, sims: Simulations, config: RunConfig, show_progress: b
         >>> references(Lorenz96(), sims, RunConfig(task="lorenz96"), False)  # no likelihood
         []
     """
-    if not is_signal_model(task):
+    if not (is_signal_model(task) or callable(getattr(task, "reference_posterior", None))):
         return []
-    return [
+    refs = [
         task.reference_posterior(
             sims.x_o[i : i + 1], num_samples=config.posterior_samples, seed=config.seed + i
         )
@@ -195,6 +195,27 @@ def references(task: Any, sims: Simulations, config: RunConfig, show_progress: b
             range(config.num_observations), desc="reference posteriors", disable=not show_progress
         )
     ]
+    for ref in refs:  # a task of your own may return samples or an object with ``samples``
+        got = reference_samples(ref)
+        if not (isinstance(got, Tensor) and got.ndim == 2 and got.shape[1] == task.theta_dim):
+            raise ValueError(
+                f"{type(task).__name__}.reference_posterior must return samples "
+                f"(num_samples, {task.theta_dim}) or an object with such `samples`; got "
+                f"{getattr(got, 'shape', type(got).__name__)}."
+            )
+    return refs
+
+
+def reference_samples(ref: Any) -> Tensor:
+    """The samples of a reference: a ``ReferencePosterior``'s ``samples``, or the tensor itself.
+
+    Args:
+        ref: What ``task.reference_posterior`` returned.
+
+    Returns:
+        ``(num_samples, theta_dim)`` samples.
+    """
+    return getattr(ref, "samples", ref)
 
 
 @dataclass
@@ -268,8 +289,9 @@ def accuracy(
 def _against_references(
     draws: list[Tensor], refs: list[Any], crb: Tensor | None, seed: int
 ) -> dict[str, Any]:
-    scores = [c2st_score(s, r.samples, seed=seed) for s, r in zip(draws, refs, strict=True)]
-    ratios = [std_ratio(s, r.samples).tolist() for s, r in zip(draws, refs, strict=True)]
+    ref_samples = [reference_samples(r) for r in refs]
+    scores = [c2st_score(s, r, seed=seed) for s, r in zip(draws, ref_samples, strict=True)]
+    ratios = [std_ratio(s, r).tolist() for s, r in zip(draws, ref_samples, strict=True)]
     out: dict[str, Any] = {
         "c2st": {**summarise(scores), "per_observation": scores},
         "std_over_reference": ratios,

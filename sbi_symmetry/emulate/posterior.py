@@ -1,0 +1,449 @@
+r"""``TwoTowerPosterior``: Embed and Emulate's posterior sampled through its two towers, no MCMC.
+
+With ``log r(theta, x) = <f(x), g(theta)> / T`` the posterior is ``p(theta | x_o) ∝ p(theta)
+exp(<z_o, g(theta)> / T)``, ``z_o = f(x_o)`` (``sum_k f(x_k)`` for i.i.d. trials, as sbi adds log
+ratios). ``x_o`` is encoded once; ``C`` candidates cost one emulator pass and, for ``J``
+observations, one ``(C x n) @ (n x J)`` product. Three samplers, chosen per observation:
+
+1. **Exact rejection from the prior** (cosine): ``<z_o, g> <= ||z_o||``, so ``log r <= log B :=
+   ||z_o|| / T``; a prior draw kept with probability ``r / B`` is an exact posterior draw. The
+   observations of a batch share the prior draws; those served so are the cheapest set given
+   their acceptance rates on a pilot chunk, counting ``num_samples / min_acceptance`` candidates
+   per observation left to (2). (``"dot"`` similarity: ``B`` as in (2).)
+2. **Adaptive importance sampling**, weights ``w = p r / q``: first ``q = p``; while the Kish
+   effective sample size ``ESS = (sum w)^2 / sum w^2`` is below a quarter of the candidates,
+   ``q = a p + (1 - a) sum_k pi_k N(mu_k, 1.5 Sigma_k)`` (``a = 0.1``; ``w <= r / a``), a Gaussian
+   mixture fitted by EM to candidates resampled by weight. The last proposal's candidates are
+   resampled without duplicates: each is kept with probability ``w / B``, ``B`` the largest
+   weight seen; when ``B`` grows, earlier acceptances are thinned by ``B_old / B_new``. Each is
+   so kept with probability ``w / B_final``: rejection sampling, exact where ``w <= B_final``.
+3. **sbi's MCMC** on the same potential, with a warning, above ``max_theta_dim`` parameters or
+   where a sample would still cost over ``max_draws_per_sample`` candidates after ``max_rounds``
+   proposals.
+
+``last_ess`` holds the Kish ESS of the last draw per observation (below half the samples: a
+warning). All randomness comes from torch's global generator (the MCMC fallback seeds numpy's
+slice sampler from it): ``torch.manual_seed`` reproduces a draw.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from sbi.utils import BoxUniform
+    >>> prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    >>> theta, x = prior.sample((50,)), torch.randn(50, 3)
+    >>> est = EmbedEmulateRatioEstimator(nn.Linear(3, 4), nn.Linear(2, 4), theta, x)
+    >>> posterior = build_two_tower_posterior(est, prior, x_o=x[:1])
+    >>> posterior.sample((100,)).shape, posterior.sample_batched((10,), x=x[:3]).shape
+    (torch.Size([100, 2]), torch.Size([10, 3, 2]))
+    >>> len(posterior.last_ess), posterior.map(num_iter=10).shape
+    (3, torch.Size([1, 2]))
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from sbi.inference import MCMCPosterior
+from sbi.inference.posteriors.base_posterior import NeuralPosterior
+from sbi.inference.potentials.ratio_based_potential import RatioBasedPotential
+from sbi.utils import mcmc_transform, within_support
+from torch import Tensor
+from torch.distributions import Distribution
+
+from sbi_symmetry._random import seeded
+from sbi_symmetry._validation import check_choice, check_finite, check_int, check_tensor
+from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
+
+#: ``draw(idx)``: candidates ``(1 or len(idx), C, d)`` and their log weights ``(len(idx), C)``.
+Draw = Callable[[Tensor], tuple[Tensor, Tensor]]
+_PAIRS = 2**22  # most log ratios (observations x candidates) held at once: 16 MB per tensor
+_ROUND, _ESS_FRACTION, _DEFENSIVE, _ESS_WARNING = 2**13, 0.25, 0.1, 0.5
+_COMPONENTS, _RESAMPLED, _EM_STEPS, _WIDEN = 8, 1024, 10, 1.5  # the mixture proposal (EM)
+_MCMC = {"method": "slice_np_vectorized", "num_chains": 20, "thin": 1, "warmup_steps": 50}
+_MCMC["init_strategy"] = "resample"  # multi-channel x: from prior draws (see ``__init__``)
+
+
+def _kish(log_w: Tensor) -> Tensor:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` along the last dimension."""
+    return (2 * log_w.logsumexp(-1) - (2 * log_w).logsumexp(-1)).exp()
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _log_normal(points: Tensor, mean: Tensor, chol: Tensor) -> Tensor:
+    """``log N(x_jc; mu_jk, L_jk L_jk^T)`` for ``(J, C, d)``, ``(J, K, d)``: ``(J, C, K)``."""
+    diff = (points.unsqueeze(1) - mean.unsqueeze(2)).mT  # (J, K, d, C)
+    y = torch.linalg.solve_triangular(chol, diff, upper=False)
+    norm = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
+    return (-0.5 * y.square().sum(-2) - norm - points.shape[-1] / 2 * math.log(2 * math.pi)).mT
+
+
+class _Mixture:
+    """The draw of ``a prior + (1 - a) sum_k pi_k N(mu_k, c Sigma_k)``, fitted by EM, per ``z``."""
+
+    def __init__(self, post: TwoTowerPosterior, z: Tensor, theta: Tensor, log_w: Tensor) -> None:
+        num, dim, size = len(z), theta.shape[-1], max(256, min(_RESAMPLED, 2**18 // len(z)))
+        pick = torch.multinomial(torch.softmax(log_w, -1), size, replacement=True)
+        pts = theta.expand(num, -1, -1).gather(1, pick[..., None].expand(-1, -1, dim)).double()
+        reg = 1e-3 * torch.diag(theta.flatten(0, 1).double().var(0))  # for repeated points
+        centred = pts - pts.mean(1, keepdim=True)
+        cov = (centred.mT @ centred / size + reg).unsqueeze(1).repeat(1, _COMPONENTS, 1, 1)
+        mean, log_pi = pts[:, :_COMPONENTS], torch.full((num, _COMPONENTS), -math.log(_COMPONENTS))
+        for _ in range(_EM_STEPS):
+            log_n = _log_normal(pts, mean, torch.linalg.cholesky(cov))
+            resp = torch.softmax(log_n + log_pi.to(pts)[:, None], -1)  # (J, S, K)
+            total = resp.sum(1) + 1e-9
+            mean = resp.mT @ pts / total[..., None]
+            diff = pts.unsqueeze(2) - mean.unsqueeze(1)  # (J, S, K, d)
+            cov = torch.einsum("jsk,jskd,jske->jkde", resp, diff, diff) / total[..., None, None]
+            cov, log_pi = cov + reg, (total / size).log()
+        self.mean, self.log_pi = mean.to(theta), log_pi.to(theta)
+        self.chol = torch.linalg.cholesky(_WIDEN * cov).to(theta)
+        self.post, self.z = post, z
+
+    def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        mean, chol, log_pi, z = self.mean[idx], self.chol[idx], self.log_pi[idx], self.z[idx]
+        per = max(64, min(_ROUND, self.post.chunk_size // len(idx)))
+        comp = torch.multinomial(log_pi.exp(), per, replacement=True)  # (J, per)
+        rows = torch.arange(len(idx), device=comp.device)[:, None]
+        noise = torch.randn(*comp.shape, mean.shape[-1], 1, device=comp.device)
+        theta = mean[rows, comp] + (chol[rows, comp] @ noise).squeeze(-1)
+        flip = torch.rand(comp.shape, device=comp.device) < _DEFENSIVE
+        theta[flip] = self.post.prior.sample((int(flip.sum()),)).to(theta)
+        log_p = self.post._log_prior(theta)
+        log_k = (_log_normal(theta, mean, chol) + log_pi[:, None]).logsumexp(-1)
+        log_q = torch.logaddexp(math.log(_DEFENSIVE) + log_p, math.log1p(-_DEFENSIVE) + log_k)
+        return theta, self.post._log_ratio(theta, z) + log_p - log_q
+
+
+class TwoTowerPosterior(NeuralPosterior):
+    """The posterior of an :class:`EmbedEmulateRatioEstimator`, sampled through its two towers.
+
+    An sbi ``NeuralPosterior``: sbi's ``run_sbc``, ``run_tarp`` and ``LC2ST`` take it as is. Its
+    ``map`` is sbi's: the best of ``num_init_samples`` candidates (this posterior's samples, or
+    the prior's with ``init_method="proposal"``), refined by gradient ascent on the potential
+    (``num_iter=0``: not refined).
+
+    Args:
+        estimator: The trained two-tower estimator (switched to ``eval()``).
+        prior: The prior (``sample``, ``log_prob``, ``support``), e.g. sbi's ``BoxUniform``.
+        method: ``"auto"`` (module docstring), ``"rejection"`` (exact; cosine only),
+            ``"importance"`` (adaptive for all) or ``"mcmc"`` (sbi's MCMC, no warning).
+        chunk_size: Most parameters per emulator call; with at most 4M log ratios held at once
+            the default keeps the memory under about 200 MB for a 64-wide emulator.
+        min_acceptance: The price of exactness, > 0 (module docstring); for one observation
+            the least acceptance rate of rejection from the prior.
+        max_rounds: Most mixture proposals fitted per draw.
+        max_draws_per_sample: Most candidates per observation and sample (for at least 1000
+            samples) before the observation falls back to MCMC.
+        max_theta_dim: Above this parameter dimension ``"auto"`` samples with MCMC.
+        mcmc_parameters: ``MCMCPosterior`` arguments of the fallback; default slice sampling,
+            20 chains, 50 warm-up steps from sbi's ``resample`` start (multi-channel ``x``: 200
+            from prior draws, as ``workflow.methods``).
+
+    Attributes:
+        last_ess: Kish ESS of the last draw per observation (NaN where MCMC drew).
+        last_method: ``"rejection"``, ``"importance"`` or ``"mcmc"`` per observation.
+    """
+
+    def __init__(
+        self,
+        estimator: EmbedEmulateRatioEstimator,
+        prior: Distribution,
+        *,
+        method: Literal["auto", "rejection", "importance", "mcmc"] = "auto",
+        chunk_size: int = 2**16,
+        min_acceptance: float = 0.05,
+        max_rounds: int = 4,
+        max_draws_per_sample: float = 200.0,
+        max_theta_dim: int = 10,
+        mcmc_parameters: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(estimator, EmbedEmulateRatioEstimator):
+            raise TypeError(f"`estimator` must be an EmbedEmulateRatioEstimator; got {estimator}")
+        if not (hasattr(prior, "sample") and hasattr(prior, "log_prob")):
+            raise TypeError(f"`prior` must have `sample` and `log_prob`; got {prior!r}.")
+        check_choice(method, "method", ("auto", "rejection", "importance", "mcmc"))
+        if method == "rejection" and estimator.similarity != "cosine":
+            raise ValueError("method='rejection' needs similarity='cosine' (a bound on log r).")
+        check_int(chunk_size, "chunk_size", 1)
+        check_int(max_theta_dim, "max_theta_dim", 1)
+        check_int(max_rounds, "max_rounds", 0)
+        if not (0 < min_acceptance <= 1 and max_draws_per_sample >= 1):
+            raise ValueError("Need 0 < min_acceptance <= 1 and max_draws_per_sample >= 1.")
+        device = estimator.log_temperature.device  # a buffer: the towers may have no parameters
+        potential_fn = RatioBasedPotential(estimator, prior, x_o=None, device=device)
+        super().__init__(potential_fn, theta_transform=mcmc_transform(prior, device=device))
+        self.estimator, self.prior, self.method = estimator.eval(), prior, method
+        self.chunk_size, self.min_acceptance = chunk_size, min_acceptance
+        self.max_rounds, self.max_draws, self._budget = max_rounds, max_draws_per_sample, 0.0
+        self.max_theta_dim, self.last_method = max_theta_dim, []
+        self.last_ess: Tensor | None = None
+        self.theta_dim, self.proposal = int(estimator.theta_shape[0]), prior  # sbi's map uses it
+        multi = len(estimator.x_shape) > 1  # sbi's `resample` start splits (C, L) into C trials
+        start = {"init_strategy": "proposal", "warmup_steps": 200} if multi else {}
+        self.mcmc_parameters = _MCMC | start | (mcmc_parameters or {})
+        self._mcmc: MCMCPosterior | None = None
+
+    # ------------------------------------------------------------------ inputs and towers
+    def _rows(self, x: Any) -> Tensor:
+        """``x`` as ``(rows, *x_shape)`` float32 on the posterior's device, checked."""
+        check_tensor(x, "x")
+        event = tuple(self.estimator.x_shape)
+        x = x.unsqueeze(0) if tuple(x.shape) == event else x
+        if x.ndim != len(event) + 1 or tuple(x.shape[1:]) != event or x.shape[0] == 0:
+            want = ", ".join(map(str, event))
+            raise ValueError(f"`x` needs shape (batch, {want}) or ({want}), not {tuple(x.shape)}.")
+        check_finite(x, "x")
+        return x.to(device=self._device, dtype=torch.float32)
+
+    def _x_else_default_x(self, x: Any) -> Tensor:
+        if x is None and self.default_x is None:
+            raise ValueError("Pass `x` or set a default with `.set_default_x(x)`.")
+        return self._rows(x) if x is not None else self.default_x  # type: ignore[return-value]
+
+    def set_default_x(self, x: Tensor) -> TwoTowerPosterior:
+        """Use ``x``, ``(trials, *x_shape)`` or ``x_shape``, when none is given; return ``self``."""
+        self._x, self._map = self._rows(x), None
+        return self
+
+    @staticmethod
+    def _count(sample_shape: Any) -> int:
+        ok = isinstance(sample_shape, tuple | list | torch.Size)
+        if not ok or not all(isinstance(s, int) and not isinstance(s, bool) for s in sample_shape):
+            raise TypeError(f"`sample_shape` must be a tuple of ints; got {sample_shape!r}.")
+        if any(s < 0 for s in sample_shape):
+            raise ValueError(f"`sample_shape` must not be negative; got {tuple(sample_shape)}.")
+        return math.prod(sample_shape)
+
+    def _encode(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return torch.cat([self.estimator.encode(part) for part in x.split(1024)])
+
+    def _log_ratio(self, theta: Tensor, z: Tensor) -> Tensor:
+        """``<z_j, g(theta_i)> / T`` for ``theta`` ``(1 or J, C, d)`` and ``z`` ``(J, n)``."""
+        with torch.no_grad():
+            g = self.estimator.emulate(theta.reshape(-1, theta.shape[-1]))
+            g, t = g.reshape(*theta.shape[:-1], -1), self.estimator.temperature
+            return (z @ g[0].T if len(g) == 1 else (g @ z.unsqueeze(-1)).squeeze(-1)) / t
+
+    def _log_prior(self, theta: Tensor) -> Tensor:
+        flat = theta.reshape(-1, theta.shape[-1])
+        out = torch.full(flat.shape[:1], -math.inf, device=flat.device)
+        inside = within_support(self.prior, flat).reshape(-1).bool()
+        if bool(inside.any()):  # sbi's BoxUniform fails on no rows
+            out[inside] = self.prior.log_prob(flat[inside]).to(out)
+        return out.reshape(theta.shape[:-1])
+
+    # ------------------------------------------------------------------ samplers
+    def _accept(
+        self, z: Tensor, draw: Draw, num: int, log_bound: Tensor, first: tuple[Tensor, Tensor]
+    ) -> tuple[list[Tensor | None], Tensor]:
+        """Keep each candidate with probability ``w / B`` (``B`` running); samples, Kish ESS."""
+        count = len(z)
+        kept: list[list[Tensor]] = [[] for _ in range(count)]
+        got, seen = torch.zeros((2, count), dtype=torch.long)
+        s1, s2 = torch.full((2, count), -math.inf, device=z.device)
+        log_bound, active, batch = log_bound.clone(), torch.ones(count, dtype=torch.bool), first
+        while bool(active.any()):
+            idx = active.nonzero().squeeze(1).to(z.device)
+            theta, log_w = batch if batch is not None else draw(idx)
+            top = log_w.max(-1).values.clamp_min(-1e30)  # w = exp(top) * e, one exp pass
+            e = (log_w - top[:, None]).exp()
+            s1[idx] = torch.logaddexp(s1[idx], top + e.sum(-1).log())
+            s2[idx] = torch.logaddexp(s2[idx], 2 * top + e.square().sum(-1).log())
+            new, batch = torch.maximum(log_bound[idx], top), None
+            keep = torch.rand_like(e) < e * (top - new).exp()[:, None]  # w / B
+            rows, cols = keep.nonzero().T
+            picks = theta.expand(len(idx), -1, -1)[rows, cols].split(keep.sum(-1).tolist())
+            for k, j in enumerate(idx.tolist()):
+                if new[k] > log_bound[j] and kept[j]:  # B grew: thin by B_old / B_new
+                    p = float((log_bound[j] - new[k]).exp())
+                    kept[j] = [t[torch.rand(len(t), device=t.device) < p] for t in kept[j]]
+                    got[j] = sum(len(t) for t in kept[j])
+                kept[j].append(picks[k])
+                got[j], seen[j] = got[j] + len(picks[k]), seen[j] + log_w.shape[1]
+            log_bound[idx] = new
+            active = (got < num) & (seen < self._budget)
+        out = [torch.cat(k)[:num] if got[j] >= num else None for j, k in enumerate(kept)]
+        return out, (2 * s1 - s2).exp()
+
+    def _prior_draw(self, z: Tensor) -> Draw:
+        size = min(self.chunk_size, max(_ROUND, _PAIRS // len(z)), _ROUND * len(z))
+
+        def draw(idx: Tensor) -> tuple[Tensor, Tensor]:
+            theta = self.prior.sample((size,)).to(z).unsqueeze(0)
+            return theta, self._log_ratio(theta, z[idx])
+
+        return draw
+
+    def _adapt(self, z: Tensor, num: int, pilot: tuple[Tensor, Tensor]) -> tuple[Tensor, Draw, Any]:
+        """Fit proposals to the pilot until the ESS suffices: who can go on, the draw, a batch."""
+        (theta, log_w), draw = pilot, self._prior_draw(z)
+        everyone = torch.arange(len(z), device=z.device)
+        for _ in range(self.max_rounds):
+            if bool((_kish(log_w) >= _ESS_FRACTION * log_w.shape[1]).all()):
+                break
+            draw = _Mixture(self, z, theta, log_w)
+            parts = [draw(everyone)]
+            while sum(p[1].shape[1] for p in parts) < _ROUND:
+                parts.append(draw(everyone))
+            theta, log_w = (torch.cat(t, dim=1) for t in zip(*parts, strict=True))
+        # candidates `num` samples would need: num * max(w) / mean(w)
+        cost = num * (log_w.max(-1).values - log_w.logsumexp(-1)).exp() * log_w.shape[1]
+        fine = (cost <= self._budget).nonzero().squeeze(1)
+        first = (theta[fine] if len(theta) > 1 else theta, log_w[fine])
+        return fine, lambda i: draw(fine[i]), first
+
+    def _prior_served(self, pilot: Tensor, log_bound: Tensor, num: int) -> Tensor:
+        """The observations rejection from the shared prior draws serves at the least cost."""
+        if self.method != "auto":
+            return torch.arange(len(pilot) if self.method == "rejection" else 0)
+        rate, order = (pilot - log_bound[:, None]).exp().mean(-1).sort(descending=True)
+        pool = (num / rate).clamp(min=pilot.shape[1])  # prior draws serving the first k + 1
+        pool[pool > self._budget] = math.inf
+        other = num / self.min_acceptance  # the price of an observation left to adapt
+        left = other * torch.arange(len(pool) - 1, -1, -1)  # observations left to adapt
+        cost = torch.cat([pool.new_tensor([len(pool) * other]), pool + left])
+        return order[: int(cost.argmin())]
+
+    def _draw(self, z: Tensor, num: int) -> tuple[list[Tensor | None], Tensor, list[str]]:
+        """Samples (``None`` where the samplers gave up), ESS and sampler per row of ``z``."""
+        count, draw = len(z), self._prior_draw(z)
+        self._budget = self.max_draws * max(num, 1000)  # candidates per observation
+        pilot = draw(torch.arange(count, device=z.device))
+        out: list[Tensor | None] = [None] * count
+        ess, how = torch.full((count,), math.nan, device=z.device), ["mcmc"] * count
+        cosine = self.estimator.similarity == "cosine"
+        bound = z.norm(dim=-1) / self.estimator.temperature if cosine else pilot[1].max(-1).values
+        chosen = self._prior_served(pilot[1], bound, num).to(z.device)
+        jobs = [(chosen, lambda i: draw(chosen[i]), (pilot[0], pilot[1][chosen]), bound[chosen])]
+        rest = torch.ones(count, dtype=torch.bool, device=z.device)
+        rest[chosen] = False
+        rest = rest.nonzero().squeeze(1)
+        if len(rest) and self.method != "rejection":
+            fine, adapted, first = self._adapt(z[rest], num, (pilot[0], pilot[1][rest]))
+            jobs.append((rest[fine], adapted, first, torch.full((len(fine),), -math.inf)))
+        for label, (idx, job, first, start) in zip(("rejection", "importance"), jobs, strict=False):
+            if len(idx):
+                draws, ess[idx] = self._accept(z[idx], job, num, start.to(z), first)
+                for j, d in zip(idx.tolist(), draws, strict=True):
+                    out[j], how[j] = d, label if d is not None else "mcmc"
+        ess[torch.tensor([d is None for d in out], device=z.device)] = math.nan
+        return out, ess, how
+
+    def _mcmc_sample(self, rows: Tensor, num: int, show_progress_bars: bool) -> Tensor:
+        """``num`` draws of sbi's MCMC for one observation, seeded from torch's generator."""
+        args = (self.potential_fn, self.prior, self.theta_transform)
+        self._mcmc = self._mcmc or MCMCPosterior(*args, **self.mcmc_parameters)
+        with seeded(int(torch.randint(0, 2**31 - 1, ()))):  # numpy's slice sampler too
+            draws = self._mcmc.sample((num,), x=rows, show_progress_bars=show_progress_bars)
+        return draws.reshape(num, -1).to(self._device)
+
+    def _run(self, z: Tensor, xs: tuple[Tensor, ...], num: int, show: bool) -> Tensor:
+        """``(num, J, d)`` samples for the rows of ``z`` (``xs``: the observations, for MCMC)."""
+        if (count := len(z)) and num == 0:
+            return torch.empty(0, count, self.theta_dim, device=self._device)
+        if too_wide := self.method == "auto" and self.theta_dim > self.max_theta_dim:
+            _warn(f"{self.theta_dim} parameters > max_theta_dim: sampling with sbi's MCMC.")
+        if too_wide or self.method == "mcmc":
+            out, ess, how = [None] * count, torch.full((count,), math.nan), ["mcmc"] * count
+        else:
+            out, ess, how = self._draw(z, num)
+            if failed := sum(d is None for d in out):
+                _warn(f"{failed} of {count} observation(s) past max_draws_per_sample: MCMC.")
+        pairs = zip(out, xs, strict=True)
+        draws = [d if d is not None else self._mcmc_sample(x, num, show) for d, x in pairs]
+        self.last_ess, self.last_method = ess.cpu(), how
+        if low := int((self.last_ess < _ESS_WARNING * num).sum()):
+            _warn(f"{low} of {count} observation(s): ESS below half the samples (`last_ess`).")
+        return torch.stack(draws, dim=1)
+
+    # ------------------------------------------------------------------ sbi's posterior API
+    def sample(
+        self, sample_shape: Any = (), x: Tensor | None = None, show_progress_bars: bool = False
+    ) -> Tensor:
+        """Draw posterior samples for one observation.
+
+        Args:
+            sample_shape: Shape of the samples, e.g. ``(10_000,)``.
+            x: ``(1, *x_shape)`` or ``x_shape``; several rows are i.i.d. trials (their log
+                ratios add, as in sbi's ratio posteriors). Default: the default ``x``.
+            show_progress_bars: Passed to the MCMC fallback (the fast samplers show none).
+
+        Returns:
+            Samples of shape ``(*sample_shape, theta_dim)``.
+        """
+        num, rows = self._count(sample_shape), self._x_else_default_x(x)
+        draws = self._run(self._encode(rows).sum(0, keepdim=True), (rows,), num, show_progress_bars)
+        return draws[:, 0].reshape(*sample_shape, self.theta_dim)
+
+    def sample_batched(
+        self, sample_shape: Any, x: Tensor, show_progress_bars: bool = False
+    ) -> Tensor:
+        """Draw posterior samples for every observation of a batch, all at once.
+
+        Args:
+            sample_shape: Shape of the samples per observation.
+            x: Observations ``(J, *x_shape)``, one per row.
+            show_progress_bars: Passed to the MCMC fallback.
+
+        Returns:
+            Samples of shape ``(*sample_shape, J, theta_dim)``.
+        """
+        num, rows = self._count(sample_shape), self._rows(x)
+        draws = self._run(self._encode(rows), rows.split(1), num, show_progress_bars)
+        return draws.reshape(*sample_shape, len(rows), self.theta_dim)
+
+    def log_prob(
+        self, theta: Tensor, x: Tensor | None = None, track_gradients: bool = False
+    ) -> Tensor:
+        """The *unnormalised* log posterior ``log p(theta) + log r(theta, x)``.
+
+        As sbi's ratio-based posteriors (their ``potential``): the evidence is unknown, so this
+        differs from the normalised log density by a constant per ``x``.
+
+        Args:
+            theta: Parameters ``(B, theta_dim)`` or ``(theta_dim,)``.
+            x: The observation (as in :meth:`sample`); default: the default ``x``.
+            track_gradients: Keep the graph (gradients with respect to ``theta``).
+
+        Returns:
+            Shape ``(B,)``; ``-inf`` outside the prior's support.
+        """
+        check_tensor(theta, "theta")
+        theta = theta.unsqueeze(0) if theta.ndim == 1 else theta
+        if theta.ndim != 2 or theta.shape[1] != self.theta_dim:
+            raise ValueError(f"`theta` must be (B, {self.theta_dim}); got {tuple(theta.shape)}.")
+        z = self._encode(self._x_else_default_x(x)).sum(0) / self.estimator.temperature
+        with torch.set_grad_enabled(track_gradients):
+            theta = theta.to(self._device, torch.float32)
+            parts = [self.estimator.emulate(t) @ z + self._log_prior(t) for t in theta.split(2**16)]
+        return torch.cat(parts) if parts else theta.new_zeros(0)
+
+
+def build_two_tower_posterior(
+    estimator: EmbedEmulateRatioEstimator,
+    prior: Distribution,
+    x_o: Tensor | None = None,
+    **kwargs: Any,
+) -> TwoTowerPosterior:
+    """A :class:`TwoTowerPosterior` for a trained estimator (e.g. ``EmbedEmulate.train()``'s).
+
+    Args:
+        estimator: The two-tower ratio estimator.
+        prior: The prior it was trained under.
+        x_o: Optional default observation.
+        **kwargs: :class:`TwoTowerPosterior`'s settings (``method``, ``chunk_size`` ...).
+
+    Returns:
+        The posterior.
+    """
+    posterior = TwoTowerPosterior(estimator, prior, **kwargs)
+    return posterior if x_o is None else posterior.set_default_x(x_o)

@@ -1,0 +1,58 @@
+"""The per-pair training loss of :class:`~sbi_symmetry.emulate.EmbedEmulate` as a module.
+
+Symmetric InfoNCE over the (global) batch, plus, while training, the weighted VICReg term on two
+views of the batch. A module, so that ``DistributedDataParallel`` can wrap it.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from sbi_symmetry.emulate import EmbedEmulateRatioEstimator
+    >>> theta, x = torch.randn(8, 2), torch.randn(8, 3)
+    >>> net = EmbedEmulateRatioEstimator(nn.Linear(3, 4), nn.Linear(2, 4), theta, x)
+    >>> TrainingLoss(net, None, 0.0, {})(theta, x).shape
+    torch.Size([8])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
+from sbi_symmetry.losses.vicreg import vicreg_loss
+
+
+class TrainingLoss(nn.Module):
+    """The per-pair training loss as a module, so that DDP can wrap it.
+
+    Its forward uses every trained weight; the global-batch statistics are a no-op in one process.
+    """
+
+    def __init__(
+        self,
+        net: EmbedEmulateRatioEstimator,
+        views: Any,
+        symmetry_weight: float,
+        vicreg_kwargs: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.views = views
+        self.symmetry_weight = symmetry_weight
+        self.vicreg_kwargs = vicreg_kwargs
+
+    def forward(self, theta: Tensor, x: Tensor) -> Tensor:
+        """Per-pair symmetric InfoNCE (+ the weighted VICReg term while training)."""
+        losses = self.net.loss(theta, x, global_batch=True)
+        if self.symmetry_weight > 0 and self.net.training:
+            batch = theta if self.views.input_kind == "theta" else x
+            view_a, view_b = self.views(batch)
+            terms = vicreg_loss(
+                self.net.embedding_net(view_a),
+                self.net.embedding_net(view_b),
+                global_batch=True,
+                **self.vicreg_kwargs,
+            )
+            losses = losses + self.symmetry_weight * terms.total
+        return losses
