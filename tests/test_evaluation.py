@@ -29,10 +29,16 @@ def test_count_macs_linear_and_conv_by_hand():
     assert count_parameters(net, trainable_only=False) == 4 * 2 * 3 + 4 + 40 * 5 + 5
 
 
-def test_count_macs_removes_its_hooks():
-    net = nn.Linear(3, 3)
-    count_macs(net, lambda: net(torch.zeros(2, 3)))
-    assert not net._forward_hooks
+def test_count_macs_sees_matrix_products_outside_layers_and_restores_the_mode():
+    net = nn.Linear(3, 16).train()
+    x = torch.zeros(100, 3)
+
+    def logits():
+        z = net(x)
+        return z @ z.T  # a B x B product of two embeddings, as in InfoNCE
+
+    assert count_macs(net, logits) == 100 * 3 * 16 + 100 * 100 * 16
+    assert net.training and not net._forward_hooks
 
 
 def test_coverage_from_uniform_ranks_is_diagonal():

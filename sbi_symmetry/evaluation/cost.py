@@ -1,8 +1,10 @@
 """Cost measures: trainable parameters, multiply-accumulates of a forward pass, wall time.
 
-Multiply-accumulates (MACs) are counted with forward hooks on every ``nn.Linear`` (including the
-masked linear layers of nflows and zuko, which subclass it) and ``nn.Conv1d`` inside a module while
-a user-supplied forward pass runs. Element-wise operations are not counted, as is customary.
+Multiply-accumulates (MACs) are counted with ``torch.utils.flop_counter.FlopCounterMode`` while a
+user-supplied forward pass runs: every matrix product (linear layers, the masked layers of the
+flows, and products written as ``@`` such as Embed and Emulate's ``B x B`` logits), batched
+product and convolution, whichever module runs it; ``MACs = FLOPs / 2``. Element-wise operations
+are not counted, as is customary.
 
 Example:
     >>> import torch
@@ -21,7 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn, no_grad
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -45,39 +48,25 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 
 
 def count_macs(module: nn.Module, forward: Callable[[], Any]) -> int:
-    """Multiply-accumulates of linear and 1-D convolution layers during ``forward()``.
+    """Multiply-accumulates of every matrix product and convolution during ``forward()``.
 
     Args:
-        module: The network whose layers are counted (hooks go on all its submodules).
+        module: The network measured (switched to ``eval()`` for the count, then restored, so
+            dropout and batch-norm statistics are left alone).
         forward: A callable that runs the forward pass to measure, e.g.
-            ``lambda: estimator.log_prob(theta, x)``.
+            ``lambda: estimator.log_prob(theta, x)``; products it runs outside ``module`` count.
 
     Returns:
         Total MACs of the pass.
     """
-    total = 0
-
-    def linear(m: nn.Linear, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
-        nonlocal total
-        rows = inputs[0].numel() // m.in_features
-        total += rows * m.in_features * m.out_features
-
-    def conv(m: nn.Conv1d, _inputs: tuple[Tensor, ...], out: Tensor) -> None:
-        nonlocal total
-        total += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0]
-
-    handles = []
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear))
-        elif isinstance(m, nn.Conv1d):
-            handles.append(m.register_forward_hook(conv))
+    was_training = module.training
+    module.eval()
     try:
-        forward()
+        with no_grad(), FlopCounterMode(display=False) as counter:
+            forward()
     finally:
-        for h in handles:
-            h.remove()
-    return total
+        module.train(was_training)
+    return int(counter.get_total_flops()) // 2
 
 
 class Stopwatch:

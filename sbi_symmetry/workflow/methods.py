@@ -37,7 +37,7 @@ from sbi.neural_nets.ratio_estimators import RatioEstimator
 from torch import Tensor, nn
 
 from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker, training_summary
-from sbi_symmetry.emulate import EmbedEmulate
+from sbi_symmetry.emulate import EmbedEmulate, EmbedEmulateRatioEstimator
 from sbi_symmetry.evaluation.calibration import sampling_time_limit
 from sbi_symmetry.evaluation.cost import count_macs, count_parameters
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
@@ -162,18 +162,18 @@ def _train(
 
 
 def _macs(estimator: nn.Module, theta: Tensor, x: Tensor) -> int:
-    """MACs of one training forward pass at batch 1000 (a ratio, or the NPE loss)."""
+    """MACs of one training forward pass at batch 1000 (every matrix product counted).
+
+    NPE: its loss. Embed and Emulate: its symmetric InfoNCE loss, ``B x B`` logits included.
+    Other ratio estimators: the ratios of the 1000 pairs.
+    """
     idx = torch.arange(1000) % theta.shape[0]
     t, xx = theta[idx], x[idx]
-    was_training = estimator.training
-    estimator.eval()
-    with torch.no_grad():
-        if isinstance(estimator, RatioEstimator):
-            macs = count_macs(estimator, lambda: estimator(t, xx))
-        else:
-            macs = count_macs(estimator, lambda: estimator.loss(t, xx))
-    estimator.train(was_training)
-    return macs
+    if isinstance(estimator, RatioEstimator) and not isinstance(
+        estimator, EmbedEmulateRatioEstimator
+    ):
+        return count_macs(estimator, lambda: estimator(t, xx))
+    return count_macs(estimator, lambda: estimator.loss(t, xx))
 
 
 def _finish(
