@@ -60,3 +60,22 @@ def test_embed_emulate_quick_run_writes_results(tmp_path):
     assert result["speed_check"]["step_speedup"] > 0
     text = out.read_text()
     assert "--quick" in text and "## Targets" in text and "| E&E |" in text
+
+
+def test_lever_variants_are_valid_run_configs_and_rows_read_metrics():
+    """Every variant of both ablation scripts builds a checked config; a row shows the widest."""
+    scripts = [load_script(name) for name in ("symmetry_npe_levers", "ee_levers")]
+    levers = sys.modules["_levers"]  # the scripts put benchmarks/ on sys.path and import it
+    for script in scripts:
+        for methods, changes in script.VARIANTS.values():
+            cfg = levers.variant_config("damped-oscillator", 3, methods, changes)
+            assert cfg.methods == methods and cfg.num_observations == 3
+    cfg = levers.variant_config("damped-oscillator", 3, ("symmetry_npe",), {"pretrain": {}})
+    assert cfg.pretrain["max_epochs"] == 40  # a dict change updates the preset's, not replaces
+    entry = {
+        "c2st": {"mean": 0.7, "sem": 0.01},
+        "std_over_reference": [[1.0, 2.0], [3.0, 1.0]],
+        "costs": {"simulator_calls": {"total": 10, "training_set": 10, "views": 0}, "epochs": 5},
+    }
+    (row,) = levers.rows("v", {"methods": {"m": entry}}, 1.0)
+    assert "| 2.00, 1.50 | 3.00 |" in row

@@ -71,7 +71,7 @@ def test_returns_embedding_with_scaling_freeze_and_history():
     views = ToyViews()
     emb = pretrain_vicreg(encoder(), views, prior(), num_simulations=200, **FAST)
     assert isinstance(emb, SymmetryEmbedding)
-    assert emb.freeze == "backbone" and not emb.training
+    assert emb.freeze == "none" and not emb.training  # NPE fine-tunes it by default
     assert emb.output_dim == 3
     # The toy data are 2 + 3 * (bump + noise): mean a bit above 2, std a bit above 0.3.
     assert 2.0 < float(emb.input_mean) < 2.5
@@ -493,7 +493,9 @@ def test_encoder_output_must_be_batch_by_dim():
 def test_backbone_freeze_needs_backbone_and_head():
     plain = nn.Linear(LENGTH, 3)
     with pytest.raises(ValueError, match="backbone"):
-        pretrain_vicreg(plain, ToyViews(), prior(), num_simulations=200, **FAST)
+        pretrain_vicreg(
+            plain, ToyViews(), prior(), num_simulations=200, freeze="backbone", **FAST
+        )
 
 
 def test_prior_on_another_device_is_refused():

@@ -44,6 +44,7 @@ def pretrained() -> SymmetryEmbedding:
         batch_size=64,
         max_epochs=2,
         warmup_epochs=0,
+        freeze="backbone",  # the paper's set-up; the default "none" is tested below
         show_progress_bar=False,
     )
     return embedding

@@ -10,7 +10,7 @@ import torch
 
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.simulation.counting import count_simulator_calls
-from sbi_symmetry.tasks import DampedOscillator
+from sbi_symmetry.tasks import DampedOscillator, Lorenz96
 from sbi_symmetry.workflow import registry, stages
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.registry import METHODS, MethodSpec, label, parse_methods
@@ -122,5 +122,37 @@ def test_shift_views_pretrain_symmetry_npe_without_a_simulator_call():
         max_num_epochs=1,
     )
     assert simulator_calls(task) == 0 and trained.pretrain_seconds > 0
+    assert trained.extra["pretrain_views"] == "shift"
     with pytest.raises(ValueError, match="`pretrain_views` must be one of"):
         RunConfig.from_preset("damped-oscillator", pretrain_views="bank").validate()
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"), [(DampedOscillator(), "shift"), (Lorenz96(), "resimulated")]
+)
+def test_auto_views_are_shifts_where_the_task_allows_them(task, expected):
+    from sbi_symmetry.simulation.counting import simulator_calls
+    from sbi_symmetry.workflow import methods as M
+
+    theta, x = task.sample_joint(200, generator=torch.Generator().manual_seed(0))
+    task = count_simulator_calls(task)
+    encoder = ConvEncoder1D.for_task(task, output_dim=3, channels=2, num_blocks=1)
+    trained = M.symmetry_npe(
+        task,
+        theta,
+        x,
+        encoder,
+        pretrain_simulations=64,
+        pretrain_kwargs={"max_epochs": 1, "batch_size": 32, "show_progress_bar": False},
+        show_progress_bars=False,
+        max_num_epochs=1,
+    )
+    assert trained.extra["pretrain_views"] == expected
+    assert (simulator_calls(task) == 0) == (expected == "shift")
+
+
+def test_shift_views_on_a_task_without_a_time_shift_fail_before_any_work():
+    with pytest.raises(ValueError, match=r"pretrain_views='shift'.*lorenz96 is not one"):
+        RunConfig.from_preset("lorenz96", pretrain_views="shift")
+    cfg = RunConfig.from_preset("lorenz96", pretrain_views="shift", methods=("raw_npe",))
+    assert cfg.pretrain_views == "shift"  # no symmetry NPE: nothing uses the views

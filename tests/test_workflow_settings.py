@@ -92,6 +92,7 @@ def test_the_default_fast_preset_keeps_its_values():
         "batch_size": 256,
         "learning_rate": 3e-3,
         "stop_after_epochs": 40,
+        "freeze": "none",
     }
     assert cfg.npe_train == {
         "max_num_epochs": 150,
@@ -101,4 +102,5 @@ def test_the_default_fast_preset_keeps_its_values():
     assert cfg.ee_train == {"max_num_epochs": 150, "training_batch_size": 200}
     assert cfg.ee == {}
     assert (cfg.num_simulations, cfg.pretrain_simulations) == (10_000, 30_000)
-    assert cfg.methods == ("symmetry_npe", "raw_npe", "embed_emulate")
+    assert cfg.methods == ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate")
+    assert cfg.pretrain_views == "auto"

@@ -160,8 +160,9 @@ print(
 # ## NPE on the embedding
 #
 # `embedding.posterior_nn("maf")` is sbi's `posterior_nn` with the embedding as `embedding_net`
-# and `z_score_x="none"` (the embedding scales its own input). The embedding's backbone stays
-# frozen and its head is fine-tuned with the flow (`freeze="backbone"`, the default).
+# and `z_score_x="none"` (the embedding scales its own input). The whole pretrained encoder is
+# fine-tuned with the flow (`freeze="none"`, the default; `freeze="backbone"` keeps its
+# convolutions as pretrained, as in the paper).
 
 # %%
 stage = "NPE training set"

@@ -7,7 +7,7 @@
   :class:`Compose` and :class:`AugmentedViews` (transform stored data twice);
 * :mod:`~sbi_symmetry.views.noise_fill`: :class:`NoisyTimeShift` (shift, the entering samples
   drawn from the white-noise model) and :func:`shift_views` (views of a signal-in-noise task's
-  stored simulations at no simulator cost);
+  stored simulations at no simulator cost) and :func:`supports_shift_views`;
 * :mod:`~sbi_symmetry.views.budget`: :func:`split_budget` (simulator calls for the training set
   and for views) and :class:`BudgetSplit`.
 """
@@ -27,6 +27,7 @@ from sbi_symmetry.views.noise_fill import (
     default_max_shift,
     noise_filled_shift,
     shift_views,
+    supports_shift_views,
 )
 from sbi_symmetry.views.resimulated import ResimulatedViews
 
@@ -46,5 +47,6 @@ __all__ = [
     "noise_filled_shift",
     "shift_views",
     "split_budget",
+    "supports_shift_views",
     "time_shift",
 ]

@@ -280,6 +280,30 @@ def _check_task(task: Any) -> int:
     return int(task.num_samples)
 
 
+def supports_shift_views(task: Any) -> bool:
+    """Whether :func:`shift_views` accepts ``task`` (a signal in white noise, one time shift).
+
+    ``pretrain_views="auto"`` of the end-to-end run uses it to choose noise-filled shift views
+    (no simulator call) where they are valid, and re-simulated views elsewhere.
+
+    Args:
+        task: Any task object.
+
+    Returns:
+        ``True`` if ``shift_views(task)`` would succeed.
+
+    Example:
+        >>> from sbi_symmetry.tasks import DampedOscillator, Lorenz96
+        >>> supports_shift_views(DampedOscillator()), supports_shift_views(Lorenz96())
+        (True, False)
+    """
+    try:
+        _check_task(task)
+    except TypeError:
+        return False
+    return True
+
+
 def default_max_shift(task: Any) -> int:
     """Half the width of the task's shift prior, in samples of its time grid (rounded).
 

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry._validation import check_choice, check_int
 from sbi_symmetry.tasks import TASKS, get_task
+from sbi_symmetry.views import supports_shift_views
 from sbi_symmetry.workflow.registry import METHODS
 from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs
 
@@ -48,11 +49,13 @@ class RunConfig:
             (see :func:`sbi_symmetry.tasks.get_task`; its presets are the default task's).
         preset: The preset these settings came from.
         num_simulations: Training simulations for every method.
-        pretrain_simulations: Parameter draws for VICReg pretraining (fresh views each epoch;
-            ignored with ``pretrain_views="shift"``).
-        pretrain_views: ``"resimulated"`` (two simulator calls per view pair, fresh each epoch)
-            or ``"shift"`` (noise-filled time shifts of the stored training set: no simulator
-            call; signal-in-noise tasks only).
+        pretrain_simulations: Parameter draws for VICReg pretraining on re-simulated views
+            (fresh views each epoch; unused when the views are shifts of the training set).
+        pretrain_views: ``"shift"`` (noise-filled time shifts of the stored training set: no
+            simulator call; signal-in-white-noise tasks with one time shift only),
+            ``"resimulated"`` (two simulator calls per view pair, fresh each epoch) or
+            ``"auto"`` (the default: ``"shift"`` where the task qualifies, see
+            :func:`~sbi_symmetry.views.supports_shift_views`, else ``"resimulated"``).
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
@@ -79,7 +82,7 @@ class RunConfig:
     preset: str = "fast"
     num_simulations: int = 10_000
     pretrain_simulations: int = 10_000
-    pretrain_views: str = "resimulated"
+    pretrain_views: str = "auto"
     num_observations: int = 5
     posterior_samples: int = 2_000
     sbc_pairs: int = 200
@@ -93,7 +96,7 @@ class RunConfig:
     npe_train: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
     ee_train: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
     ee: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
-    methods: tuple[str, ...] = ("symmetry_npe", "raw_npe", "embed_emulate")
+    methods: tuple[str, ...] = ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate")
     seed: int = 0
     device: str = "cpu"
 
@@ -149,7 +152,7 @@ class RunConfig:
         else:
             check_choice(self.task, "task", sorted(TASKS))
         check_int(self.seed, "seed", 0)
-        check_choice(self.pretrain_views, "pretrain_views", ("resimulated", "shift"))
+        check_choice(self.pretrain_views, "pretrain_views", ("auto", "resimulated", "shift"))
         counts = ("num_simulations", "pretrain_simulations", "num_observations")
         counts += ("posterior_samples", "sbc_pairs", "sbc_pairs_ratio", "sbc_posterior_samples")
         for name in counts:
@@ -164,13 +167,21 @@ class RunConfig:
             raise ValueError(
                 f"`methods` must be one or more of {list(METHODS)}; unknown: {sorted(unknown)}."
             )
+        if self.pretrain_views == "shift" and "symmetry_npe" in self.methods:
+            task = get_task(self.task, device="cpu")
+            if not supports_shift_views(task):
+                raise ValueError(
+                    f"`pretrain_views='shift'` needs a signal-in-white-noise task with one time "
+                    f"shift; {self.task} is not one (see sbi_symmetry.views.shift_views). Use "
+                    "'auto' or 'resimulated'."
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (the sub-settings stay checked mappings).
 
         Example:
             >>> RunConfig().to_dict()["methods"]
-            ('symmetry_npe', 'raw_npe', 'embed_emulate')
+            ('symmetry_npe', 'raw_npe', 'end_to_end_npe', 'embed_emulate')
         """
         return asdict(self)
 
@@ -258,7 +269,13 @@ _FAST_SHO = RunConfig(
     **_towers(8, downsample=8, channels=6, num_blocks=1, kernel_size=5, hidden_dim=32),
     expander={"output_dim": 32, "hidden_dims": (64, 64)},
     flow={"hidden_features": 25},
-    pretrain={"max_epochs": 40, "batch_size": 256, "learning_rate": 3e-3, "stop_after_epochs": 40},
+    pretrain={
+        "max_epochs": 40,
+        "batch_size": 256,
+        "learning_rate": 3e-3,
+        "stop_after_epochs": 40,
+        "freeze": "none",
+    },
     npe_train={"max_num_epochs": 150, "training_batch_size": 200, "learning_rate": 1e-3},
     ee_train={"max_num_epochs": 150, "training_batch_size": 200},
 )
@@ -273,8 +290,9 @@ _PAPER_SHO = RunConfig(
     sbc_pairs=1_000,
     sbc_pairs_ratio=300,
     sbc_posterior_samples=500,
+    pretrain_views="resimulated",
     **_towers(3, channels=20, num_blocks=4, kernel_size=21),
-    pretrain={"max_epochs": 100, "batch_size": 512},
+    pretrain={"max_epochs": 100, "batch_size": 512, "freeze": "backbone"},
     methods=tuple(METHODS),
 )
 

@@ -43,7 +43,7 @@ from sbi_symmetry.evaluation.cost import count_macs, count_parameters
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
-from sbi_symmetry.views import shift_views
+from sbi_symmetry.views import shift_views, supports_shift_views
 
 
 def mcmc_parameters(x: Tensor) -> MCMCPosteriorParameters:
@@ -306,7 +306,7 @@ def symmetry_npe(
     model: str = "maf",
     flow_kwargs: dict[str, Any] | None = None,
     pretrain_simulations: int = 20_000,
-    pretrain_views: str = "resimulated",
+    pretrain_views: str = "auto",
     pretrain_kwargs: dict[str, Any] | None = None,
     embedding: SymmetryEmbedding | None = None,
     show_progress_bars: bool = True,
@@ -322,9 +322,12 @@ def symmetry_npe(
         model: Flow name.
         flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``);
             ``z_score_x`` is always ``"none"`` (the embedding scales its own input).
-        pretrain_simulations: Parameter draws for pretraining (fresh views every epoch).
-        pretrain_views: ``"resimulated"`` (the task's views of fresh draws) or ``"shift"``
-            (noise-filled shifts of the training set ``x``: no simulator call).
+        pretrain_simulations: Parameter draws for re-simulated pretraining views (fresh views
+            every epoch).
+        pretrain_views: ``"resimulated"`` (the task's views of fresh draws), ``"shift"``
+            (noise-filled shifts of the training set ``x``: no simulator call) or ``"auto"``
+            (``"shift"`` where :func:`~sbi_symmetry.views.supports_shift_views` accepts the
+            task, else ``"resimulated"``); ``extra["pretrain_views"]`` says which ran.
         pretrain_kwargs: Overrides of :class:`~sbi_symmetry.symmetry.pretrain.PretrainConfig`.
         embedding: An already pretrained embedding to reuse instead of pretraining (copied,
             with its freeze mode).
@@ -334,12 +337,15 @@ def symmetry_npe(
     Returns:
         The trained method; ``extra["embedding"]`` is the embedding as sbi left it.
     """
-    pretrain_seconds = 0.0
+    pretrain_seconds, views_used = 0.0, "reused"
     pretrained = embedding
     if pretrained is None:
         start = time.perf_counter()
         kwargs = {"show_progress_bar": show_progress_bars, **(pretrain_kwargs or {})}
-        if pretrain_views == "shift":  # views of the stored training set
+        views_used = pretrain_views
+        if pretrain_views == "auto":
+            views_used = "shift" if supports_shift_views(task) else "resimulated"
+        if views_used == "shift":  # views of the stored training set
             views, inputs = shift_views(task), {"x": x}
         else:
             views, inputs = task.views, {"num_simulations": pretrain_simulations}
@@ -361,7 +367,11 @@ def symmetry_npe(
         show_progress_bars,
         train_kwargs,
         pretrain_seconds=pretrain_seconds,
-        extra={"embedding": embedding, "pretrained_embedding": pretrained},
+        extra={
+            "embedding": embedding,
+            "pretrained_embedding": pretrained,
+            "pretrain_views": views_used,
+        },
         history=pre_history,
     )
 

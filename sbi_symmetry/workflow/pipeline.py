@@ -10,7 +10,7 @@ Example:
     >>> from sbi_symmetry.workflow.config import RunConfig
     >>> cfg = RunConfig.from_preset("damped-oscillator", "fast")
     >>> cfg.methods
-    ('symmetry_npe', 'raw_npe', 'embed_emulate')
+    ('symmetry_npe', 'raw_npe', 'end_to_end_npe', 'embed_emulate')
 """
 
 from __future__ import annotations

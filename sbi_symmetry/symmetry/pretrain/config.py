@@ -52,7 +52,11 @@ class PretrainConfig:
         variance_weight: VICReg ``mu``.
         covariance_weight: VICReg ``nu``.
         gamma: VICReg target standard deviation.
-        freeze: Freeze mode of the returned embedding (``"all"``, ``"backbone"``, ``"none"``).
+        freeze: Freeze mode of the returned embedding inside sbi's training: ``"none"`` (the
+            default: NPE fine-tunes the whole pretrained encoder, the most accurate at a
+            given simulation budget in ``benchmarks/results/symmetry_npe_levers_*.md``),
+            ``"backbone"`` (only the head trains; the paper's set-up, and what
+            :func:`~sbi_symmetry.symmetry.cached_npe` needs) or ``"all"``.
         input_scaling: ``"scalar"`` (one mean/std), ``"channel"`` (one per input channel) or
             ``"none"``.
         clip_grad_norm: Clip the gradient norm to this value; ``None`` for no clipping.
@@ -83,7 +87,7 @@ class PretrainConfig:
     variance_weight: float = 25.0
     covariance_weight: float = 1.0
     gamma: float = 1.0
-    freeze: Literal["all", "backbone", "none"] = "backbone"
+    freeze: Literal["all", "backbone", "none"] = "none"
     input_scaling: Literal["scalar", "channel", "none"] = "scalar"
     clip_grad_norm: float | None = None
     checkpoint_path: str | None = None

@@ -1,0 +1,43 @@
+"""What limits Embed and Emulate's sharpness at 10^4 simulations: an ablation on the fast preset.
+
+Each variant is one ``sbi-symmetry run`` of the fast preset with only Embed and Emulate and the
+named changes (see ``_levers.py``): 10 observations drawn from the prior, exact quadrature
+references, sbi's C2ST, the same seed (training set, observations, initial towers) for every
+variant. The levers: the temperature (fixed at 0.15, which caps every log-ratio at +-1/0.15 with
+cosine similarity, or learned), the similarity (cosine or an unbounded dot product), the latent
+width, the number of negatives (the batch size) and the training length. Prints a Markdown table
+and writes it with the command to ``--out`` (default
+``benchmarks/results/ee_levers_<task>.md``).
+
+    .venv/bin/python benchmarks/ee_levers.py --task damped-oscillator
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _levers import Variants, main
+
+_EE = ("embed_emulate",)
+_LEARNED = {"learn_temperature": True}
+
+VARIANTS: Variants = {
+    "cosine, fixed T = 0.15": (_EE, {}),
+    "cosine, learned T": (_EE, {"ee": _LEARNED}),
+    "dot product, fixed T = 0.15": (_EE, {"ee": {"similarity": "dot"}}),
+    "cosine, learned T, 64-d latent": (_EE, {"ee": _LEARNED, "ee_encoder": {"output_dim": 64}}),
+    "cosine, learned T, batch 500": (
+        _EE,
+        {"ee": _LEARNED, "ee_train": {"training_batch_size": 500}},
+    ),
+    "cosine, learned T, up to 600 epochs": (
+        _EE,
+        {"ee": _LEARNED, "ee_train": {"max_num_epochs": 600}},
+    ),
+}
+
+if __name__ == "__main__":
+    main("ee_levers.py", "Embed and Emulate levers", VARIANTS)
