@@ -1,7 +1,7 @@
 """MkDocs hook: serve committed Markdown from outside ``docs/`` without copying it into git twice.
 
-* ``tutorials/rendered/`` (written by ``tutorials/render.py``: each tutorial's Markdown and
-  figures) appears on the site as ``tutorials/<name>``;
+* ``tutorials/rendered/`` (written by ``tutorials/render.py``: each tutorial's Markdown, figures
+  and executed notebook) appears on the site as ``tutorials/<name>``;
 * ``benchmarks/results/*.md`` (written by the benchmark scripts, with the command that made
   them) appear as ``benchmarks/<name>``, so the pages that quote a number can link to its file.
 
@@ -17,7 +17,7 @@ from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
-    "tutorials": (ROOT / "tutorials" / "rendered", {".md", ".png", ".svg"}),
+    "tutorials": (ROOT / "tutorials" / "rendered", {".md", ".png", ".svg", ".ipynb"}),
     "benchmarks": (ROOT / "benchmarks" / "results", {".md"}),
 }
 

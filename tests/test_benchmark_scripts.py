@@ -79,3 +79,17 @@ def test_lever_variants_are_valid_run_configs_and_rows_read_metrics():
     }
     (row,) = levers.rows("v", {"methods": {"m": entry}}, 1.0)
     assert "| 2.00, 1.50 | 3.00 |" in row
+
+
+def test_the_readme_quick_start_blocks_are_found_and_import_real_names():
+    """``readme_quickstart.py`` runs the README's two quick-start blocks; they must exist."""
+    import ast
+
+    import sbi_symmetry
+
+    blocks = load_script("readme_quickstart").quickstart_blocks()
+    assert len(blocks) == 2
+    for code in blocks:
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and node.module == "sbi_symmetry":
+                assert all(hasattr(sbi_symmetry, alias.name) for alias in node.names)

@@ -261,7 +261,8 @@ def test_learned_temperature_is_a_clamped_parameter():
     with torch.no_grad():
         est.log_temperature.fill_(10.0)
     assert float(est.temperature.detach()) == pytest.approx(1.0)
-    fixed = make_estimator(temperature=0.2)
+    assert isinstance(make_estimator().log_temperature, nn.Parameter)  # learned by default
+    fixed = make_estimator(temperature=0.2, learn_temperature=False)
     assert "log_temperature" not in dict(fixed.named_parameters())
 
 

@@ -263,7 +263,7 @@ def test_the_report_flags_its_numbers_and_embeds_its_figures(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     raw, ee = saved["methods"]["raw_npe"], saved["methods"]["embed_emulate"]
     assert [f["code"] for f in raw["flags"]] == ["epoch_cap", "below_cramer_rao", "sbc_pvalue"]
-    assert [f["code"] for f in ee["flags"]] == ["too_wide"]  # ee_train caps at 150: 30 is fine
+    assert [f["code"] for f in ee["flags"]] == ["too_wide"]  # ee_train caps at 600: 30 is fine
     assert metrics["methods"]["raw_npe"]["flags"] == raw["flags"]
     assert "| 0.50, <0.01 |" in md  # never a bare 0.00
     assert "| calibrated but 10.0 x too wide |" in md

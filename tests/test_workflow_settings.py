@@ -99,7 +99,7 @@ def test_the_default_fast_preset_keeps_its_values():
         "training_batch_size": 200,
         "learning_rate": 1e-3,
     }
-    assert cfg.ee_train == {"max_num_epochs": 150, "training_batch_size": 200}
+    assert cfg.ee_train == {"max_num_epochs": 600, "training_batch_size": 200}
     assert cfg.ee == {}
     assert (cfg.num_simulations, cfg.pretrain_simulations) == (10_000, 30_000)
     assert cfg.methods == ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate")

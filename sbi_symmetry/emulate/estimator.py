@@ -83,7 +83,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         similarity: ``"cosine"`` (both embeddings on the unit sphere; logits bounded by
             ``1 / temperature``) or ``"dot"`` (plain inner product).
         temperature: Initial (or fixed) temperature, > 0.
-        learn_temperature: Train ``log(temperature)`` with the networks.
+        learn_temperature: Train ``log(temperature)`` with the networks (the default).
         temperature_bounds: The learned temperature is clamped to this range.
         z_score_theta: Standardise each parameter with the build batch's mean and std before
             the emulator (as ``sbi`` does).
@@ -105,7 +105,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         *,
         similarity: Similarity = "cosine",
         temperature: float = 0.15,
-        learn_temperature: bool = False,
+        learn_temperature: bool = True,
         temperature_bounds: tuple[float, float] = (1e-3, 1e3),
         z_score_theta: bool = True,
         z_score_x: Literal["none", "structured"] = "none",

@@ -81,7 +81,9 @@ class EmbedEmulate(RatioTrainerHooks):
         embedding_dim: Width of the default encoder.
         temperature: (Initial) temperature of the logits, > 0.
         similarity: ``"cosine"`` (unit sphere, the default) or ``"dot"``.
-        learn_temperature: Learn ``log(temperature)`` with the networks.
+        learn_temperature: Learn ``log(temperature)`` with the networks (the default; a fixed
+            temperature caps every log-ratio at ``1 / temperature`` with cosine similarity,
+            which left posteriors up to 30x too wide in ``benchmarks/results/ee_levers_*.md``).
         z_score_theta: Standardise ``theta`` with the first batch's statistics.
         z_score_x: ``"none"`` or ``"structured"`` (see the estimator).
         emulator_kwargs: Extra arguments of the default emulator.
@@ -107,7 +109,7 @@ class EmbedEmulate(RatioTrainerHooks):
         embedding_dim: int = 16,
         temperature: float = 0.15,
         similarity: Similarity = "cosine",
-        learn_temperature: bool = False,
+        learn_temperature: bool = True,
         z_score_theta: bool = True,
         z_score_x: Literal["none", "structured"] = "none",
         emulator_kwargs: dict[str, Any] | None = None,

@@ -277,7 +277,7 @@ _FAST_SHO = RunConfig(
         "freeze": "none",
     },
     npe_train={"max_num_epochs": 150, "training_batch_size": 200, "learning_rate": 1e-3},
-    ee_train={"max_num_epochs": 150, "training_batch_size": 200},
+    ee_train={"max_num_epochs": 600, "training_batch_size": 200},
 )
 
 _PAPER_SHO = RunConfig(
