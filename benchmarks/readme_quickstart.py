@@ -13,6 +13,7 @@ to ``--out`` (default ``benchmarks/results/readme_quickstart.md``).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -60,11 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/readme_quickstart.md"))
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()
     blocks = quickstart_blocks()
     assert len(blocks) == len(BLOCKS), f"expected {len(BLOCKS)} quick-start blocks in README.md"
     namespace: dict[str, Any] = {}
     rows = []
+    # The blocks run as printed, so sbi writes its ./sbi-logs: run them in a scratch folder.
     with tempfile.TemporaryDirectory() as cache:
+        os.chdir(cache)  # the script's own process: nothing else depends on its folder
         for name, code in zip(BLOCKS, blocks, strict=True):
             torch.manual_seed(args.seed)
             start = time.perf_counter()
