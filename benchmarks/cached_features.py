@@ -35,8 +35,12 @@ ENCODERS = {
 
 def _through(prior, emb, theta, x, settings):
     torch.manual_seed(0)
-    trainer = NPE(prior, density_estimator=emb.posterior_nn("maf"), tracker=NullTracker(),
-                  show_progress_bars=False)
+    trainer = NPE(
+        prior,
+        density_estimator=emb.posterior_nn("maf"),
+        tracker=NullTracker(),
+        show_progress_bars=False,
+    )
     trainer.append_simulations(theta, x).train(**settings)
     return training_summary(trainer)
 
@@ -57,14 +61,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, {args.threads} threads, "
-          f"{args.simulations} simulations, max_num_epochs={args.epochs}")
+    print(
+        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, {args.threads} threads, "
+        f"{args.simulations} simulations, max_num_epochs={args.epochs}"
+    )
     task = DampedOscillator()
     theta, x = task.sample_joint(args.simulations, generator=torch.Generator().manual_seed(0))
-    settings = {"max_num_epochs": args.epochs, "training_batch_size": 200,
-                "stop_after_epochs": 10_000}
-    print("| encoder | s/epoch through the embedding | s/epoch on cached features | "
-          "speed-up | one-off encoding s | last validation loss (through, cached) |")
+    settings = {
+        "max_num_epochs": args.epochs,
+        "training_batch_size": 200,
+        "stop_after_epochs": 10_000,
+    }
+    print(
+        "| encoder | s/epoch through the embedding | s/epoch on cached features | "
+        "speed-up | one-off encoding s | last validation loss (through, cached) |"
+    )
     print("|---|---|---|---|---|---|")
     for name, kwargs in ENCODERS.items():
         torch.manual_seed(1)
@@ -74,8 +85,11 @@ def main(argv: list[str] | None = None) -> None:
         b, encode_s = _cached(task.prior, emb, theta, x, settings)
         per_a = sum(a["epoch_durations_sec"]) / len(a["epoch_durations_sec"])
         per_b = sum(b["epoch_durations_sec"]) / len(b["epoch_durations_sec"])
-        print(f"| {name} | {per_a:.2f} | {per_b:.2f} | {per_a / per_b:.1f}x | {encode_s:.1f} | "
-              f"{a['validation_loss'][-1]:.4f}, {b['validation_loss'][-1]:.4f} |", flush=True)
+        print(
+            f"| {name} | {per_a:.2f} | {per_b:.2f} | {per_a / per_b:.1f}x | {encode_s:.1f} | "
+            f"{a['validation_loss'][-1]:.4f}, {b['validation_loss'][-1]:.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

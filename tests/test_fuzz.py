@@ -54,8 +54,10 @@ def test_embed_emulate_refuses_bad_simulations_before_training(batch):
     theta, x = batch
     width = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
     trainer = EmbedEmulate(
-        PRIOR, encoder=torch.nn.Sequential(torch.nn.Flatten(), ResidualMLP(width, 4)),
-        embedding_dim=4, show_progress_bars=False,
+        PRIOR,
+        encoder=torch.nn.Sequential(torch.nn.Flatten(), ResidualMLP(width, 4)),
+        embedding_dim=4,
+        show_progress_bars=False,
     )
     try:
         with warnings.catch_warnings():

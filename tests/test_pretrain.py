@@ -493,9 +493,7 @@ def test_encoder_output_must_be_batch_by_dim():
 def test_backbone_freeze_needs_backbone_and_head():
     plain = nn.Linear(LENGTH, 3)
     with pytest.raises(ValueError, match="backbone"):
-        pretrain_vicreg(
-            plain, ToyViews(), prior(), num_simulations=200, freeze="backbone", **FAST
-        )
+        pretrain_vicreg(plain, ToyViews(), prior(), num_simulations=200, freeze="backbone", **FAST)
 
 
 def test_prior_on_another_device_is_refused():

@@ -87,8 +87,14 @@ def _refused(argv, monkeypatch, capsys) -> str:
 
 def _store(tmp_path, simulator, prior, **kwargs):
     return simulate_dataset(
-        simulator, prior, 12, path=tmp_path / "store", chunk_size=4, engine="serial",
-        show_progress_bar=False, **kwargs,
+        simulator,
+        prior,
+        12,
+        path=tmp_path / "store",
+        chunk_size=4,
+        engine="serial",
+        show_progress_bar=False,
+        **kwargs,
     )
 
 
@@ -109,8 +115,9 @@ def test_resuming_a_store_with_another_simulator_or_prior_is_refused(tmp_path):
     with pytest.raises(ChunkError):
         _store(tmp_path, _StopsAfterOneChunk(), prior)
     with pytest.raises(ValueError, match=r"its prior differs .*BoxUniform"):
-        _store(tmp_path, lambda t: t * 2, BoxUniform(torch.zeros(2), 2 * torch.ones(2)),
-               resume=True)
+        _store(
+            tmp_path, lambda t: t * 2, BoxUniform(torch.zeros(2), 2 * torch.ones(2)), resume=True
+        )
     with pytest.raises(ValueError, match=r"simulator gives other data .*probe hash"):
         _store(tmp_path, lambda t: t * 3, prior, resume=True)
     store = _store(tmp_path, lambda t: t * 2, prior, resume=True)  # the same maths: accepted

@@ -60,6 +60,19 @@ def test_there_are_four_tutorials():
     assert len(TUTORIALS) == 4
 
 
+@pytest.mark.parametrize("script", TUTORIALS, ids=lambda p: p.stem)
+def test_the_committed_renderings_show_the_current_scripts(script):
+    """The docs' pages and notebooks were rendered from the scripts as they are now."""
+    rendered = script.parent / "rendered" / script.stem
+    cells = _renderer().split_cells(script.read_text())
+    notebook = _notebook(rendered.with_suffix(".ipynb"))
+    assert [(c["cell_type"], _text(c["source"])) for c in notebook["cells"]] == cells
+    page = rendered.with_suffix(".md").read_text()
+    for kind, source in cells:
+        assert (source if kind == "markdown" else f"```python\n{source}\n```") in page
+    assert "in full:" in page  # rendered at full size, not in fast mode
+
+
 def test_cells_are_split_by_percent_markers():
     cells = _renderer().split_cells("# %% [markdown]\n# # Title\n# text\n\n# %%\nx = 1\nprint(x)\n")
     assert cells == [("markdown", "# Title\ntext"), ("code", "x = 1\nprint(x)")]

@@ -41,7 +41,7 @@ sym = methods.symmetry_npe(
     theta,
     x,
     encoder,
-    pretrain_simulations=num,
+    pretrain_views="shift",  # views of the training set: no simulator call (the default, "auto")
     pretrain_kwargs={"max_epochs": 3 if FAST else 40, "learning_rate": 2e-3},
     show_progress_bars=False,
     **epochs,

@@ -215,6 +215,15 @@ print(
 fig_coverage = plot_coverage({"symmetry NPE": cal}, labels=["w", "a"])
 
 # %% [markdown]
+# Read the two numbers together. The KS test of SBC gets sharper with every pair: with 500
+# pairs of 500 samples it flags rank histograms that are only slightly off, while the coverage
+# curve says by how much: a largest gap of a few hundredths between claimed and empirical
+# coverage is a small miscalibration, one of 0.1 or more a large one. `calibrated=False` with a
+# small coverage error says "slightly off, and you have enough pairs to see it"; more training
+# simulations, or training to convergence, are the remedies, and `freeze="backbone"` in
+# `pretrain_vicreg` is worth comparing.
+
+# %% [markdown]
 # ## A local test at one observation: L-C2ST
 #
 # SBC averages over the prior; a posterior can pass it and still be wrong at the observation

@@ -259,7 +259,11 @@ def render(script: Path, out_dir: Path, overwrite: bool = False) -> Path:
     cells, took = execute(script)
     mode = "fast mode (SBI_SYMMETRY_FAST=1)" if os.environ.get("SBI_SYMMETRY_FAST") else "full"
     command = f"python tutorials/render.py {script.as_posix()}"
-    text, figures = to_markdown(cells, name, f"*Rendered by `{command}` in {mode}: {took:.0f} s.*")
+    footer = (
+        f"*Rendered by `{command}` in {mode}: {took:.0f} s. The same run as a Jupyter notebook, "
+        f"with its outputs: [{name}.ipynb]({name}.ipynb).*"
+    )
+    text, figures = to_markdown(cells, name, footer)
     about = {"rendered_by": command, "mode": mode, "seconds": round(took, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
     for file_name, png in figures.items():
