@@ -93,3 +93,31 @@ def test_the_readme_quick_start_blocks_are_found_and_import_real_names():
         for node in ast.walk(ast.parse(code)):
             if isinstance(node, ast.ImportFrom) and node.module == "sbi_symmetry":
                 assert all(hasattr(sbi_symmetry, alias.name) for alias in node.names)
+
+
+def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, monkeypatch):
+    """An interrupted convergence run resumes: budgets already in the JSON are not run again."""
+    script = load_script("convergence")
+    ran: list[int] = []
+
+    def fake_run(task, observations, budget, max_epochs):
+        ran.append(budget)
+        entry = {
+            "c2st": {"mean": 0.9 - budget / 1e6, "sem": 0.01},
+            "std_over_reference": [[1.5, 1.2]],
+            "costs": {
+                "simulator_calls": {"total": budget, "training_set": budget, "views": 0},
+                "epochs": max_epochs,
+            },
+        }
+        return {"metrics": {"methods": dict.fromkeys(script.METHODS, entry)}, "seconds": 1.0}
+
+    monkeypatch.setattr(script, "run_budget", fake_run)
+    out = tmp_path / "conv"
+    script.main(["--budgets", "1000", "--out", str(out)])
+    script.main(["--budgets", "1000", "10000", "--out", str(out), "--max-epochs", "7"])
+    assert ran == [1000, 10000]
+    assert set(json.loads(out.with_suffix(".json").read_text())) == {"1000", "10000"}
+    table = out.with_suffix(".md").read_text()
+    assert "| 10,000 | raw_npe | 0.890 ± 0.010 |" in table and "--max-epochs 7" in table
+    assert out.with_suffix(".png").stat().st_size > 0

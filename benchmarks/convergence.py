@@ -1,0 +1,125 @@
+"""Accuracy against the simulation budget: mean C2ST at 10^4, 10^5, ... total simulator calls.
+
+Like sbi-benchmark's figures: for each budget, one ``sbi-symmetry run`` of the fast preset with
+``num_simulations`` set to the budget and the NPE epoch cap raised to ``--max-epochs`` (sbi's early
+stopping usually ends training first), for symmetry NPE (its views made from the training set,
+so the budget is its whole cost), the same encoder trained end to end, and sbi's NPE on raw data.
+10 observations drawn from the prior, exact quadrature references, sbi's C2ST, seed 0 for every
+budget. Finished budgets are kept in ``<out>.json`` and skipped when the script is run again, so an
+interrupted run resumes; the table goes to ``<out>.md`` and the plot (log x-axis) to ``<out>.png``.
+
+    .venv/bin/python benchmarks/convergence.py --task damped-oscillator --budgets 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import command_line, platform_stamp
+from _levers import HEADER, rows, variant_config
+
+from sbi_symmetry._io import atomic_write_text
+from sbi_symmetry.workflow import pipeline
+
+METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
+
+
+def run_budget(task: str, observations: int, budget: int, max_epochs: int) -> dict[str, Any]:
+    """One run of the fast preset at ``budget`` training simulations; its metrics and time."""
+    changes = {"num_simulations": budget, "npe_train": {"max_num_epochs": max_epochs}}
+    cfg = variant_config(task, observations, METHODS, changes)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        metrics = pipeline.run(cfg, Path(folder) / "run", show_progress=False)
+    return {"metrics": metrics, "seconds": time.perf_counter() - start}
+
+
+def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
+    """Mean C2ST (± sem) against total simulator calls, one line per method, log x-axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for method in METHODS:
+        points = sorted(
+            (
+                entry["costs"]["simulator_calls"]["total"],
+                entry["c2st"]["mean"],
+                entry["c2st"]["sem"],
+            )
+            for run in results.values()
+            if (entry := run["metrics"]["methods"].get(method))
+        )
+        if points:
+            calls, mean, sem = zip(*points, strict=True)
+            ax.errorbar(calls, mean, yerr=sem, marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_ylim(0.45, 1.0)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("total simulator calls")
+    ax.set_ylabel("mean C2ST (0.5 = exact)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the missing budgets, then write the table, the plot and the raw results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="damped-oscillator")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--observations", type=int, default=10)
+    parser.add_argument("--max-epochs", type=int, default=400)
+    parser.add_argument("--out", type=Path, default=None, help="path without suffix")
+    args = parser.parse_args(argv)
+    out = args.out or Path(f"benchmarks/results/convergence_{args.task}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store = out.with_suffix(".json")
+    results: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
+    for budget in args.budgets:
+        if str(budget) in results:
+            print(f"{budget:,} simulator calls: done before, kept", flush=True)
+            continue
+        results[str(budget)] = run_budget(args.task, args.observations, budget, args.max_epochs)
+        atomic_write_text(store, json.dumps(results, indent=1))
+        print(f"{budget:,} simulator calls: {results[str(budget)]['seconds']:.0f} s", flush=True)
+    table = [
+        line
+        for budget, run in sorted(results.items(), key=lambda item: int(item[0]))
+        for line in rows(f"{int(budget):,}", run["metrics"], run["seconds"])
+    ]
+    title = f"Convergence: {args.task}, {args.observations} observations"
+    plot(results, title, out.with_suffix(".png"))
+    header = [HEADER[0].replace("| variant |", "| budget |"), HEADER[1]]
+    text = [
+        f"# {title}",
+        "",
+        f"Script: `benchmarks/convergence.py`. Machine: {platform_stamp(sbi=True)}. Fast preset,"
+        f" NPE epoch cap {args.max_epochs} (early stopping after 20 epochs without improvement).",
+        "",
+        "    " + command_line("convergence.py", argv if argv is not None else sys.argv[1:]),
+        "",
+        *header,
+        *table,
+        "",
+        f"![mean C2ST against simulator calls]({out.with_suffix('.png').name})",
+        "",
+    ]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(text))
+    print("\n".join(header + table))
+
+
+if __name__ == "__main__":
+    main()

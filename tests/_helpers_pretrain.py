@@ -1,0 +1,42 @@
+"""A toy views object, prior and encoder shared by the VICReg pretraining tests."""
+
+from __future__ import annotations
+
+import torch
+from sbi.utils import BoxUniform
+
+from sbi_symmetry.nets.conv import ConvEncoder1D
+
+LENGTH = 24
+FAST = dict(batch_size=32, max_epochs=2, warmup_epochs=0, show_progress_bar=False)
+
+
+class ToyViews:
+    """theta (n, 2) -> two noisy shifted bumps of length LENGTH; counts its calls."""
+
+    input_kind = "theta"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _one(self, theta: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(LENGTH, dtype=torch.float32)
+        shift = torch.randint(-3, 4, (theta.shape[0], 1)).float()
+        centre = 8 + 8 * theta[:, :1] + shift
+        bump = theta[:, 1:2] * torch.exp(-0.5 * (t - centre) ** 2)
+        return 2.0 + 3.0 * (bump + 0.1 * torch.randn(theta.shape[0], LENGTH))
+
+    def __call__(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        return self._one(theta), self._one(theta)
+
+
+def prior() -> BoxUniform:
+    return BoxUniform(torch.zeros(2), torch.ones(2))
+
+
+def encoder(seed: int = 0, **kwargs) -> ConvEncoder1D:
+    torch.manual_seed(seed)
+    return ConvEncoder1D(
+        LENGTH, 3, channels=4, num_blocks=1, kernel_size=5, hidden_dim=16, **kwargs
+    )
