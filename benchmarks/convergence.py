@@ -5,8 +5,12 @@ Like sbi-benchmark's figures: for each budget, one ``sbi-symmetry run`` of the f
 stopping usually ends training first), for symmetry NPE (its views made from the training set,
 so the budget is its whole cost), the same encoder trained end to end, and sbi's NPE on raw data.
 10 observations drawn from the prior, exact quadrature references, sbi's C2ST, seed 0 for every
-budget. Finished budgets are kept in ``<out>.json`` and skipped when the script is run again, so an
-interrupted run resumes; the table goes to ``<out>.md`` and the plot (log x-axis) to ``<out>.png``.
+budget. Within a budget every method sees the same training set and observations, so the page
+also gives symmetry NPE's paired difference to each baseline; the observations are drawn after
+the training set from the run's seeded stream, so they differ *between* budgets (compare budgets
+with their sem in mind). Finished budgets are kept in ``<out>.json`` with the settings that made
+them and skipped when the script is run again with the same settings, so an interrupted run
+resumes; the page goes to ``<out>.md`` and the plot (log x-axis) to ``<out>.png``.
 
     .venv/bin/python benchmarks/convergence.py --task damped-oscillator --budgets 10000 100000
 """
@@ -21,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, platform_stamp
@@ -28,8 +34,10 @@ from _levers import HEADER, rows, variant_config
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry.workflow import pipeline
+from sbi_symmetry.workflow.registry import label
 
 METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
+READING = "## Reading"
 
 
 def run_budget(task: str, observations: int, budget: int, max_epochs: int) -> dict[str, Any]:
@@ -62,7 +70,7 @@ def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
         )
         if points:
             calls, mean, sem = zip(*points, strict=True)
-            ax.errorbar(calls, mean, yerr=sem, marker="o", capsize=3, label=method)
+            ax.errorbar(calls, mean, yerr=sem, marker="o", capsize=3, label=label(method))
     ax.set_xscale("log")
     ax.set_ylim(0.45, 1.0)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
@@ -73,6 +81,34 @@ def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+def load_store(store: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The finished budgets of ``store`` (none if it does not exist), made with ``settings``."""
+    if not store.exists():
+        return {}
+    saved = json.loads(store.read_text())
+    if saved.get("settings") != settings:
+        raise SystemExit(
+            f"{store} holds runs made with {saved.get('settings')}, not {settings}; pass another "
+            "--out or move the file away to start over."
+        )
+    return saved["budgets"]
+
+
+def paired_rows(results: dict[str, Any]) -> list[str]:
+    """Per budget: symmetry NPE minus each baseline, per observation (the same observations)."""
+    out = []
+    for budget, run in sorted(results.items(), key=lambda item: int(item[0])):
+        methods = run["metrics"]["methods"]
+        ours = torch.tensor(methods["symmetry_npe"]["c2st"]["per_observation"])
+        cells = []
+        for baseline in METHODS[1:]:
+            diff = ours - torch.tensor(methods[baseline]["c2st"]["per_observation"])
+            sem = diff.std() / len(diff) ** 0.5
+            cells.append(f"{diff.mean():+.3f} ± {sem:.3f} ({int((diff <= 0).sum())}/{len(diff)})")
+        out.append(f"| {int(budget):,} | " + " | ".join(cells) + " |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,38 +123,59 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or Path(f"benchmarks/results/convergence_{args.task}")
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
-    results: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
+    settings = {"task": args.task, "observations": args.observations, "max_epochs": args.max_epochs}
+    results = load_store(store, settings)
     for budget in args.budgets:
         if str(budget) in results:
             print(f"{budget:,} simulator calls: done before, kept", flush=True)
             continue
         results[str(budget)] = run_budget(args.task, args.observations, budget, args.max_epochs)
-        atomic_write_text(store, json.dumps(results, indent=1))
+        atomic_write_text(store, json.dumps({"settings": settings, "budgets": results}, indent=1))
         print(f"{budget:,} simulator calls: {results[str(budget)]['seconds']:.0f} s", flush=True)
+    title = f"Convergence: {args.task}, {args.observations} observations"
+    plot(results, title, out.with_suffix(".png"))
+    command = command_line("convergence.py", argv if argv is not None else sys.argv[1:])
+    text = report(results, title, command, args.max_epochs, out.with_suffix(".png").name)
+    page = out.with_suffix(".md")
+    old = page.read_text() if page.exists() else ""
+    if READING in old:  # a reading written by hand after an earlier run is kept
+        text += "\n" + old[old.index(READING) :]
+    atomic_write_text(page, text)
+    print(text)
+
+
+def report(results: dict[str, Any], title: str, command: str, cap: int, png: str) -> str:
+    """The results page: the table per budget and method, the paired differences, the plot."""
     table = [
         line
         for budget, run in sorted(results.items(), key=lambda item: int(item[0]))
         for line in rows(f"{int(budget):,}", run["metrics"], run["seconds"])
     ]
-    title = f"Convergence: {args.task}, {args.observations} observations"
-    plot(results, title, out.with_suffix(".png"))
-    header = [HEADER[0].replace("| variant |", "| budget |"), HEADER[1]]
-    text = [
-        f"# {title}",
-        "",
-        f"Script: `benchmarks/convergence.py`. Machine: {platform_stamp(sbi=True)}. Fast preset,"
-        f" NPE epoch cap {args.max_epochs} (early stopping after 20 epochs without improvement).",
-        "",
-        "    " + command_line("convergence.py", argv if argv is not None else sys.argv[1:]),
-        "",
-        *header,
-        *table,
-        "",
-        f"![mean C2ST against simulator calls]({out.with_suffix('.png').name})",
-        "",
-    ]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(text))
-    print("\n".join(header + table))
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            f"Script: `benchmarks/convergence.py`. Machine: {platform_stamp(sbi=True)}. Fast "
+            f"preset, NPE epoch cap {cap} (early stopping after 20 epochs without improvement).",
+            "",
+            "    " + command,
+            "",
+            HEADER[0].replace("| variant |", "| budget |"),
+            HEADER[1],
+            *table,
+            "",
+            "Symmetry NPE minus each baseline, per observation (within a budget every method has",
+            "the same training set and observations): mean ± sem over the observations, and in",
+            "brackets on how many symmetry NPE was at least as close to the reference.",
+            "",
+            "| budget | minus end-to-end NPE | minus NPE on raw data |",
+            "|---|---|---|",
+            *paired_rows(results),
+            "",
+            f"![mean C2ST against simulator calls]({png})",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 * ``tutorials/rendered/`` (written by ``tutorials/render.py``: each tutorial's Markdown, figures
   and executed notebook) appears on the site as ``tutorials/<name>``;
-* ``benchmarks/results/*.md`` (written by the benchmark scripts, with the command that made
-  them) appear as ``benchmarks/<name>``, so the pages that quote a number can link to its file.
+* ``benchmarks/results/*.md`` and their plots (written by the benchmark scripts, with the
+  command that made them) appear as ``benchmarks/<name>``, so the pages that quote a number can
+  link to its file.
 
 The files are added at build time, so the docs always show exactly the committed versions.
 """
@@ -18,7 +19,7 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
     "tutorials": (ROOT / "tutorials" / "rendered", {".md", ".png", ".svg", ".ipynb"}),
-    "benchmarks": (ROOT / "benchmarks" / "results", {".md"}),
+    "benchmarks": (ROOT / "benchmarks" / "results", {".md", ".png"}),
 }
 
 

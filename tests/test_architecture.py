@@ -73,6 +73,17 @@ def test_files_stay_small(name):
     assert lines <= MAX_FILE_LINES, f"{MODULES[name]} has {lines} lines (> {MAX_FILE_LINES})"
 
 
+@pytest.mark.parametrize("folder", ["tests", "benchmarks", "tutorials"])
+def test_scripts_and_tests_stay_small_too(folder):
+    root = PACKAGE.parent / folder
+    long = {
+        path.name: lines
+        for path in sorted(root.glob("*.py"))
+        if (lines := len(path.read_text().splitlines())) > MAX_FILE_LINES
+    }
+    assert not long, f"files over {MAX_FILE_LINES} lines in {folder}/: {long}"
+
+
 def test_functions_fit_on_a_screen():
     long = []
     for path in MODULES.values():

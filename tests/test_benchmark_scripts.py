@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -103,7 +105,7 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
     def fake_run(task, observations, budget, max_epochs):
         ran.append(budget)
         entry = {
-            "c2st": {"mean": 0.9 - budget / 1e6, "sem": 0.01},
+            "c2st": {"mean": 0.9 - budget / 1e6, "sem": 0.01, "per_observation": [0.8, 0.7]},
             "std_over_reference": [[1.5, 1.2]],
             "costs": {
                 "simulator_calls": {"total": budget, "training_set": budget, "views": 0},
@@ -115,9 +117,15 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
     monkeypatch.setattr(script, "run_budget", fake_run)
     out = tmp_path / "conv"
     script.main(["--budgets", "1000", "--out", str(out)])
-    script.main(["--budgets", "1000", "10000", "--out", str(out), "--max-epochs", "7"])
+    page = out.with_suffix(".md")
+    page.write_text(page.read_text() + "\n## Reading\n\nWritten by hand.\n")
+    script.main(["--budgets", "1000", "10000", "--out", str(out)])
     assert ran == [1000, 10000]
-    assert set(json.loads(out.with_suffix(".json").read_text())) == {"1000", "10000"}
+    assert set(json.loads(out.with_suffix(".json").read_text())["budgets"]) == {"1000", "10000"}
     table = out.with_suffix(".md").read_text()
-    assert "| 10,000 | raw_npe | 0.890 ± 0.010 |" in table and "--max-epochs 7" in table
+    assert table.endswith("## Reading\n\nWritten by hand.\n")  # kept
+    assert "| 10,000 | raw_npe | 0.890 ± 0.010 |" in table and "--max-epochs 7" not in table
+    assert "| 1,000 | +0.000 ± 0.000 (2/2) | +0.000 ± 0.000 (2/2) |" in table  # paired
     assert out.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="max_epochs"):  # other settings: not mixed in
+        script.main(["--budgets", "1000", "--out", str(out), "--max-epochs", "7"])
