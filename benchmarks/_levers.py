@@ -27,8 +27,9 @@ Variants = dict[str, tuple[tuple[str, ...], dict[str, Any]]]
 
 HEADER = [
     "| variant | method | C2ST (mean ± sem) | std / reference (mean) | std / reference "
-    "(largest) | simulator calls (training + views) | epochs | run s |",
-    "|---|---|---|---|---|---|---|---|",
+    "(largest) | calibrated (SBC smallest p, largest coverage error) | simulator calls "
+    "(training + views) | epochs | run s |",
+    "|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -57,10 +58,19 @@ def rows(name: str, metrics: dict[str, Any], seconds: float) -> list[str]:
         out.append(
             f"| {name} | {method} | {entry['c2st']['mean']:.3f} ± {entry['c2st']['sem']:.3f} | "
             + ", ".join(f"{w:.2f}" for w in widths)
-            + f" | {largest:.2f} | {calls['total']:,} ({calls['training_set']:,} + "
+            + f" | {largest:.2f} | {_calibration(entry.get('calibration'))} | "
+            f"{calls['total']:,} ({calls['training_set']:,} + "
             f"{calls['views']:,}) | {entry['costs']['epochs']} | {seconds:.0f} |"
         )
     return out
+
+
+def _calibration(entry: dict[str, Any] | None) -> str:
+    """``yes (0.27, 0.07)``: the run's verdict, its smallest SBC p-value and coverage error."""
+    if not entry:
+        return "not run"
+    verdict = "yes" if entry["calibrated"] else "**no**"
+    return f"{verdict} ({min(entry['ks_pvals']):.3f}, {entry['max_coverage_error']:.2f})"
 
 
 def main(script: str, title: str, variants: Variants, argv: list[str] | None = None) -> None:

@@ -35,6 +35,13 @@ VARIANTS: Variants = {
         ("symmetry_npe",),
         {"pretrain_views": "resimulated", "pretrain": {"freeze": "none"}},
     ),
+    "wider encoder (16 channels, 2 blocks), trained to convergence": (
+        ("symmetry_npe", "end_to_end_npe"),
+        {
+            "encoder": {"channels": 16, "num_blocks": 2},
+            "npe_train": {"max_num_epochs": 400},
+        },
+    ),
 }
 
 if __name__ == "__main__":
