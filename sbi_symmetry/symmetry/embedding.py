@@ -4,9 +4,8 @@
 :class:`~sbi_symmetry.nets.conv.ConvEncoder1D`) so that it can be handed to ``sbi`` as
 ``embedding_net``. It
 
-* owns the input scaling learnt during pretraining, ``f((x - mean) / std)``, stored as buffers
-  (a scalar, or one value per channel), so the encoder sees in ``sbi`` exactly what it saw in
-  pretraining;
+* owns the input scaling learnt in pretraining, ``f((x - mean) / std)``, stored as buffers (a
+  scalar, or one per channel), so the encoder sees in ``sbi`` exactly what it saw in pretraining;
 * freezes all of the encoder (``"all"``), only its convolutional ``backbone`` (``"backbone"``:
   the ``head`` is fine-tuned together with the flow, as in the paper) or nothing (``"none"``);
   frozen parts stay in ``eval()`` even though ``sbi`` calls ``.train()`` on the whole estimator
