@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{budget:,} simulator calls: {results[str(budget)]['seconds']:.0f} s", flush=True)
     title = f"Convergence: {args.task}, {args.observations} observations"
     plot(results, title, out.with_suffix(".png"))
-    command = command_line("convergence.py", argv if argv is not None else sys.argv[1:])
+    command = command_line("convergence.py", _argv(args, sorted(map(int, results))))
     text = report(results, title, command, args.max_epochs, out.with_suffix(".png").name)
     page = out.with_suffix(".md")
     old = page.read_text() if page.exists() else ""
@@ -142,6 +142,14 @@ def main(argv: list[str] | None = None) -> None:
         text += "\n" + old[old.index(READING) :]
     atomic_write_text(page, text)
     print(text)
+
+
+def _argv(args: argparse.Namespace, budgets: list[int]) -> list[str]:
+    """The arguments that remake the page: every budget it shows, the other options as run."""
+    argv = ["--task", args.task, "--budgets", *map(str, budgets)]
+    argv += ["--observations", str(args.observations)] if args.observations != 10 else []
+    argv += ["--max-epochs", str(args.max_epochs)] if args.max_epochs != 400 else []
+    return argv + (["--out", str(args.out)] if args.out else [])
 
 
 def report(results: dict[str, Any], title: str, command: str, cap: int, png: str) -> str:

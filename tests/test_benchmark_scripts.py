@@ -124,6 +124,7 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
     assert set(json.loads(out.with_suffix(".json").read_text())["budgets"]) == {"1000", "10000"}
     table = out.with_suffix(".md").read_text()
     assert table.endswith("## Reading\n\nWritten by hand.\n")  # kept
+    assert "--budgets 1000 10000 --out" in table  # the command remakes every budget shown
     assert "| 10,000 | raw_npe | 0.890 ± 0.010 |" in table and "--max-epochs 7" not in table
     assert "| 1,000 | +0.000 ± 0.000 (2/2) | +0.000 ± 0.000 (2/2) |" in table  # paired
     assert out.with_suffix(".png").stat().st_size > 0
