@@ -64,32 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     args.out = args.out.resolve()
     blocks = quickstart_blocks()
     assert len(blocks) == len(BLOCKS), f"expected {len(BLOCKS)} quick-start blocks in README.md"
-    namespace: dict[str, Any] = {}
-    rows = []
-    # The blocks run as printed, so sbi writes its ./sbi-logs: run them in a scratch folder.
+    # The blocks run as printed, so sbi writes its ./sbi-logs: run them in a scratch folder,
+    # and come back before it is deleted (so a caller's folder is the same afterwards).
+    home = Path.cwd()
     with tempfile.TemporaryDirectory() as cache:
-        os.chdir(cache)  # the script's own process: nothing else depends on its folder
-        for name, code in zip(BLOCKS, blocks, strict=True):
-            torch.manual_seed(args.seed)
-            start = time.perf_counter()
-            exec(compile(code, f"README quick start ({name})", "exec"), namespace)
-            seconds = time.perf_counter() - start
-            posterior = (
-                namespace["posterior"] if name == BLOCKS[1] else namespace["npe"].build_posterior()
-            )
-            result = _judge(namespace, posterior, args.observations, args.seed, cache)
-            c2st = torch.tensor(result["c2st"])
-            ratio = result["std_ratio"]
-            rows.append(
-                [
-                    name,
-                    f"{seconds:.0f}",
-                    f"{c2st.mean():.3f} ± {c2st.std() / len(c2st) ** 0.5:.3f}",
-                    ", ".join(f"{v:.2f}" for v in ratio.mean(0).tolist()),
-                    f"{ratio.max():.2f}",
-                ]
-            )
-            print("\n".join(table(HEADER, rows)), flush=True)
+        os.chdir(cache)
+        try:
+            rows = _run_blocks(blocks, args, cache)
+        finally:
+            os.chdir(home)
     text = [
         "# The README's quick start, copied as written",
         "",
@@ -105,6 +88,34 @@ def main(argv: list[str] | None = None) -> None:
         "",
     ]
     write_text(args.out, "\n".join(text))
+
+
+def _run_blocks(blocks: list[str], args: argparse.Namespace, cache: str) -> list[list[str]]:
+    """Run each quick-start block as printed, judge its posterior; one table row per block."""
+    namespace: dict[str, Any] = {}
+    rows: list[list[str]] = []
+    for name, code in zip(BLOCKS, blocks, strict=True):
+        torch.manual_seed(args.seed)
+        start = time.perf_counter()
+        exec(compile(code, f"README quick start ({name})", "exec"), namespace)
+        seconds = time.perf_counter() - start
+        posterior = (
+            namespace["posterior"] if name == BLOCKS[1] else namespace["npe"].build_posterior()
+        )
+        result = _judge(namespace, posterior, args.observations, args.seed, cache)
+        c2st = torch.tensor(result["c2st"])
+        ratio = result["std_ratio"]
+        rows.append(
+            [
+                name,
+                f"{seconds:.0f}",
+                f"{c2st.mean():.3f} ± {c2st.std() / len(c2st) ** 0.5:.3f}",
+                ", ".join(f"{v:.2f}" for v in ratio.mean(0).tolist()),
+                f"{ratio.max():.2f}",
+            ]
+        )
+        print("\n".join(table(HEADER, rows)), flush=True)
+    return rows
 
 
 HEADER = ["block", "seconds", "C2ST (mean ± sem)", "std / reference (mean)", "largest"]
