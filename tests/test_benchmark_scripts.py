@@ -130,3 +130,35 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
     assert out.with_suffix(".png").stat().st_size > 0
     with pytest.raises(SystemExit, match="max_epochs"):  # other settings: not mixed in
         script.main(["--budgets", "1000", "--out", str(out), "--max-epochs", "7"])
+
+
+def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path, monkeypatch):
+    """Runs already in the JSON are skipped; the summary counts calibrated runs per encoder."""
+    script = load_script("fast_encoder_seeds")
+    ran: list[tuple[str, int, str]] = []
+
+    def fake_run(task, seed, candidate, methods):
+        ran.append((task, seed, candidate))
+        entry = {
+            "c2st": {"mean": 0.6 + 0.1 * seed, "sem": 0.01, "per_observation": [0.6]},
+            "std_over_reference": [[1.5, 1.2]],
+            "calibration": {"calibrated": seed == 1, "ks_pvals": [0.3, 0.01]},
+            "costs": {
+                "simulator_calls": {"total": 10, "training_set": 10, "views": 0},
+                "epochs": 5,
+            },
+        }
+        entry["calibration"]["max_coverage_error"] = 0.05
+        metrics = {"methods": {"symmetry_npe": entry}}
+        return {"changes": script.CANDIDATES[candidate], "metrics": metrics, "seconds": 1.0}
+
+    monkeypatch.setattr(script, "run_one", fake_run)
+    out = tmp_path / "seeds"
+    script.main(["--tasks", "t", "--seeds", "1", "--out", str(out)])
+    script.main(["--tasks", "t", "--seeds", "1", "2", "--out", str(out)])
+    assert ran == [("t", s, c) for s in (1, 2) for c in script.CANDIDATES]  # seed 1 ran once
+    page = out.with_suffix(".md").read_text()
+    assert "| t | 6 channels, 1 block | 2 | 0.750 | 1.50 | 1/2 |" in page
+    assert "fast_encoder_seeds.py --tasks t --seeds 1 --out" in page  # each command that ran
+    assert "fast_encoder_seeds.py --tasks t --seeds 1 2 --out" in page
+    assert "| t / 2 / 16 channels, 2 blocks | symmetry_npe | 0.800 ± 0.010 |" in page
