@@ -156,7 +156,7 @@ def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path
     out = tmp_path / "seeds"
     script.main(["--tasks", "t", "--seeds", "1", "--out", str(out)])
     script.main(["--tasks", "t", "--seeds", "1", "2", "--out", str(out)])
-    assert ran == [("t", s, c) for s in (1, 2) for c in script.CANDIDATES]  # seed 1 ran once
+    assert ran == [("t", s, c) for s in (1, 2) for c in script.DEFAULT]  # seed 1 ran once
     page = out.with_suffix(".md").read_text()
     assert "| t | 6 channels, 1 block | 2 | 0.750 | 1.50 | 1/2 |" in page
     assert "fast_encoder_seeds.py --tasks t --seeds 1 --out" in page  # each command that ran
