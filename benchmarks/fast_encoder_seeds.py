@@ -3,13 +3,13 @@
 A default is chosen for every user's first run, so it is checked on more than the one seed and
 two problems it was found on: each candidate encoder of the fast preset runs through
 ``sbi-symmetry run`` (symmetry NPE only by default, 10 observations, exact references, SBC and
-expected coverage on the preset's 200 pairs) for every task and seed given, including
-``_phase_task:PhaseOscillator``, a decaying sinusoid with an unknown *phase* that no default was
-tuned on (its views are re-simulated, as ``pretrain_views="auto"`` chooses for it). Within a task
-and seed every candidate sees the same training set and observations. Finished runs are kept in
-``<out>.json`` with the settings and command that made them, so an interrupted run resumes; the
-page goes to ``<out>.md``: per task and candidate the mean C2ST over seeds and how many runs were
-calibrated, then one row per run.
+expected coverage on the preset's 200 pairs, 100 for Embed and Emulate) for every task and seed
+given, including ``_phase_task:PhaseOscillator``, a decaying sinusoid with an unknown *phase*
+that no default was tuned on (its views are re-simulated, as ``pretrain_views="auto"`` chooses
+for it). Within a task and seed every candidate sees the same training set and observations.
+Finished runs are kept in ``<out>.json`` with the settings and command that made them, so an
+interrupted run resumes; the page goes to ``<out>.md``: per task and candidate the mean C2ST
+over seeds and how many runs were calibrated, then one row per run.
 
     .venv/bin/python benchmarks/fast_encoder_seeds.py --tasks damped-oscillator --seeds 1 2
     .venv/bin/python benchmarks/fast_encoder_seeds.py --methods embed_emulate \
