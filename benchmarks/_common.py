@@ -150,6 +150,14 @@ def write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+def write_page(path: Path, text: str, reading: str = "## Reading") -> None:
+    """Write a results page, keeping the hand-written section from ``reading`` on, if any."""
+    old = path.read_text() if path.exists() else ""
+    if reading in old:  # written by hand after an earlier run
+        text += "\n" + old[old.index(reading) :]
+    write_text(path, text)
+
+
 def write_json(path: Path, payload: dict[str, Any], default: Callable[[Any], Any]) -> Any:
     """Write the raw numbers (indent 1) atomically; return them as a reader will see them.
 

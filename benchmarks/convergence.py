@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp
+from _common import command_line, platform_stamp, write_page
 from _levers import HEADER, rows, variant_config
 
 from sbi_symmetry._io import atomic_write_text
@@ -37,7 +37,6 @@ from sbi_symmetry.workflow import pipeline
 from sbi_symmetry.workflow.registry import label
 
 METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
-READING = "## Reading"
 
 
 def run_budget(task: str, observations: int, budget: int, max_epochs: int) -> dict[str, Any]:
@@ -136,11 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     plot(results, title, out.with_suffix(".png"))
     command = command_line("convergence.py", _argv(args, sorted(map(int, results))))
     text = report(results, title, command, args.max_epochs, out.with_suffix(".png").name)
-    page = out.with_suffix(".md")
-    old = page.read_text() if page.exists() else ""
-    if READING in old:  # a reading written by hand after an earlier run is kept
-        text += "\n" + old[old.index(READING) :]
-    atomic_write_text(page, text)
+    write_page(out.with_suffix(".md"), text)
     print(text)
 
 

@@ -29,9 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp
+from _common import command_line, platform_stamp, write_page
 from _levers import HEADER, rows, variant_config
-from convergence import READING, load_store
+from convergence import load_store
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry.workflow import pipeline
@@ -139,11 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
         ]
     )
-    page = args.out.with_suffix(".md")
-    old = page.read_text() if page.exists() else ""
-    if READING in old:  # a reading written by hand after an earlier run is kept
-        text += "\n" + old[old.index(READING) :]
-    atomic_write_text(page, text)
+    write_page(args.out.with_suffix(".md"), text)
     print(text)
 
 
