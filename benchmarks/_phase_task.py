@@ -111,7 +111,7 @@ class PhaseOscillator(NuisanceTask):
         low = torch.tensor(self.theta_low, dtype=torch.float64)
         high = torch.tensor(self.theta_high, dtype=torch.float64)
         prior_low, prior_high = low.clone(), high.clone()
-        while True:
+        for _ in range(30):  # each pass halves the box at least; noise bounds the sharpness
             centres, step, log_mass = self._grid(x_o, low, high)
             keep = _support(log_mass, 1e-7)
             new_low = torch.maximum(centres[keep].min(0).values - 2 * step, prior_low)
