@@ -74,15 +74,20 @@ def test_training_lowers_the_loss():
     assert min(val[1:]) < val[0]
 
 
-def test_fresh_views_resimulate_every_batch_and_fixed_bank_does_not():
-    fresh, fixed = ToyViews(), ToyViews()
-    pretrain_vicreg(encoder(), fresh, prior(), num_simulations=200, **FAST)
-    pretrain_vicreg(encoder(), fixed, prior(), num_simulations=200, fresh_views=False, **FAST)
+@pytest.mark.parametrize("fresh_views", ["auto", False, True])
+def test_fresh_views_resimulate_every_batch_and_a_bank_does_not(fresh_views):
+    views = ToyViews()  # input_kind "theta": re-simulated, so "auto" draws one bank
+    pretrain_vicreg(encoder(), views, prior(), num_simulations=200, fresh_views=fresh_views, **FAST)
     steps = (200 - 20) // 32  # training batches per epoch
-    # fixed: validation bank + training bank (one chunk each); fresh adds a scaling pass and
+    # bank: validation bank + training bank (one chunk each); fresh adds a scaling pass and
     # one call per batch per epoch.
-    assert fixed.calls == 2
-    assert fresh.calls == 2 + 2 * steps
+    assert views.calls == (2 + 2 * steps if fresh_views is True else 2)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_fresh_views_must_be_a_bool_or_auto(value):
+    with pytest.raises(ValueError, match="`fresh_views` must be True, False or 'auto'"):
+        PretrainConfig(fresh_views=value)
 
 
 def test_stored_x_with_augmented_views_and_channel_scaling():

@@ -92,8 +92,11 @@ except ValueError as err:
 # The phase acts cyclically, so the encoder pads circularly and pools over the whole ring:
 # a rotation of the input only rotates its feature maps, and the pooled summary is invariant.
 #
-# With fresh views every epoch (the default), pretraining simulates two new views of every
-# training draw in every epoch, so its simulator calls grow with `num_simulations x max_epochs`.
+# Re-simulated views are drawn once by default (`fresh_views="auto"`): one bank of two
+# simulations per parameter draw, `2 x num_simulations` calls whatever `max_epochs` is. With
+# `fresh_views=True` pretraining simulates two new views of every training draw in every epoch,
+# so its calls grow with `num_simulations x max_epochs` (1,115,200 here, before the default
+# changed).
 
 # %%
 stage = "pretraining views"
@@ -327,11 +330,12 @@ for name, count in [*calls.items(), ("total", total)]:
 # and the sine-Gaussian pulse, not on this light curve: take them as starting points and
 # measure on your simulator with the checks above.
 #
-# * **Simulation budget: count the views.** Re-simulated views with fresh views every epoch cost
-#   about two calls per draw and epoch, so pretraining usually dominates the bill (see the table
-#   above). In the damped-oscillator benchmark, pretraining spent 21,765,440 calls (100,000 draws,
-#   120 epochs) against 10,000 or 100,000 for the NPE training set
-#   (`symmetry_npe_damped-oscillator.md`). When a simulation is expensive, make the views from
+# * **Simulation budget: count the views.** Re-simulated views cost two calls per draw: once
+#   by default, every epoch with `fresh_views=True`, which then dominates the bill. In the
+#   damped-oscillator benchmark fresh views spent 21,765,440 calls (100,000 draws, 120 epochs)
+#   against 10,000 or 100,000 for the NPE training set (`symmetry_npe_damped-oscillator.md`); on
+#   a phase nuisance one bank of 30,000 draws (60,000 calls) matched fresh views' C2ST
+#   (2,210,400 calls; `fast_encoder_seeds.md`). When a simulation is expensive, make the views from
 #   stored simulations instead (`AugmentedViews`, or `shift_views` for a signal in white noise):
 #   0 calls instead of 736,800 (40 epochs) or 2,170,400 (120 epochs) for 10,000 stored rows, at
 #   the price of a less invariant summary (invariance error 0.15-0.18 against 0.12-0.14;

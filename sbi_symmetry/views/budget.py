@@ -38,11 +38,12 @@ class BudgetSplit:
             come from the stored training set.
         total: ``training + views``.
 
-    With one fixed bank of views (``fresh_views=False``), ``pretrain_vicreg(encoder,
-    task.views, task.prior, num_simulations=split.view_pairs, fresh_views=False)`` spends
-    exactly ``views`` calls (validation and training banks, two calls per draw). Fresh views
-    (the default) cost two calls per training draw and epoch on top, plus one pass for the input
-    scaling; size ``num_simulations`` and ``max_epochs`` against ``views`` accordingly.
+    With one fixed bank of views (``fresh_views="auto"``, the default for re-simulated views,
+    or ``False``), ``pretrain_vicreg(encoder, task.views, task.prior,
+    num_simulations=split.view_pairs)`` spends exactly ``views`` calls (validation and training
+    banks, two calls per draw). Fresh views (``fresh_views=True``) cost two calls per training
+    draw and epoch on top, plus one pass for the input scaling; size ``num_simulations`` and
+    ``max_epochs`` against ``views`` accordingly.
 
     Example:
         >>> BudgetSplit(training=90, views=10, total=100).view_pairs

@@ -50,10 +50,12 @@ class RunConfig:
         preset: The preset these settings came from.
         num_simulations: Training simulations for every method.
         pretrain_simulations: Parameter draws for VICReg pretraining on re-simulated views
-            (fresh views each epoch; unused when the views are shifts of the training set).
+            (two simulator calls each: one bank by default, every epoch again with
+            ``pretrain={"fresh_views": True}``; unused when the views are shifts of the
+            training set).
         pretrain_views: ``"shift"`` (noise-filled time shifts of the stored training set: no
             simulator call; signal-in-white-noise tasks with one time shift only),
-            ``"resimulated"`` (two simulator calls per view pair, fresh each epoch) or
+            ``"resimulated"`` (two simulator calls per view pair) or
             ``"auto"`` (the default: ``"shift"`` where the task qualifies, see
             :func:`~sbi_symmetry.views.supports_shift_views`, else ``"resimulated"``).
         num_observations: Held-out observations compared against the reference posterior.
@@ -292,7 +294,8 @@ _PAPER_SHO = RunConfig(
     sbc_posterior_samples=500,
     pretrain_views="resimulated",
     **_towers(3, channels=20, num_blocks=4, kernel_size=21),
-    pretrain={"max_epochs": 100, "batch_size": 512, "freeze": "backbone"},
+    # fresh views every epoch, as the paper's set-up (a bank is the default elsewhere)
+    pretrain={"max_epochs": 100, "batch_size": 512, "freeze": "backbone", "fresh_views": True},
     methods=tuple(METHODS),
 )
 

@@ -322,8 +322,8 @@ def symmetry_npe(
         model: Flow name.
         flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``);
             ``z_score_x`` is always ``"none"`` (the embedding scales its own input).
-        pretrain_simulations: Parameter draws for re-simulated pretraining views (fresh views
-            every epoch).
+        pretrain_simulations: Parameter draws for re-simulated pretraining views (two
+            simulator calls each; see ``PretrainConfig.fresh_views``).
         pretrain_views: ``"resimulated"`` (the task's views of fresh draws), ``"shift"``
             (noise-filled shifts of the training set ``x``: no simulator call) or ``"auto"``
             (``"shift"`` where :func:`~sbi_symmetry.views.supports_shift_views` accepts the

@@ -106,7 +106,8 @@ def prepare_data(
         prior: The prior (``input_kind == "theta"``).
         inputs_given: Stored ``x`` (``input_kind == "x"``), else ignored.
         num_simulations: Rows in all.
-        cfg: The settings (``seed``, ``batch_size``, ``fresh_views``, ``input_scaling``).
+        cfg: The settings (``seed``, ``batch_size``, ``fresh_views``, ``input_scaling``);
+            ``fresh_views="auto"`` resolved by :meth:`PretrainConfig.fresh_for`.
 
     Returns:
         The run's data.
@@ -133,7 +134,8 @@ def prepare_data(
     chunk = max(cfg.batch_size, 1024)
     val_a, val_b = _views_in_chunks(views, val_inputs, chunk, device)
     view_shape = tuple(val_a.shape[1:])
-    bank = None if cfg.fresh_views else _views_in_chunks(views, train_inputs, chunk, device)
+    fresh = cfg.fresh_for(kind)
+    bank = None if fresh else _views_in_chunks(views, train_inputs, chunk, device)
     mean, std = _input_scaling(views, train_inputs, bank, cfg.input_scaling, chunk, view_shape)
     return PretrainData(inputs, train_inputs, val_a, val_b, bank, mean, std, generator)
 

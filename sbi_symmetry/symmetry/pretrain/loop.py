@@ -11,7 +11,9 @@ The loop:
 * draws ``num_simulations`` parameters from the prior (or takes the stored ``x``) under
   ``torch.manual_seed(seed)``, holds out ``validation_fraction`` of them with one *fixed* bank of
   validation views, and makes fresh training views every epoch (``fresh_views=True``: re-simulated
-  on the fly with new nuisance and noise for the same ``theta``) or uses one fixed bank;
+  on the fly with new nuisance and noise for the same ``theta``) or uses one fixed bank
+  (``False``); ``"auto"``, the default, is fresh for views of stored data (no simulator call)
+  and one bank for re-simulated views (``2 * num_simulations`` calls in all);
 * scales inputs by a scalar (or per-channel) mean and std of the training views, computed once
   and stored in the returned :class:`~sbi_symmetry.symmetry.embedding.SymmetryEmbedding`, which
   applies it itself;
