@@ -162,3 +162,37 @@ def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path
     assert "fast_encoder_seeds.py --tasks t --seeds 1 --out" in page  # each command that ran
     assert "fast_encoder_seeds.py --tasks t --seeds 1 2 --out" in page
     assert "| t / 2 / 16 channels, 2 blocks | symmetry_npe | 0.800 ± 0.010 |" in page
+
+
+def test_npe_warm_start_trains_the_flow_on_the_frozen_summary_then_fine_tunes(monkeypatch, capsys):
+    import torch
+
+    from sbi_symmetry.nets.conv import ConvEncoder1D
+    from sbi_symmetry.tasks import DampedOscillator
+    from sbi_symmetry.workflow import methods as M
+
+    script = load_script("npe_warm_start")
+    monkeypatch.setattr(M, "_npe", script.two_phase_npe(0.1))
+    task = DampedOscillator()
+    theta, x = task.sample_joint(300, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    encoder = ConvEncoder1D.for_task(task, output_dim=3, channels=2, num_blocks=1, downsample=8)
+    trained = M.symmetry_npe(
+        task,
+        theta,
+        x,
+        encoder,
+        pretrain_views="shift",
+        pretrain_kwargs={"max_epochs": 1, "batch_size": 64, "show_progress_bar": False},
+        show_progress_bars=False,
+        max_num_epochs=2,
+    )
+    first = int(capsys.readouterr().out.split("frozen phase: ")[1].split()[0])
+    assert 0 < first < trained.epochs  # the second phase resumed the same trainer
+    pretrained, tuned = trained.extra["pretrained_embedding"], trained.extra["embedding"]
+    assert tuned.freeze == pretrained.freeze == "none"
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(pretrained.parameters(), tuned.parameters(), strict=True)
+    ]
+    assert any(changed)  # unfrozen in the second phase
