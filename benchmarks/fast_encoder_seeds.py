@@ -59,6 +59,24 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "npe_train": {"max_num_epochs": 400},
         "pretrain": {"fresh_views": True},
     },
+    "16 channels, 2 blocks, flow of 50 hidden units": {
+        "encoder": _WIDE,
+        "npe_train": {"max_num_epochs": 150},
+        "pretrain": {"fresh_views": True},
+        "flow": {"hidden_features": 50},
+    },
+    "16 channels, 2 blocks, flow of 100 hidden units": {
+        "encoder": _WIDE,
+        "npe_train": {"max_num_epochs": 150},
+        "pretrain": {"fresh_views": True},
+        "flow": {"hidden_features": 100},
+    },
+    "6 channels, 1 block, flow of 50 hidden units": {
+        "encoder": _NARROW,
+        "npe_train": {"max_num_epochs": 150},
+        "pretrain": {"fresh_views": True},
+        "flow": {"hidden_features": 50},
+    },
     # Budget-honest views for a nuisance that is not a shift (re-simulated views): one fixed
     # bank instead of fresh views every epoch (2 calls per draw, once)
     "6 channels, 1 block, one bank of 30,000 view draws": {

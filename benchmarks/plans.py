@@ -124,7 +124,10 @@ def ee_plan(task: str) -> TaskPlan:
     return TaskPlan(
         encoder={**base.ee_encoder, **extra.pop("encoder", {})},
         pretrain=_with(
-            base.pretrain, max_epochs=30, stop_after_epochs=10, **extra.pop("pretrain", {})
+            base.pretrain,
+            max_epochs=30,
+            stop_after_epochs=10,
+            **{"fresh_views": True, **extra.pop("pretrain", {})},  # as recorded
         ),
         pretrain_simulations=base.pretrain_simulations if draws is None else draws,
         flow=dict(base.flow),
@@ -166,7 +169,7 @@ def npe_plan(task: str = "damped-oscillator") -> NPEPlan:
         encoder=dict(base.encoder),
         expander=dict(base.expander),
         flow=dict(base.flow),
-        pretrain=_with(base.pretrain, max_epochs=120, stop_after_epochs=120),
+        pretrain=_with(base.pretrain, max_epochs=120, stop_after_epochs=120, fresh_views=True),
         pretrain_simulations=100_000,
     )
 

@@ -21,7 +21,10 @@ VARIANTS: Variants = {
     "baselines (raw NPE, end-to-end NPE)": (("raw_npe", "end_to_end_npe"), {}),
     "resimulated views, frozen backbone": (
         ("symmetry_npe",),
-        {"pretrain_views": "resimulated", "pretrain": {"freeze": "backbone"}},
+        {
+            "pretrain_views": "resimulated",
+            "pretrain": {"freeze": "backbone", "fresh_views": True},  # as recorded
+        },
     ),
     "shift views, frozen backbone": (
         ("symmetry_npe",),
@@ -33,7 +36,10 @@ VARIANTS: Variants = {
     ),
     "resimulated views, fine-tuned": (
         ("symmetry_npe",),
-        {"pretrain_views": "resimulated", "pretrain": {"freeze": "none"}},
+        {
+            "pretrain_views": "resimulated",
+            "pretrain": {"freeze": "none", "fresh_views": True},  # as recorded
+        },
     ),
     "wider encoder (16 channels, 2 blocks), trained to convergence": (
         ("symmetry_npe", "end_to_end_npe"),

@@ -139,7 +139,8 @@ def run(
     encoder = ConvEncoder1D.for_task(task, **plan.encoder)
     expander = Expander(encoder.output_dim, **plan.expander)
     pretrain = {**plan.pretrain, "max_epochs": epochs, "stop_after_epochs": epochs}
-    cfg = PretrainConfig(**pretrain, seed=seed, show_progress_bar=False)
+    # fresh views every epoch for every kind (as recorded; re-simulated views default to a bank)
+    cfg = PretrainConfig(**pretrain, seed=seed, fresh_views=True, show_progress_bar=False)
     start = time.perf_counter()
     embedding = pretrain_vicreg(encoder, views, expander=expander, config=cfg, **inputs)
     seconds = time.perf_counter() - start
