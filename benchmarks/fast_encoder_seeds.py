@@ -65,6 +65,12 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "pretrain": {"fresh_views": True},
         "flow": {"hidden_features": 50},
     },
+    "16 channels, 2 blocks, flow of 50 hidden units, learning rate 5e-4": {
+        "encoder": _WIDE,
+        "npe_train": {"max_num_epochs": 150, "learning_rate": 5e-4},
+        "pretrain": {"fresh_views": True},
+        "flow": {"hidden_features": 50},
+    },
     "16 channels, 2 blocks, flow of 100 hidden units": {
         "encoder": _WIDE,
         "npe_train": {"max_num_epochs": 150},
