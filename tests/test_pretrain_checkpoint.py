@@ -31,10 +31,17 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(tmp_path):
     saved = torch.load(path, weights_only=True)
     assert saved["epochs_done"] == 2 and len(saved["history"]["val_total"]) == 2
     assert {"optimizer", "scheduler", "rng", "expander", "embedding"} <= saved.keys()
+    assert saved["config"]["fresh_views"] is False  # "auto" recorded as what ran: one bank
 
     torch.manual_seed(123)  # resuming must not depend on the caller's RNG state
-    resumed = pretrain_vicreg(
-        encoder(seed=9), ToyViews(), prior(), checkpoint_path=path, resume=True, **settings
+    resumed = pretrain_vicreg(  # naming what "auto" resolved to is the same setting
+        encoder(seed=9),
+        ToyViews(),
+        prior(),
+        checkpoint_path=path,
+        resume=True,
+        fresh_views=False,
+        **settings,
     )
     assert_same(weights(full), weights(resumed))
     for key in full.history:

@@ -134,8 +134,7 @@ def prepare_data(
     chunk = max(cfg.batch_size, 1024)
     val_a, val_b = _views_in_chunks(views, val_inputs, chunk, device)
     view_shape = tuple(val_a.shape[1:])
-    fresh = cfg.fresh_for(kind)
-    bank = None if fresh else _views_in_chunks(views, train_inputs, chunk, device)
+    bank = None if cfg.fresh_for(kind) else _views_in_chunks(views, train_inputs, chunk, device)
     mean, std = _input_scaling(views, train_inputs, bank, cfg.input_scaling, chunk, view_shape)
     return PretrainData(inputs, train_inputs, val_a, val_b, bank, mean, std, generator)
 

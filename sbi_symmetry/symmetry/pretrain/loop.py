@@ -142,6 +142,8 @@ def pretrain_vicreg(
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"`encoder` must be a torch.nn.Module, got {type(encoder).__name__}.")
     kind = _check_views(views)
+    # what runs is what is recorded (checkpoint, resume check): True or False, never "auto"
+    cfg = _resolve_config(cfg, {"fresh_views": cfg.fresh_for(kind)})
     distributed.local_batch_size(cfg.batch_size)  # a global batch, split evenly over the ranks
     checkpoint = (  # only rank 0 owns (and writes) the file; its errors are raised on every rank
         distributed.on_main_process(lambda: CheckpointFile(cfg))
