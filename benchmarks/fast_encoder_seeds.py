@@ -39,64 +39,41 @@ from sbi_symmetry.workflow import pipeline
 PHASE_TASK = "_phase_task:PhaseOscillator"
 _NARROW, _WIDE = {"channels": 6, "num_blocks": 1}, {"channels": 16, "num_blocks": 2}
 _EE_DEFAULTS = {"ee": {"learn_temperature": True}, "ee_train": {"max_num_epochs": 600}}
+
+
+def _npe(
+    encoder: dict[str, int], epochs: int = 150, fresh_views: bool = True, **changes: Any
+) -> dict[str, Any]:
+    """A symmetry-NPE candidate: ``encoder``, NPE's epoch cap, fresh views or a bank, more."""
+    return {
+        "encoder": encoder,
+        "npe_train": {"max_num_epochs": epochs},
+        "pretrain": {"fresh_views": fresh_views},
+        **changes,
+    }
+
+
+_FLOW_50 = {"flow": {"hidden_features": 50}}
 #: name -> changes to the fast preset (each names everything it relies on, so that the table
-#: does not depend on the preset's current defaults)
-#: The first three ran while fresh views were the default and name it (it matters for
-#: re-simulated views, i.e. the phase task; shift views are fresh either way).
+#: does not depend on the preset's current defaults). Fresh views (the default when the first
+#: ones ran) matter for re-simulated views only, i.e. the phase task; shift views are always
+#: fresh. The "one bank" candidates draw re-simulated views once (2 calls per draw).
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "6 channels, 1 block": {
-        "encoder": _NARROW,
-        "npe_train": {"max_num_epochs": 150},
-        "pretrain": {"fresh_views": True},
-    },
-    "16 channels, 2 blocks": {
-        "encoder": _WIDE,
-        "npe_train": {"max_num_epochs": 150},
-        "pretrain": {"fresh_views": True},
-    },
-    "16 channels, 2 blocks, up to 400 epochs": {
-        "encoder": _WIDE,
-        "npe_train": {"max_num_epochs": 400},
-        "pretrain": {"fresh_views": True},
-    },
-    "16 channels, 2 blocks, flow of 50 hidden units": {
-        "encoder": _WIDE,
-        "npe_train": {"max_num_epochs": 150},
-        "pretrain": {"fresh_views": True},
-        "flow": {"hidden_features": 50},
-    },
-    "16 channels, 2 blocks, flow of 50 hidden units, learning rate 5e-4": {
-        "encoder": _WIDE,
-        "npe_train": {"max_num_epochs": 150, "learning_rate": 5e-4},
-        "pretrain": {"fresh_views": True},
-        "flow": {"hidden_features": 50},
-    },
-    "16 channels, 2 blocks, flow of 100 hidden units": {
-        "encoder": _WIDE,
-        "npe_train": {"max_num_epochs": 150},
-        "pretrain": {"fresh_views": True},
-        "flow": {"hidden_features": 100},
-    },
-    "6 channels, 1 block, flow of 50 hidden units": {
-        "encoder": _NARROW,
-        "npe_train": {"max_num_epochs": 150},
-        "pretrain": {"fresh_views": True},
-        "flow": {"hidden_features": 50},
-    },
-    # Budget-honest views for a nuisance that is not a shift (re-simulated views): one fixed
-    # bank instead of fresh views every epoch (2 calls per draw, once)
-    "6 channels, 1 block, one bank of 30,000 view draws": {
-        "encoder": _NARROW,
-        "npe_train": {"max_num_epochs": 150},
-        "pretrain_simulations": 30_000,
-        "pretrain": {"fresh_views": False},
-    },
-    "6 channels, 1 block, one bank of 5,000 view draws": {
-        "encoder": _NARROW,
-        "npe_train": {"max_num_epochs": 150},
-        "pretrain_simulations": 5_000,
-        "pretrain": {"fresh_views": False},
-    },
+    "6 channels, 1 block": _npe(_NARROW),
+    "16 channels, 2 blocks": _npe(_WIDE),
+    "16 channels, 2 blocks, up to 400 epochs": _npe(_WIDE, epochs=400),
+    "16 channels, 2 blocks, flow of 50 hidden units": _npe(_WIDE, **_FLOW_50),
+    "16 channels, 2 blocks, flow of 50 hidden units, learning rate 5e-4": _npe(
+        _WIDE, **_FLOW_50, npe_train={"max_num_epochs": 150, "learning_rate": 5e-4}
+    ),
+    "16 channels, 2 blocks, flow of 100 hidden units": _npe(_WIDE, flow={"hidden_features": 100}),
+    "6 channels, 1 block, flow of 50 hidden units": _npe(_NARROW, **_FLOW_50),
+    "6 channels, 1 block, one bank of 30,000 view draws": _npe(
+        _NARROW, fresh_views=False, pretrain_simulations=30_000
+    ),
+    "6 channels, 1 block, one bank of 5,000 view draws": _npe(
+        _NARROW, fresh_views=False, pretrain_simulations=5_000
+    ),
     # Embed and Emulate's data tower (run with --methods embed_emulate and another --out)
     "E&E tower, 6 channels, 1 block": {"ee_encoder": _NARROW, **_EE_DEFAULTS},
     "E&E tower, 16 channels, 2 blocks": {"ee_encoder": _WIDE, **_EE_DEFAULTS},
