@@ -40,3 +40,20 @@ def encoder(seed: int = 0, **kwargs) -> ConvEncoder1D:
     return ConvEncoder1D(
         LENGTH, 3, channels=4, num_blocks=1, kernel_size=5, hidden_dim=16, **kwargs
     )
+
+
+def shift_view_symmetry_npe(task, theta, x, max_num_epochs: int = 1):
+    """The workflow's symmetry NPE at toy size: shift views of ``x``, one pretraining epoch."""
+    from sbi_symmetry.workflow import methods
+
+    encoder = ConvEncoder1D.for_task(task, output_dim=3, channels=2, num_blocks=1, downsample=8)
+    return methods.symmetry_npe(
+        task,
+        theta,
+        x,
+        encoder,
+        pretrain_views="shift",
+        pretrain_kwargs={"max_epochs": 1, "batch_size": 64, "show_progress_bar": False},
+        show_progress_bars=False,
+        max_num_epochs=max_num_epochs,
+    )

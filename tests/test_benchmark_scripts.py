@@ -166,8 +166,8 @@ def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path
 
 def test_npe_warm_start_trains_the_flow_on_the_frozen_summary_then_fine_tunes(monkeypatch, capsys):
     import torch
+    from _helpers_pretrain import shift_view_symmetry_npe
 
-    from sbi_symmetry.nets.conv import ConvEncoder1D
     from sbi_symmetry.tasks import DampedOscillator
     from sbi_symmetry.workflow import methods as M
 
@@ -176,17 +176,7 @@ def test_npe_warm_start_trains_the_flow_on_the_frozen_summary_then_fine_tunes(mo
     task = DampedOscillator()
     theta, x = task.sample_joint(300, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    encoder = ConvEncoder1D.for_task(task, output_dim=3, channels=2, num_blocks=1, downsample=8)
-    trained = M.symmetry_npe(
-        task,
-        theta,
-        x,
-        encoder,
-        pretrain_views="shift",
-        pretrain_kwargs={"max_epochs": 1, "batch_size": 64, "show_progress_bar": False},
-        show_progress_bars=False,
-        max_num_epochs=2,
-    )
+    trained = shift_view_symmetry_npe(task, theta, x, max_num_epochs=2)
     first = int(capsys.readouterr().out.split("frozen phase: ")[1].split()[0])
     assert 0 < first < trained.epochs  # the second phase resumed the same trainer
     pretrained, tuned = trained.extra["pretrained_embedding"], trained.extra["embedding"]

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from _helpers_pretrain import shift_view_symmetry_npe
 
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.simulation.counting import count_simulator_calls
@@ -105,22 +106,11 @@ def test_selected_methods_train_in_registry_order_with_the_towers_built_in_place
 
 def test_shift_views_pretrain_symmetry_npe_without_a_simulator_call():
     from sbi_symmetry.simulation.counting import simulator_calls
-    from sbi_symmetry.workflow import methods as M
 
     task = DampedOscillator()
     theta, x = task.sample_joint(400, generator=torch.Generator().manual_seed(0))
     task = count_simulator_calls(task)
-    encoder = ConvEncoder1D.for_task(task, output_dim=3, channels=2, num_blocks=1, downsample=8)
-    trained = M.symmetry_npe(
-        task,
-        theta,
-        x,
-        encoder,
-        pretrain_views="shift",
-        pretrain_kwargs={"max_epochs": 1, "batch_size": 64, "show_progress_bar": False},
-        show_progress_bars=False,
-        max_num_epochs=1,
-    )
+    trained = shift_view_symmetry_npe(task, theta, x)
     assert simulator_calls(task) == 0 and trained.pretrain_seconds > 0
     assert trained.extra["pretrain_views"] == "shift"
     with pytest.raises(ValueError, match="`pretrain_views` must be one of"):
