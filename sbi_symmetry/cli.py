@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulations", type=int, default=None, help="training simulations (default: the preset's)"
     )
     run.add_argument(
+        "--view-fraction",
+        type=float,
+        default=None,
+        help="equal totals: --simulations is every method's total of simulator calls and "
+        "symmetry NPE spends this share of it on re-simulated views (default: views beside it)",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=Path("sbi-symmetry-run"),
@@ -135,6 +142,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     """
     overrides: dict[str, Any] = {}
     options = {"simulations": "num_simulations", "seed": "seed", "device": "device"}
+    options["view_fraction"] = "view_fraction"
     for option, field in options.items():
         if getattr(args, option) is not None:
             overrides[field] = getattr(args, option)

@@ -117,3 +117,14 @@ def test_one_method_runs_end_to_end_and_its_folder_reruns(tmp_path, monkeypatch)
     assert cli.main(["run", "--config", str(out), "--out", str(tmp_path / "again")]) == 0
     assert captured[0].to_dict() == RunConfig.from_dict(metrics["config"]).to_dict()
     assert captured[0].methods == ("raw_npe",) and captured[0].num_simulations == 500
+
+
+def test_view_fraction_reaches_the_run_and_bad_ones_exit_2(captured, capsys, tmp_path):
+    argv = ["run", "--task", "lorenz96", "--view-fraction", "0.25", "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 0
+    assert captured[0][0].view_fraction == 0.25
+    argv = ["run", "--view-fraction", "0.25", "--out", str(tmp_path / "p")]  # shift views
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and len(captured) == 1 and not (tmp_path / "p").exists()
+    assert "view_fraction" in capsys.readouterr().err

@@ -147,3 +147,58 @@ def test_shift_views_on_a_task_without_a_time_shift_fail_before_any_work():
         RunConfig.from_preset("lorenz96", pretrain_views="shift")
     cfg = RunConfig.from_preset("lorenz96", pretrain_views="shift", methods=("raw_npe",))
     assert cfg.pretrain_views == "shift"  # no symmetry NPE: nothing uses the views
+
+
+def test_view_fraction_gives_every_method_the_same_total(monkeypatch):
+    """Symmetry NPE splits ``num_simulations`` (views + first training rows); the others use all."""
+    from sbi_symmetry.workflow import methods as M
+
+    seen: dict[str, tuple[int, int]] = {}
+
+    def fake_symmetry_npe(task, theta, x, encoder, *, pretrain_simulations, **_):
+        seen["symmetry_npe"] = (len(theta), pretrain_simulations)
+        task.simulate(torch.full((2 * pretrain_simulations, 4), 8.0))  # one bank of view pairs
+        return SimpleNamespace(extra={})
+
+    monkeypatch.setattr(M, "symmetry_npe", fake_symmetry_npe)
+    raw = dataclasses.replace(METHODS["raw_npe"], train=lambda ctx: SimpleNamespace(extra={}))
+    monkeypatch.setitem(METHODS, "raw_npe", raw)
+    cfg = RunConfig.from_preset(
+        "lorenz96", num_simulations=1000, view_fraction=0.25, methods=("symmetry_npe", "raw_npe")
+    )
+    task = count_simulator_calls(Lorenz96())
+    theta = torch.arange(1000.0)[:, None].expand(-1, 4)
+    sims = stages.Simulations(theta, torch.zeros(1000, 1, 8), *[torch.zeros(1)] * 5)
+    trained = stages.train_methods(stages.training_context(task, sims, cfg, False), "npe")
+    assert seen["symmetry_npe"] == (750, 125)  # 250 calls: 125 view pairs
+    calls = trained["symmetry_npe"].extra["simulator_calls"]
+    assert calls == {"training_set": 750, "views": 250, "total": 1000}
+    assert trained["raw_npe"].extra["simulator_calls"]["training_set"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"view_fraction": 0.0}, r"`view_fraction` must be None or a number in \(0, 1\)"),
+        ({"view_fraction": 1.0}, r"`view_fraction` must be None or a number in \(0, 1\)"),
+        ({"view_fraction": float("nan")}, "`view_fraction` must be"),
+        ({"view_fraction": True}, "`view_fraction` must be"),
+        ({"view_fraction": "0.2"}, "`view_fraction` must be"),
+        ({"view_fraction": 0.05, "num_simulations": 500}, "`num_simulations` with `view_fraction`"),
+        ({"view_fraction": 0.2, "pretrain": {"fresh_views": True}}, "fresh views"),
+    ],
+)
+def test_view_fraction_is_refused_where_it_cannot_split(changes, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_preset("lorenz96", **changes)
+
+
+def test_view_fraction_needs_re_simulated_views():
+    with pytest.raises(ValueError, match=r"damped-oscillator's views are shifts .*no simulator"):
+        RunConfig.from_preset("damped-oscillator", view_fraction=0.25)
+    chosen = RunConfig.from_preset(
+        "damped-oscillator", view_fraction=0.25, pretrain_views="resimulated"
+    )
+    assert chosen.view_fraction == 0.25
+    # no symmetry NPE: nothing spends views, nothing to refuse
+    assert RunConfig.from_preset("sine-gaussian", view_fraction=0.25, methods=("raw_npe",))

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry._validation import check_choice, check_int
 from sbi_symmetry.tasks import TASKS, get_task
-from sbi_symmetry.views import supports_shift_views
+from sbi_symmetry.views import split_budget, supports_shift_views
 from sbi_symmetry.workflow.registry import METHODS
 from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs
 
@@ -58,6 +58,14 @@ class RunConfig:
             ``"resimulated"`` (two simulator calls per view pair) or
             ``"auto"`` (the default: ``"shift"`` where the task qualifies, see
             :func:`~sbi_symmetry.views.supports_shift_views`, else ``"resimulated"``).
+        view_fraction: Equal totals for re-simulated views. ``None`` (default): symmetry NPE
+            spends ``2 * pretrain_simulations`` calls on views beside ``num_simulations``. A
+            number in ``(0, 1)``: ``num_simulations`` is every method's *total* of simulator
+            calls, and symmetry NPE splits it with
+            :func:`~sbi_symmetry.views.split_budget`: that share on one bank of re-simulated
+            views (``pretrain_simulations`` is then unused), the rest (the first rows of the
+            shared training set) for NPE. Needs re-simulated views and
+            ``fresh_views`` not ``True``; shift views cost no call, so nothing is to split.
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
@@ -85,6 +93,7 @@ class RunConfig:
     num_simulations: int = 10_000
     pretrain_simulations: int = 10_000
     pretrain_views: str = "auto"
+    view_fraction: float | None = None
     num_observations: int = 5
     posterior_samples: int = 2_000
     sbc_pairs: int = 200
@@ -177,6 +186,37 @@ class RunConfig:
                     f"shift; {self.task} is not one (see sbi_symmetry.views.shift_views). Use "
                     "'auto' or 'resimulated'."
                 )
+        if self.view_fraction is not None:
+            self._check_view_fraction()
+
+    def _check_view_fraction(self) -> None:
+        """``view_fraction`` splits ``num_simulations`` and needs one bank of re-simulated views."""
+        fraction = self.view_fraction
+        ok = isinstance(fraction, int | float) and not isinstance(fraction, bool)
+        if not ok or not 0 < fraction < 1:  # NaN fails too
+            raise ValueError(
+                f"`view_fraction` must be None or a number in (0, 1) (the share of each "
+                f"method's num_simulations spent on re-simulated views); got {fraction!r}."
+            )
+        try:  # both parts usable, or it says why
+            split_budget(self.num_simulations, float(fraction))
+        except ValueError as error:
+            raise ValueError(f"`num_simulations` with `view_fraction`: {error}") from error
+        if self.pretrain.get("fresh_views") is True:
+            raise ValueError(
+                "`view_fraction` sizes one bank of views; fresh views (pretrain={'fresh_views': "
+                "True}) cost two calls per draw and epoch, which no split can bound. Drop one."
+            )
+        shift = self.pretrain_views == "shift" or (
+            self.pretrain_views == "auto" and supports_shift_views(get_task(self.task, "cpu"))
+        )
+        if shift and "symmetry_npe" in self.methods:
+            raise ValueError(
+                f"`view_fraction` splits calls between training set and re-simulated views, but "
+                f"{self.task}'s views are shifts of the stored training set (pretrain_views="
+                f"{self.pretrain_views!r}): they cost no simulator call, so the whole budget "
+                "already trains. Leave view_fraction unset, or set pretrain_views='resimulated'."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (the sub-settings stay checked mappings).

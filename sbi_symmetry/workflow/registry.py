@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from torch import Tensor, nn
 
 from sbi_symmetry.nets.heads import Expander
+from sbi_symmetry.views import split_budget
 from sbi_symmetry.workflow import methods as M
 
 if TYPE_CHECKING:
@@ -121,17 +122,23 @@ def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
         "expander": Expander(encoder.output_dim, **cfg.expander),
         **cfg.pretrain,
     }
-    return M.symmetry_npe(
+    theta, x, draws = ctx.theta, ctx.x, cfg.pretrain_simulations
+    if cfg.view_fraction is not None:  # equal totals: the views come out of num_simulations
+        split = split_budget(len(theta), cfg.view_fraction)
+        theta, x, draws = theta[: split.training], x[: split.training], split.view_pairs
+    method = M.symmetry_npe(
         ctx.task,
-        ctx.theta,
-        ctx.x,
+        theta,
+        x,
         encoder,
-        pretrain_simulations=cfg.pretrain_simulations,
+        pretrain_simulations=draws,
         pretrain_views=cfg.pretrain_views,
         pretrain_kwargs=pretrain,
         flow_kwargs=dict(cfg.flow),
         **ctx.npe_kwargs(),
     )
+    method.extra["training_simulations"] = len(theta)
+    return method
 
 
 def _raw_npe(ctx: TrainingContext) -> M.TrainedMethod:

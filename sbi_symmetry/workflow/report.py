@@ -95,11 +95,12 @@ def write_report(folder: Path, results: RunResults) -> dict[str, Any]:
         entry["flags"] = _flags(name, entry, results)
     doc = Document()
     doc.heading(f"sbi-symmetry run: {config.task} ({config.preset} preset)", 1)
+    budget, flag = budget_text(config)
     doc.paragraph(
-        f"{config.num_simulations} training simulations, {config.num_observations} held-out "
+        f"{budget}, {config.num_observations} held-out "
         f"observations (theta and nuisance drawn from their priors), seed {config.seed}. "
         f"Command: `sbi-symmetry run --task {config.task} --preset {config.preset} "
-        f"--simulations {config.num_simulations} --seed {config.seed}"
+        f"--simulations {config.num_simulations} --seed {config.seed}{flag}"
         f" --methods {','.join(results.trained)}`."
     )
     doc.heading("Metrics")
@@ -135,6 +136,25 @@ def _table(
         [row[0], _mean_columns(methods[name].get("contraction")), *row[4:]]
         for name, row in zip(methods, rows, strict=True)
     ]
+
+
+def budget_text(config: RunConfig) -> tuple[str, str]:
+    """The run's simulation budget in words, and the command-line flag that splits it.
+
+    Example:
+        >>> budget_text(RunConfig(num_simulations=2000))
+        ('2000 training simulations', '')
+        >>> budget_text(RunConfig(num_simulations=2000, view_fraction=0.25))[1]
+        ' --view-fraction 0.25'
+    """
+    split = config.view_fraction
+    if split is None:
+        return f"{config.num_simulations} training simulations", ""
+    return (
+        f"{config.num_simulations} simulator calls per method (symmetry NPE spends a share "
+        f"{split} of them on re-simulated views, the rest on its training set)",
+        f" --view-fraction {split}",
+    )
 
 
 def _row(name: str, entry: dict[str, Any], names: list[str]) -> list[str]:

@@ -157,7 +157,7 @@ def train_methods(ctx: TrainingContext, kind: str) -> dict[str, TrainedMethod]:
             before = simulator_calls(ctx.task)
             method = spec.train(ctx)
             views = simulator_calls(ctx.task) - before  # pretraining or symmetry views
-            training_set = int(ctx.theta.shape[0])
+            training_set = int(method.extra.get("training_simulations", ctx.theta.shape[0]))
             method.extra["simulator_calls"] = {
                 "training_set": training_set,
                 "views": views,
