@@ -62,8 +62,12 @@ def _unfreeze(
     trainer._val_loss = float("inf")
 
 
-def two_phase_npe(factor: float) -> Any:
-    """A drop-in for ``methods._npe`` that trains symmetry NPE in two phases."""
+def two_phase_npe(factor: float, frozen_epochs: int | None = None) -> Any:
+    """A drop-in for ``methods._npe`` that trains symmetry NPE in two phases.
+
+    ``frozen_epochs`` caps the first phase (default: the preset's cap, i.e. early stopping);
+    ``1`` gives the embedding its own rate almost from the start.
+    """
 
     def _npe(
         name: str,
@@ -84,7 +88,8 @@ def two_phase_npe(factor: float) -> Any:
         kwargs = M._train_kwargs(train_kwargs)
         start = time.perf_counter()
         mode, embedding.freeze = embedding.freeze, "all"
-        trainer.append_simulations(theta, x).train(**kwargs)
+        frozen = {"max_num_epochs": frozen_epochs} if frozen_epochs else {}
+        trainer.append_simulations(theta, x).train(**{**kwargs, **frozen})
         first = trainer.epoch
         inside = [m for m in trainer._neural_net.modules() if isinstance(m, SymmetryEmbedding)]
         assert inside and inside[0] is embedding, "sbi trains a copy of the embedding"
@@ -110,13 +115,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--encoder", choices=list(ENCODERS), default="narrow")
     parser.add_argument("--factor", type=float, default=0.1, help="embedding's LR multiplier")
+    parser.add_argument("--frozen-epochs", type=int, default=None, help="first phase's cap")
+    parser.add_argument("--flow-hidden", type=int, default=None, help="MAF hidden units")
     args = parser.parse_args(argv)
-    M._npe = two_phase_npe(args.factor)
+    M._npe = two_phase_npe(args.factor, args.frozen_epochs)
     changes = {
         "seed": args.seed,
         "encoder": ENCODERS[args.encoder],
         "npe_train": {"max_num_epochs": 150},
     }
+    if args.flow_hidden:
+        changes["flow"] = {"hidden_features": args.flow_hidden}
     cfg = variant_config(args.task, 10, ("symmetry_npe",), changes)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:

@@ -164,7 +164,10 @@ def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path
     assert "| t / 2 / 16 channels, 2 blocks | symmetry_npe | 0.800 ± 0.010 |" in page
 
 
-def test_npe_warm_start_trains_the_flow_on_the_frozen_summary_then_fine_tunes(monkeypatch, capsys):
+@pytest.mark.parametrize("frozen_epochs", [None, 1])
+def test_npe_warm_start_trains_the_flow_on_the_frozen_summary_then_fine_tunes(
+    frozen_epochs, monkeypatch, capsys
+):
     import torch
     from _helpers_pretrain import shift_view_symmetry_npe
 
@@ -172,13 +175,14 @@ def test_npe_warm_start_trains_the_flow_on_the_frozen_summary_then_fine_tunes(mo
     from sbi_symmetry.workflow import methods as M
 
     script = load_script("npe_warm_start")
-    monkeypatch.setattr(M, "_npe", script.two_phase_npe(0.1))
+    monkeypatch.setattr(M, "_npe", script.two_phase_npe(0.1, frozen_epochs))
     task = DampedOscillator()
     theta, x = task.sample_joint(300, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     trained = shift_view_symmetry_npe(task, theta, x, max_num_epochs=2)
     first = int(capsys.readouterr().out.split("frozen phase: ")[1].split()[0])
     assert 0 < first < trained.epochs  # the second phase resumed the same trainer
+    assert frozen_epochs is None or first <= frozen_epochs + 1  # sbi counts from epoch 0
     pretrained, tuned = trained.extra["pretrained_embedding"], trained.extra["embedding"]
     assert tuned.freeze == pretrained.freeze == "none"
     changed = [
