@@ -213,7 +213,8 @@ def render(
         "- (c) and (d): `build_two_tower_posterior(estimator, prior)` with its defaults; "
         "'rejection' is exact rejection from the prior (cosine bound), 'importance' the "
         "adaptive mixture proposal; ESS is the Kish effective sample size of the weighted "
-        "draw. One untimed warm-up call of 100 samples first.",
+        "draw (for exact rejection, i.i.d. draws: the number of samples). One untimed warm-up "
+        "call of 100 samples first.",
         f"- C2ST: sbi's random forest (`sbi_symmetry.evaluation.c2st_score`) on seeded random "
         f"subsets of {min(args.c2st_samples, args.samples)} samples of each; 0.5 is "
         "indistinguishable. (b) vs (d) on the first observation.",

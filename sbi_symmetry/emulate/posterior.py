@@ -22,8 +22,9 @@ observations, one ``(C x n) @ (n x J)`` product. Three samplers, chosen per obse
    proposals.
 
 ``last_ess`` holds the Kish ESS of the last draw per observation (below half the samples: a
-warning). All randomness comes from torch's global generator (the MCMC fallback seeds numpy's
-slice sampler from it): ``torch.manual_seed`` reproduces a draw.
+warning); an exact rejection draw (1) is i.i.d.: its ESS is the number of samples. All randomness
+comes from torch's global generator (the MCMC fallback seeds numpy's slice sampler from it):
+``torch.manual_seed`` reproduces a draw.
 
 Example:
     >>> import torch
@@ -148,7 +149,8 @@ class TwoTowerPosterior(NeuralPosterior):
             from prior draws, as ``workflow.methods``).
 
     Attributes:
-        last_ess: Kish ESS of the last draw per observation (NaN where MCMC drew).
+        last_ess: Kish ESS of the last draw per observation (the number of samples where
+            exact rejection drew, NaN where MCMC drew).
         last_method: ``"rejection"``, ``"importance"`` or ``"mcmc"`` per observation.
     """
 
@@ -230,8 +232,8 @@ class TwoTowerPosterior(NeuralPosterior):
         """``<z_j, g(theta_i)> / T`` for ``theta`` ``(1 or J, C, d)`` and ``z`` ``(J, n)``."""
         with torch.no_grad():
             g = self.estimator.emulate(theta.reshape(-1, theta.shape[-1]))
-            g, t = g.reshape(*theta.shape[:-1], -1), self.estimator.temperature
-            return (z @ g[0].T if len(g) == 1 else (g @ z.unsqueeze(-1)).squeeze(-1)) / t
+            g, z = g.reshape(*theta.shape[:-1], -1), z / self.estimator.temperature
+            return z @ g[0].T if len(g) == 1 else (g @ z.unsqueeze(-1)).squeeze(-1)
 
     def _log_prior(self, theta: Tensor) -> Tensor:
         flat = theta.reshape(-1, theta.shape[-1])
@@ -243,9 +245,19 @@ class TwoTowerPosterior(NeuralPosterior):
 
     # ------------------------------------------------------------------ samplers
     def _accept(
-        self, z: Tensor, draw: Draw, num: int, log_bound: Tensor, first: tuple[Tensor, Tensor]
+        self,
+        z: Tensor,
+        draw: Draw,
+        num: int,
+        log_bound: Tensor,
+        first: tuple[Tensor, Tensor],
+        exact: bool = False,
     ) -> tuple[list[Tensor | None], Tensor]:
-        """Keep each candidate with probability ``w / B`` (``B`` running); samples, Kish ESS."""
+        """Keep each candidate with probability ``w / B``; the samples and their ESS.
+
+        ``B`` grows with the largest weight seen, or, ``exact``, is a true bound: then the
+        samples are i.i.d. draws (ESS = their number) and no weight statistics are kept.
+        """
         count = len(z)
         kept: list[list[Tensor]] = [[] for _ in range(count)]
         got, seen = torch.zeros((2, count), dtype=torch.long)
@@ -254,14 +266,20 @@ class TwoTowerPosterior(NeuralPosterior):
         while bool(active.any()):
             idx = active.nonzero().squeeze(1).to(z.device)
             theta, log_w = batch if batch is not None else draw(idx)
-            top = log_w.max(-1).values.clamp_min(-1e30)  # w = exp(top) * e, one exp pass
-            e = (log_w - top[:, None]).exp()
-            s1[idx] = torch.logaddexp(s1[idx], top + e.sum(-1).log())
-            s2[idx] = torch.logaddexp(s2[idx], 2 * top + e.square().sum(-1).log())
-            new, batch = torch.maximum(log_bound[idx], top), None
-            keep = torch.rand_like(e) < e * (top - new).exp()[:, None]  # w / B
+            if exact:  # two passes over the log weights, none for statistics
+                new, batch = log_bound[idx], None
+                keep = (log_w - new[:, None]).exp_()
+                keep = torch.rand_like(keep) < keep
+            else:
+                top = log_w.max(-1).values.clamp_min(-1e30)  # w = exp(top) * e, one exp pass
+                e = (log_w - top[:, None]).exp()
+                s1[idx] = torch.logaddexp(s1[idx], top + e.sum(-1).log())
+                s2[idx] = torch.logaddexp(s2[idx], 2 * top + e.square().sum(-1).log())
+                new, batch = torch.maximum(log_bound[idx], top), None
+                keep = torch.rand_like(e) < e * (top - new).exp()[:, None]  # w / B
             rows, cols = keep.nonzero().T
-            picks = theta.expand(len(idx), -1, -1)[rows, cols].split(keep.sum(-1).tolist())
+            per_row = torch.bincount(rows, minlength=len(idx)).tolist()  # cheaper than a sum
+            picks = theta.expand(len(idx), -1, -1)[rows, cols].split(per_row)
             for k, j in enumerate(idx.tolist()):
                 if new[k] > log_bound[j] and kept[j]:  # B grew: thin by B_old / B_new
                     p = float((log_bound[j] - new[k]).exp())
@@ -272,7 +290,7 @@ class TwoTowerPosterior(NeuralPosterior):
             log_bound[idx] = new
             active = (got < num) & (seen < self._budget)
         out = [torch.cat(k)[:num] if got[j] >= num else None for j, k in enumerate(kept)]
-        return out, (2 * s1 - s2).exp()
+        return out, got.clamp(max=num).to(s1) if exact else (2 * s1 - s2).exp()
 
     def _prior_draw(self, z: Tensor) -> Draw:
         size = min(self.chunk_size, max(_ROUND, _PAIRS // len(z)), _ROUND * len(z))
@@ -332,7 +350,8 @@ class TwoTowerPosterior(NeuralPosterior):
             jobs.append((rest[fine], adapted, first, torch.full((len(fine),), -math.inf)))
         for label, (idx, job, first, start) in zip(("rejection", "importance"), jobs, strict=False):
             if len(idx):
-                draws, ess[idx] = self._accept(z[idx], job, num, start.to(z), first)
+                exact = cosine and label == "rejection"  # ||z|| / T bounds log r
+                draws, ess[idx] = self._accept(z[idx], job, num, start.to(z), first, exact)
                 for j, d in zip(idx.tolist(), draws, strict=True):
                     out[j], how[j] = d, label if d is not None else "mcmc"
         ess[torch.tensor([d is None for d in out], device=z.device)] = math.nan
