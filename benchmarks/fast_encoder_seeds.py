@@ -74,6 +74,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "6 channels, 1 block, one bank of 5,000 view draws": _npe(
         _NARROW, fresh_views=False, pretrain_simulations=5_000
     ),
+    # equal totals (run with --methods symmetry_npe,end_to_end_npe,raw_npe and another --out):
+    # symmetry NPE spends half of the 10,000 calls on one bank of views, the rest trains it
+    "6 channels, 1 block, view_fraction 0.5": _npe(_NARROW, fresh_views=False, view_fraction=0.5),
     # Embed and Emulate's data tower (run with --methods embed_emulate and another --out)
     "E&E tower, 6 channels, 1 block": {"ee_encoder": _NARROW, **_EE_DEFAULTS},
     "E&E tower, 16 channels, 2 blocks": {"ee_encoder": _WIDE, **_EE_DEFAULTS},
