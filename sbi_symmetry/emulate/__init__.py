@@ -6,7 +6,8 @@
 * :class:`EmbedEmulate`: the NRE trainer with the symmetric InfoNCE loss over the whole batch.
 * :class:`TwoTowerPosterior` / :func:`build_two_tower_posterior`: its posterior sampled without
   MCMC: ``x_o`` encoded once, the emulator and one matrix product over chunks of ``theta``
-  (exact rejection from the prior or adaptive importance sampling).
+  (exact rejection from the prior or adaptive importance sampling, whose Gaussian-mixture
+  proposal lives in :mod:`sbi_symmetry.emulate.proposal`).
 
 Example:
     >>> from sbi_symmetry.emulate import EmbedEmulate

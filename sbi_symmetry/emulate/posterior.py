@@ -58,69 +58,19 @@ from torch.distributions import Distribution
 from sbi_symmetry._random import seeded
 from sbi_symmetry._validation import check_choice, check_finite, check_int, check_tensor
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
+from sbi_symmetry.emulate.proposal import ROUND as _ROUND
+from sbi_symmetry.emulate.proposal import MixtureProposal, kish_ess
 
 #: ``draw(idx)``: candidates ``(1 or len(idx), C, d)`` and their log weights ``(len(idx), C)``.
 Draw = Callable[[Tensor], tuple[Tensor, Tensor]]
 _PAIRS = 2**22  # most log ratios (observations x candidates) held at once: 16 MB per tensor
-_ROUND, _ESS_FRACTION, _DEFENSIVE, _ESS_WARNING = 2**13, 0.25, 0.1, 0.5
-_COMPONENTS, _RESAMPLED, _EM_STEPS, _WIDEN = 8, 1024, 10, 1.5  # the mixture proposal (EM)
+_ESS_FRACTION, _ESS_WARNING = 0.25, 0.5
 _MCMC = {"method": "slice_np_vectorized", "num_chains": 20, "thin": 1, "warmup_steps": 50}
 _MCMC["init_strategy"] = "resample"  # multi-channel x: from prior draws (see ``__init__``)
 
 
-def _kish(log_w: Tensor) -> Tensor:
-    """Kish's effective sample size ``(sum w)^2 / sum w^2`` along the last dimension."""
-    return (2 * log_w.logsumexp(-1) - (2 * log_w).logsumexp(-1)).exp()
-
-
 def _warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=4)
-
-
-def _log_normal(points: Tensor, mean: Tensor, chol: Tensor) -> Tensor:
-    """``log N(x_jc; mu_jk, L_jk L_jk^T)`` for ``(J, C, d)``, ``(J, K, d)``: ``(J, C, K)``."""
-    diff = (points.unsqueeze(1) - mean.unsqueeze(2)).mT  # (J, K, d, C)
-    y = torch.linalg.solve_triangular(chol, diff, upper=False)
-    norm = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
-    return (-0.5 * y.square().sum(-2) - norm - points.shape[-1] / 2 * math.log(2 * math.pi)).mT
-
-
-class _Mixture:
-    """The draw of ``a prior + (1 - a) sum_k pi_k N(mu_k, c Sigma_k)``, fitted by EM, per ``z``."""
-
-    def __init__(self, post: TwoTowerPosterior, z: Tensor, theta: Tensor, log_w: Tensor) -> None:
-        num, dim, size = len(z), theta.shape[-1], max(256, min(_RESAMPLED, 2**18 // len(z)))
-        pick = torch.multinomial(torch.softmax(log_w, -1), size, replacement=True)
-        pts = theta.expand(num, -1, -1).gather(1, pick[..., None].expand(-1, -1, dim)).double()
-        reg = 1e-3 * torch.diag(theta.flatten(0, 1).double().var(0))  # for repeated points
-        centred = pts - pts.mean(1, keepdim=True)
-        cov = (centred.mT @ centred / size + reg).unsqueeze(1).repeat(1, _COMPONENTS, 1, 1)
-        mean, log_pi = pts[:, :_COMPONENTS], torch.full((num, _COMPONENTS), -math.log(_COMPONENTS))
-        for _ in range(_EM_STEPS):
-            log_n = _log_normal(pts, mean, torch.linalg.cholesky(cov))
-            resp = torch.softmax(log_n + log_pi.to(pts)[:, None], -1)  # (J, S, K)
-            total = resp.sum(1) + 1e-9
-            mean = resp.mT @ pts / total[..., None]
-            diff = pts.unsqueeze(2) - mean.unsqueeze(1)  # (J, S, K, d)
-            cov = torch.einsum("jsk,jskd,jske->jkde", resp, diff, diff) / total[..., None, None]
-            cov, log_pi = cov + reg, (total / size).log()
-        self.mean, self.log_pi = mean.to(theta), log_pi.to(theta)
-        self.chol = torch.linalg.cholesky(_WIDEN * cov).to(theta)
-        self.post, self.z = post, z
-
-    def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        mean, chol, log_pi, z = self.mean[idx], self.chol[idx], self.log_pi[idx], self.z[idx]
-        per = max(64, min(_ROUND, self.post.chunk_size // len(idx)))
-        comp = torch.multinomial(log_pi.exp(), per, replacement=True)  # (J, per)
-        rows = torch.arange(len(idx), device=comp.device)[:, None]
-        noise = torch.randn(*comp.shape, mean.shape[-1], 1, device=comp.device)
-        theta = mean[rows, comp] + (chol[rows, comp] @ noise).squeeze(-1)
-        flip = torch.rand(comp.shape, device=comp.device) < _DEFENSIVE
-        theta[flip] = self.post.prior.sample((int(flip.sum()),)).to(theta)
-        log_p = self.post._log_prior(theta)
-        log_k = (_log_normal(theta, mean, chol) + log_pi[:, None]).logsumexp(-1)
-        log_q = torch.logaddexp(math.log(_DEFENSIVE) + log_p, math.log1p(-_DEFENSIVE) + log_k)
-        return theta, self.post._log_ratio(theta, z) + log_p - log_q
 
 
 class TwoTowerPosterior(NeuralPosterior):
@@ -306,9 +256,9 @@ class TwoTowerPosterior(NeuralPosterior):
         (theta, log_w), draw = pilot, self._prior_draw(z)
         everyone = torch.arange(len(z), device=z.device)
         for _ in range(self.max_rounds):
-            if bool((_kish(log_w) >= _ESS_FRACTION * log_w.shape[1]).all()):
+            if bool((kish_ess(log_w) >= _ESS_FRACTION * log_w.shape[1]).all()):
                 break
-            draw = _Mixture(self, z, theta, log_w)
+            draw = MixtureProposal(self, z, theta, log_w)
             parts = [draw(everyone)]
             while sum(p[1].shape[1] for p in parts) < _ROUND:
                 parts.append(draw(everyone))
