@@ -77,10 +77,13 @@ def two_phase_npe(factor: float, frozen_epochs: int | None = None) -> Any:
         builder: Any,
         show: bool,
         train_kwargs: dict[str, Any],
+        frozen: Any = None,
         **finish: Any,
     ) -> M.TrainedMethod:
         if name != "symmetry_npe":
             return _single_phase(name, task, theta, x, builder, show, train_kwargs, **finish)
+        if frozen is not None:
+            raise ValueError("this script runs its own frozen phase: leave frozen_epochs at 0")
         embedding = finish["extra"]["embedding"]
         trainer = NPE(
             task.prior, density_estimator=builder, tracker=NullTracker(), show_progress_bars=show

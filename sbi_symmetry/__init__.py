@@ -20,6 +20,7 @@ from sbi_symmetry.simulation import SimulationStore, simulate_dataset, simulate_
 from sbi_symmetry.symmetry.cached import cached_npe
 from sbi_symmetry.symmetry.diagnostics import collapse_statistics, invariance_error, plot_summaries
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
+from sbi_symmetry.symmetry.finetune import train_npe
 from sbi_symmetry.symmetry.pretrain import PretrainConfig, pretrain_vicreg
 from sbi_symmetry.tasks import (
     DampedOscillator,
@@ -83,5 +84,6 @@ __all__ = [
     "split_budget",
     "symmetric_infonce",
     "symmetry_posterior_nn",
+    "train_npe",
     "vicreg_loss",
 ]

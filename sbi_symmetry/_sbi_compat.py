@@ -165,6 +165,34 @@ def set_neural_net(trainer: Any, net: nn.Module) -> None:
     trainer._neural_net = net
 
 
+def restart_patience(trainer: Any) -> None:
+    """Restart early stopping's count of epochs without improvement (sbi 0.27: a private field).
+
+    Before ``train(resume_training=True)``, so that a resumed phase gets the full
+    ``stop_after_epochs`` however the previous phase ended; the best validation loss and the
+    weights that reached it are kept.
+
+    Args:
+        trainer: A trained sbi trainer.
+
+    Example:
+        >>> import torch
+        >>> from sbi.inference import NPE
+        >>> from sbi.utils import BoxUniform
+        >>> prior = BoxUniform(torch.zeros(1), torch.ones(1))
+        >>> trainer = NPE(prior, tracker=NullTracker(), show_progress_bars=False)
+        >>> _ = trainer.append_simulations(prior.sample((50,)), prior.sample((50,)))
+        >>> _ = trainer.train(max_num_epochs=1)
+        >>> restart_patience(trainer)
+    """
+    if not hasattr(trainer, "_epochs_since_last_improvement"):
+        raise TypeError(
+            f"{type(trainer).__name__} keeps no early-stopping count; train it first (this "
+            "package supports sbi 0.27's trainers)."
+        )
+    trainer._epochs_since_last_improvement = 0
+
+
 def batch_losses(trainer: Any, theta: Tensor, x: Tensor, loss_args: Any) -> Tensor:
     """The losses of one batch exactly as sbi's training loop computes them (it averages them).
 

@@ -42,7 +42,7 @@ def encoder(seed: int = 0, **kwargs) -> ConvEncoder1D:
     )
 
 
-def shift_view_symmetry_npe(task, theta, x, max_num_epochs: int = 1):
+def shift_view_symmetry_npe(task, theta, x, max_num_epochs: int = 1, **changes):
     """The workflow's symmetry NPE at toy size: shift views of ``x``, one pretraining epoch."""
     from sbi_symmetry.workflow import methods
 
@@ -56,4 +56,5 @@ def shift_view_symmetry_npe(task, theta, x, max_num_epochs: int = 1):
         pretrain_kwargs={"max_epochs": 1, "batch_size": 64, "show_progress_bar": False},
         show_progress_bars=False,
         max_num_epochs=max_num_epochs,
+        **changes,
     )

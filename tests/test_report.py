@@ -20,7 +20,6 @@ from sbi_symmetry.tasks import DampedOscillator, get_task
 from sbi_symmetry.workflow import flags, pipeline, stages
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.document import Document
-from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.plots import (
     format_pvalue,
     plot_loss_curves,
@@ -32,6 +31,7 @@ from sbi_symmetry.workflow.plots import (
 from sbi_symmetry.workflow.report import RunResults, notes, write_report
 from sbi_symmetry.workflow.saved import read_stamp
 from sbi_symmetry.workflow.stages import Accuracy, Simulations
+from sbi_symmetry.workflow.trained import TrainedMethod
 
 NAMES = ["w0", "beta"]
 

@@ -23,6 +23,7 @@ from sbi_symmetry._sbi_compat import (
     Tracker,
     batch_losses,
     get_neural_net,
+    restart_patience,
     set_neural_net,
     training_summary,
 )
@@ -183,6 +184,16 @@ def test_training_summary_has_the_keys_the_workflow_reads(tmp_path, monkeypatch)
     assert summary["epochs_trained"][-1] == len(summary["training_loss"])
     with pytest.raises(TypeError, match="train it first"):
         training_summary(object())
+
+
+def test_restart_patience_resets_the_count_sbi_stops_on(tmp_path, monkeypatch):
+    trainer = _trained_npe(tmp_path, monkeypatch)
+    trainer._epochs_since_last_improvement = 7  # the field sbi's _converged reads
+    restart_patience(trainer)
+    assert trainer._epochs_since_last_improvement == 0
+    assert "_epochs_since_last_improvement" in inspect.getsource(type(trainer)._converged)
+    with pytest.raises(TypeError, match="train it first"):
+        restart_patience(object())
 
 
 def test_null_tracker_keeps_sbi_from_writing_logs(tmp_path, monkeypatch):

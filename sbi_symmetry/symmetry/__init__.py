@@ -6,7 +6,9 @@
 * :mod:`~sbi_symmetry.symmetry.diagnostics`: collapse statistics, invariance error, the summaries
   plot;
 * :mod:`~sbi_symmetry.symmetry.cached`: :func:`cached_npe`, NPE on a frozen embedding's features
-  encoded once.
+  encoded once;
+* :mod:`~sbi_symmetry.symmetry.finetune`: :func:`train_npe`, sbi's NPE training with the
+  embedding frozen for its first epochs, then fine-tuned.
 """
 
 from sbi_symmetry.symmetry.cached import cached_npe
@@ -17,6 +19,7 @@ from sbi_symmetry.symmetry.diagnostics import (
     summary_invariance,
 )
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, symmetry_posterior_nn
+from sbi_symmetry.symmetry.finetune import train_npe
 from sbi_symmetry.symmetry.pretrain import PretrainConfig, pretrain_vicreg
 
 __all__ = [
@@ -29,4 +32,5 @@ __all__ = [
     "pretrain_vicreg",
     "summary_invariance",
     "symmetry_posterior_nn",
+    "train_npe",
 ]

@@ -66,6 +66,9 @@ class RunConfig:
             views (``pretrain_simulations`` is then unused), the rest (the first rows of the
             shared training set) for NPE. Needs re-simulated views and
             ``fresh_views`` not ``True``; shift views cost no call, so nothing is to split.
+        frozen_epochs: Symmetry NPE's first NPE epochs with the pretrained embedding frozen,
+            before it is fine-tuned (:func:`~sbi_symmetry.symmetry.train_npe`); 0 fine-tunes
+            from the first epoch.
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
@@ -94,6 +97,7 @@ class RunConfig:
     pretrain_simulations: int = 10_000
     pretrain_views: str = "auto"
     view_fraction: float | None = None
+    frozen_epochs: int = 0
     num_observations: int = 5
     posterior_samples: int = 2_000
     sbc_pairs: int = 200
@@ -163,6 +167,7 @@ class RunConfig:
         else:
             check_choice(self.task, "task", sorted(TASKS))
         check_int(self.seed, "seed", 0)
+        check_int(self.frozen_epochs, "frozen_epochs", 0)
         check_choice(self.pretrain_views, "pretrain_views", ("auto", "resimulated", "shift"))
         counts = ("num_simulations", "pretrain_simulations", "num_observations")
         counts += ("posterior_samples", "sbc_pairs", "sbc_pairs_ratio", "sbc_posterior_samples")

@@ -26,24 +26,22 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from sbi.inference import NPE, NRE_C
 from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameters
 from sbi.neural_nets import classifier_nn, posterior_nn
-from sbi.neural_nets.ratio_estimators import RatioEstimator
 from torch import Tensor, nn
 
 from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker, training_summary
-from sbi_symmetry.emulate import EmbedEmulate, EmbedEmulateRatioEstimator
-from sbi_symmetry.evaluation.calibration import sampling_time_limit
-from sbi_symmetry.evaluation.cost import count_macs, count_parameters
+from sbi_symmetry.emulate import EmbedEmulate
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+from sbi_symmetry.symmetry.finetune import train_npe
 from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
 from sbi_symmetry.views import shift_views, supports_shift_views
+from sbi_symmetry.workflow.trained import TrainedMethod
+from sbi_symmetry.workflow.trained import finish as _finish
 
 
 def mcmc_parameters(x: Tensor) -> MCMCPosteriorParameters:
@@ -78,135 +76,37 @@ def mcmc_parameters(x: Tensor) -> MCMCPosteriorParameters:
     )
 
 
-@dataclass
-class TrainedMethod:
-    """A trained method and what it cost.
-
-    Attributes:
-        name: Method name.
-        posterior: The sbi posterior (``sample``, ``sample_batched``, ``log_prob``).
-        estimator: The trained network.
-        train_seconds: Wall time of sbi's training (excludes pretraining).
-        pretrain_seconds: Wall time of VICReg pretraining (0 if none).
-        trainable_parameters: Parameters that the final training updated.
-        total_parameters: All parameters, frozen ones included.
-        macs_per_1000: Multiply-accumulates of one training forward pass at batch 1000.
-        epochs: Epochs sbi trained.
-        history: ``{"train": [...], "validation": [...]}`` losses per epoch (and pretraining's),
-            ``"epoch_seconds"``: sbi's wall time of each epoch (training and validation).
-        extra: Anything method-specific (pretraining simulator calls, the embedding ...).
-    """
-
-    name: str
-    posterior: Any
-    estimator: nn.Module
-    train_seconds: float
-    pretrain_seconds: float
-    trainable_parameters: int
-    total_parameters: int
-    macs_per_1000: int
-    epochs: int
-    history: dict[str, list[float]]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def sample(
-        self,
-        x_o: Tensor,
-        num_samples: int,
-        show_progress_bars: bool = False,
-        max_sampling_time: float | None = None,
-    ) -> Tensor:
-        """Draw ``num_samples`` posterior samples for one observation ``x_o`` (batch of 1).
-
-        ``max_sampling_time`` bounds sbi's rejection of NPE samples outside the prior (a
-        RuntimeError instead of an endless loop when the flow leaks); ignored for MCMC.
-        """
-        limit = sampling_time_limit(self.posterior, max_sampling_time)
-        draws = self.posterior.sample(
-            (num_samples,), x=x_o, show_progress_bars=show_progress_bars, **limit
-        )
-        return draws.reshape(num_samples, -1)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-friendly costs."""
-        return {
-            "train_seconds": self.train_seconds,
-            "pretrain_seconds": self.pretrain_seconds,
-            "trainable_parameters": self.trainable_parameters,
-            "total_parameters": self.total_parameters,
-            "macs_per_1000": self.macs_per_1000,
-            "epochs": self.epochs,
-            **{k: v for k, v in self.extra.items() if isinstance(v, int | float | str)},
-            "simulator_calls": dict(self.extra.get("simulator_calls", {})),
-        }
-
-
 def _train_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     defaults = {"training_batch_size": 200, "stop_after_epochs": 20, "show_train_summary": False}
     return {**defaults, **kwargs}
 
 
 def _train(
-    trainer: Any, theta: Tensor, x: Tensor, train_kwargs: dict[str, Any], **extra: Any
+    trainer: Any,
+    theta: Tensor,
+    x: Tensor,
+    train_kwargs: dict[str, Any],
+    frozen: tuple[SymmetryEmbedding, int] | None = None,
+    **extra: Any,
 ) -> tuple[nn.Module, float]:
-    """Train an sbi trainer on ``(theta, x)``; return the estimator and the wall time."""
+    """Train an sbi trainer on ``(theta, x)``; return the estimator and the wall time.
+
+    ``frozen``: an embedding inside the trainer's network and its frozen epochs
+    (:func:`~sbi_symmetry.symmetry.finetune.train_npe`).
+    """
     kwargs = _train_kwargs(train_kwargs)
     start = time.perf_counter()
-    estimator = trainer.append_simulations(theta, x).train(**kwargs, **extra)
+    trainer.append_simulations(theta, x)
+    if frozen is None:
+        estimator = trainer.train(**kwargs, **extra)
+    else:
+        estimator = train_npe(trainer, frozen[0], frozen_epochs=frozen[1], **kwargs, **extra)
     seconds = time.perf_counter() - start
     if training_summary(trainer)["epochs_trained"][-1] <= kwargs.get("max_num_epochs", 2**31 - 1):
         # sbi 0.27 announces convergence with "\r Neural network successfully converged ..."
         # and no newline; end that line so the next output starts on its own.
         print()
     return estimator, seconds
-
-
-def _macs(estimator: nn.Module, theta: Tensor, x: Tensor) -> int:
-    """MACs of one training forward pass at batch 1000 (every matrix product counted).
-
-    NPE: its loss. Embed and Emulate: its symmetric InfoNCE loss, ``B x B`` logits included.
-    Other ratio estimators: the ratios of the 1000 pairs.
-    """
-    idx = torch.arange(1000) % theta.shape[0]
-    t, xx = theta[idx], x[idx]
-    if isinstance(estimator, RatioEstimator) and not isinstance(
-        estimator, EmbedEmulateRatioEstimator
-    ):
-        return count_macs(estimator, lambda: estimator(t, xx))
-    return count_macs(estimator, lambda: estimator.loss(t, xx))
-
-
-def _finish(
-    name: str,
-    trainer: Any,
-    estimator: nn.Module,
-    seconds: float,
-    theta: Tensor,
-    x: Tensor,
-    posterior: Any,
-    pretrain_seconds: float = 0.0,
-    extra: dict[str, Any] | None = None,
-    history: dict[str, list[float]] | None = None,
-) -> TrainedMethod:
-    summary = training_summary(trainer)
-    curves = {
-        "train": list(summary["training_loss"]),
-        "validation": list(summary["validation_loss"]),
-        "epoch_seconds": list(summary["epoch_durations_sec"]),
-    }
-    return TrainedMethod(
-        name=name,
-        posterior=posterior,
-        estimator=estimator,
-        train_seconds=seconds,
-        pretrain_seconds=pretrain_seconds,
-        trainable_parameters=count_parameters(estimator),
-        total_parameters=count_parameters(estimator, trainable_only=False),
-        macs_per_1000=_macs(estimator, theta, x),
-        epochs=int(summary["epochs_trained"][-1]),
-        history={**curves, **(history or {})},
-        extra=extra or {},
-    )
 
 
 def _npe(
@@ -217,6 +117,7 @@ def _npe(
     builder: Any,
     show_progress_bars: bool,
     train_kwargs: dict[str, Any],
+    frozen: tuple[SymmetryEmbedding, int] | None = None,
     **finish: Any,
 ) -> TrainedMethod:
     trainer = NPE(
@@ -225,7 +126,7 @@ def _npe(
         tracker=NullTracker(),
         show_progress_bars=show_progress_bars,
     )
-    estimator, seconds = _train(trainer, theta, x, train_kwargs)
+    estimator, seconds = _train(trainer, theta, x, train_kwargs, frozen)
     posterior = trainer.build_posterior(estimator)
     return _finish(name, trainer, estimator, seconds, theta, x, posterior, **finish)
 
@@ -309,6 +210,7 @@ def symmetry_npe(
     pretrain_views: str = "auto",
     pretrain_kwargs: dict[str, Any] | None = None,
     embedding: SymmetryEmbedding | None = None,
+    frozen_epochs: int = 0,
     show_progress_bars: bool = True,
     **train_kwargs: Any,
 ) -> TrainedMethod:
@@ -331,6 +233,8 @@ def symmetry_npe(
         pretrain_kwargs: Overrides of :class:`~sbi_symmetry.symmetry.pretrain.PretrainConfig`.
         embedding: An already pretrained embedding to reuse instead of pretraining (copied,
             with its freeze mode).
+        frozen_epochs: NPE epochs with the embedding frozen before it is fine-tuned
+            (:func:`~sbi_symmetry.symmetry.finetune.train_npe`); 0 fine-tunes from the start.
         show_progress_bars: Progress bars for pretraining and training.
         **train_kwargs: Passed to ``NPE.train``.
 
@@ -366,6 +270,7 @@ def symmetry_npe(
         builder,
         show_progress_bars,
         train_kwargs,
+        frozen=(embedding, frozen_epochs) if frozen_epochs else None,
         pretrain_seconds=pretrain_seconds,
         extra={
             "embedding": embedding,

@@ -30,9 +30,9 @@ from sbi_symmetry.workflow import stages
 from sbi_symmetry.workflow.checkpoints import STAGES_DIR, StageCheckpoints
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.flags import verdict
-from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.registry import label
 from sbi_symmetry.workflow.report import MARKER, RunResults, write_report
+from sbi_symmetry.workflow.trained import TrainedMethod
 
 NUM_STAGES = 7
 _KINDS = {"npe": "density estimators", "ratio": "ratio estimators"}

@@ -135,6 +135,7 @@ def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
         pretrain_views=cfg.pretrain_views,
         pretrain_kwargs=pretrain,
         flow_kwargs=dict(cfg.flow),
+        frozen_epochs=cfg.frozen_epochs,
         **ctx.npe_kwargs(),
     )
     method.extra["training_simulations"] = len(theta)

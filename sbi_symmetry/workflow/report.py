@@ -29,7 +29,6 @@ from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
 from sbi_symmetry.workflow import flags
 from sbi_symmetry.workflow.config import CONFIG_FILE, RunConfig
 from sbi_symmetry.workflow.document import Document
-from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.plots import (
     format_pvalue,
     plot_coverage,
@@ -42,6 +41,7 @@ from sbi_symmetry.workflow.plots import (
 from sbi_symmetry.workflow.registry import METHODS, label
 from sbi_symmetry.workflow.saved import POSTERIORS_DIR, save_posterior
 from sbi_symmetry.workflow.stages import Accuracy, Simulations, reference_samples
+from sbi_symmetry.workflow.trained import TrainedMethod
 
 #: The file that marks a folder as a finished run (``--overwrite`` only replaces such folders).
 MARKER = "metrics.json"

@@ -41,8 +41,8 @@ from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.reference.protocol import is_signal_model
 from sbi_symmetry.simulation.counting import simulator_calls
 from sbi_symmetry.workflow.config import RunConfig
-from sbi_symmetry.workflow.methods import TrainedMethod
 from sbi_symmetry.workflow.registry import METHODS, TOWER_SETTINGS, TrainingContext, label
+from sbi_symmetry.workflow.trained import TrainedMethod
 
 #: Seconds before sbi gives up rejecting an NPE's samples outside the prior (a badly trained
 #: flow can put almost all its mass there; better a clear error than a run that never ends).

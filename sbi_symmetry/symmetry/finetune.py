@@ -1,0 +1,84 @@
+"""Fine-tuning a pretrained embedding inside ``sbi``'s NPE, after a frozen start.
+
+``sbi``'s ``NPE.train`` trains the flow and the embedding together from the first epoch. The
+flow starts untrained, so its first gradients into the pretrained summary are noise, and a wide
+encoder can lose there what pretraining found: on the sine-Gaussian, a 16-channel encoder
+fine-tuned from the start left the posterior of the frequency ``f0`` 1.4-2.5x too wide and failed
+SBC (``benchmarks/results/fast_encoder_seeds.md``). :func:`train_npe` first trains the flow
+alone on the frozen summary for ``frozen_epochs`` epochs, then resumes the same trainer (same
+training/validation split, optimiser and best-model tracking) with the embedding's own freeze
+mode, for up to ``max_num_epochs`` more epochs with early stopping restarted
+(``benchmarks/results/npe_warm_start.md``).
+
+Example:
+    >>> import torch
+    >>> from sbi.inference import NPE
+    >>> from sbi.utils import BoxUniform
+    >>> from sbi_symmetry._sbi_compat import NullTracker
+    >>> prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    >>> theta = prior.sample((200,))
+    >>> x = torch.cat([theta, theta], dim=1) + 0.1 * torch.randn(200, 4)
+    >>> embedding = SymmetryEmbedding(torch.nn.Linear(4, 2), freeze="none")
+    >>> npe = NPE(prior, density_estimator=embedding.posterior_nn("mdn"), tracker=NullTracker(),
+    ...           show_progress_bars=False)
+    >>> estimator = train_npe(npe.append_simulations(theta, x), embedding, frozen_epochs=2,
+    ...                       max_num_epochs=3)
+    >>> embedding.freeze, npe.build_posterior(estimator).sample((5,), x=x[:1]).shape
+    ('none', torch.Size([5, 2]))
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from torch import nn
+
+from sbi_symmetry._sbi_compat import get_neural_net, restart_patience, training_summary
+from sbi_symmetry._validation import check_int
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+
+
+def train_npe(
+    trainer: Any, embedding: SymmetryEmbedding, *, frozen_epochs: int = 20, **train_kwargs: Any
+) -> nn.Module:
+    """Train ``sbi``'s NPE with ``embedding`` frozen for ``frozen_epochs`` epochs, then fine-tuned.
+
+    Args:
+        trainer: An ``sbi`` ``NPE`` with its simulations appended, whose density estimator was
+            built around ``embedding`` (``embedding.posterior_nn(...)``).
+        embedding: The pretrained embedding; its freeze mode applies after the frozen start
+            (``"all"``: one plain ``train`` call).
+        frozen_epochs: Epochs with the embedding frozen; ``0`` trains as ``trainer.train`` does.
+        **train_kwargs: ``NPE.train`` arguments for both phases; ``max_num_epochs`` caps the
+            fine-tuning phase (counted after the frozen start).
+
+    Returns:
+        The trained density estimator, as ``trainer.train`` returns it.
+
+    Raises:
+        ValueError: A negative ``frozen_epochs``, ``resume_training`` passed, or an
+            ``embedding`` the trainer's network does not hold.
+    """
+    check_int(frozen_epochs, "frozen_epochs", 0)
+    if "resume_training" in train_kwargs:
+        raise ValueError("`resume_training` is train_npe's to set; call trainer.train to resume.")
+    mode = embedding.freeze
+    if frozen_epochs == 0 or mode == "all":
+        return trainer.train(**train_kwargs)
+    cap = train_kwargs.pop("max_num_epochs", 2**31 - 1)
+    embedding.freeze = "all"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Maximum number of epochs.*")
+            trainer.train(**train_kwargs, max_num_epochs=frozen_epochs)
+    finally:
+        embedding.freeze = mode
+    if not any(module is embedding for module in get_neural_net(trainer).modules()):
+        raise ValueError(
+            "`embedding` is not part of the trainer's network: pass the embedding whose "
+            "posterior_nn built the trainer's density estimator."
+        )
+    restart_patience(trainer)
+    done = int(training_summary(trainer)["epochs_trained"][-1])
+    return trainer.train(**train_kwargs, max_num_epochs=done + cap, resume_training=True)

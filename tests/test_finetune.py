@@ -1,0 +1,93 @@
+"""``train_npe``: sbi's NPE with the pretrained embedding frozen first, then fine-tuned."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sbi.inference import NPE
+from sbi.utils import BoxUniform
+from torch import nn
+
+from sbi_symmetry._sbi_compat import NullTracker, training_summary
+from sbi_symmetry.symmetry import SymmetryEmbedding, train_npe
+
+
+def _setup(freeze: str = "none"):
+    torch.manual_seed(0)
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    theta = prior.sample((300,))
+    x = torch.cat([theta, theta.flip(-1)], dim=1) + 0.05 * torch.randn(300, 4)
+    encoder = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    embedding = SymmetryEmbedding(encoder, freeze=freeze)
+    npe = NPE(
+        prior,
+        density_estimator=embedding.posterior_nn("mdn"),
+        tracker=NullTracker(),
+        show_progress_bars=False,
+    )
+    return npe.append_simulations(theta, x), embedding
+
+
+def _spy(trainer, embedding):
+    """Record each ``train`` call's arguments and the encoder's weights when it starts."""
+    calls, original = [], trainer.train
+
+    def train(**kwargs):
+        weights = [p.detach().clone() for p in embedding.encoder.parameters()]
+        calls.append((kwargs, weights, embedding.freeze))
+        return original(**kwargs)
+
+    trainer.train = train
+    return calls
+
+
+def test_the_flow_trains_alone_first_then_the_embedding_is_fine_tuned():
+    trainer, embedding = _setup()
+    calls = _spy(trainer, embedding)
+    start = [p.detach().clone() for p in embedding.encoder.parameters()]
+    train_npe(trainer, embedding, frozen_epochs=3, max_num_epochs=4, learning_rate=1e-3)
+    (first, _, mode_1), (second, at_resume, mode_2) = calls
+    assert first == {"max_num_epochs": 3, "learning_rate": 1e-3} and mode_1 == "all"
+    assert all(torch.equal(a, b) for a, b in zip(start, at_resume, strict=True))  # frozen
+    assert second["resume_training"] and mode_2 == "none" and embedding.freeze == "none"
+    done = training_summary(trainer)["epochs_trained"]
+    assert second["max_num_epochs"] == done[0] + 4 and done[-1] > done[0]
+    after = list(embedding.encoder.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(start, after, strict=True))  # fine-tuned
+
+
+@pytest.mark.parametrize(("frozen_epochs", "freeze"), [(0, "none"), (5, "all")])
+def test_nothing_to_warm_up_is_one_plain_train_call(frozen_epochs, freeze):
+    trainer, embedding = _setup(freeze)
+    calls = _spy(trainer, embedding)
+    train_npe(trainer, embedding, frozen_epochs=frozen_epochs, max_num_epochs=2)
+    assert [c[0] for c in calls] == [{"max_num_epochs": 2}] and embedding.freeze == freeze
+
+
+def test_bad_input_is_refused_and_the_freeze_mode_restored():
+    trainer, embedding = _setup()
+    with pytest.raises(ValueError, match="`frozen_epochs` must be"):
+        train_npe(trainer, embedding, frozen_epochs=-1)
+    with pytest.raises(ValueError, match="`resume_training` is train_npe's"):
+        train_npe(trainer, embedding, resume_training=True)
+    other = SymmetryEmbedding(nn.Linear(4, 2), freeze="none")
+    with pytest.raises(ValueError, match="`embedding` is not part of the trainer's network"):
+        train_npe(trainer, other, frozen_epochs=1, max_num_epochs=1)
+    assert other.freeze == "none"
+
+
+def test_the_workflow_passes_frozen_epochs_to_symmetry_npe():
+    from _helpers_pretrain import shift_view_symmetry_npe
+
+    from sbi_symmetry.tasks import DampedOscillator
+    from sbi_symmetry.workflow.config import RunConfig
+
+    task = DampedOscillator()
+    theta, x = task.sample_joint(300, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    trained = shift_view_symmetry_npe(task, theta, x, max_num_epochs=2, frozen_epochs=2)
+    assert trained.epochs > 3  # two frozen epochs (and sbi's epoch 0), then fine-tuning
+    assert trained.extra["embedding"].freeze == "none"
+    assert RunConfig.from_preset("damped-oscillator", frozen_epochs=20).frozen_epochs == 20
+    with pytest.raises(ValueError, match="`frozen_epochs` must be"):
+        RunConfig.from_preset("damped-oscillator", frozen_epochs=-2)
