@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import command_line, platform_stamp
+from plans import preset
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry.workflow import pipeline
@@ -36,14 +37,18 @@ HEADER = [
 def variant_config(
     task: str, observations: int, methods: tuple[str, ...], changes: dict[str, Any]
 ) -> RunConfig:
-    """The fast preset of ``task`` with ``changes``; dict-valued changes update the preset's."""
-    base = RunConfig.from_preset(task, "fast")
+    """The fast preset of ``task`` (symmetry NPE as recorded: ``plans.preset``) with ``changes``.
+
+    Dict-valued changes update the preset's.
+    """
+    base = preset(task)
+    recorded = {key: getattr(base, key) for key in ("encoder", "flow", "frozen_epochs")}
     merged = {
         key: {**getattr(base, key), **value} if isinstance(value, dict) else value
         for key, value in changes.items()
     }
     return RunConfig.from_preset(
-        task, "fast", num_observations=observations, methods=methods, **merged
+        task, "fast", num_observations=observations, methods=methods, **{**recorded, **merged}
     )
 
 

@@ -67,6 +67,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         _WIDE, **_FLOW_50, npe_train={"max_num_epochs": 150, "learning_rate": 5e-4}
     ),
     "16 channels, 2 blocks, flow of 100 hidden units": _npe(_WIDE, flow={"hidden_features": 100}),
+    # the flow trained alone for 20 epochs before fine-tuning (symmetry.train_npe)
+    "16 channels, 2 blocks, flow of 50 hidden units, 20 frozen epochs": _npe(
+        _WIDE, **_FLOW_50, frozen_epochs=20
+    ),
     "6 channels, 1 block, flow of 50 hidden units": _npe(_NARROW, **_FLOW_50),
     "6 channels, 1 block, one bank of 30,000 view draws": _npe(
         _NARROW, fresh_views=False, pretrain_simulations=30_000

@@ -86,6 +86,7 @@ def _tiny(task: str, **overrides) -> RunConfig:
         "sbc_posterior_samples": 50,
         "pretrain": {"max_epochs": 2, "batch_size": 128},
         "npe_train": {"max_num_epochs": 2},
+        "frozen_epochs": 2,
         "ee_train": {"max_num_epochs": 2},
     }
     return RunConfig.from_preset(task, "fast", **{**settings, **overrides})
