@@ -202,6 +202,9 @@ def _flags(name: str, entry: dict[str, Any], results: RunResults) -> list[dict[s
     pretrain_cap = None
     if method is not None and "pretrain_val_total" in method.history:
         pretrain_cap = config.pretrain.get("max_epochs", PretrainConfig.max_epochs)
+    if name == "symmetry_npe" and config.frozen_epochs:  # the cap counts after the frozen start,
+        tuned = int(entry["costs"]["epochs"]) - config.frozen_epochs - 1  # its frozen + 1 epochs
+        entry = {**entry, "costs": {**entry["costs"], "epochs": tuned}}
     return flags.method_flags(
         entry,
         names=list(results.task.parameter_names),
