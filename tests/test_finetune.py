@@ -91,3 +91,31 @@ def test_the_workflow_passes_frozen_epochs_to_symmetry_npe():
     assert RunConfig.from_preset("damped-oscillator", frozen_epochs=20).frozen_epochs == 20
     with pytest.raises(ValueError, match="`frozen_epochs` must be"):
         RunConfig.from_preset("damped-oscillator", frozen_epochs=-2)
+
+
+def _report_entry(epochs: int) -> dict:
+    """A calibrated, well-sized method's metrics after ``epochs`` epochs (for its flags)."""
+    return {
+        "costs": {"epochs": epochs},
+        "calibration": {"calibrated": True, "ks_pvals": [0.4, 0.3], "num_pairs": 200},
+        "std_over_reference": [[1.1, 0.9], [1.0, 1.2]],
+        "std_over_crb": [[1.3, 1.1], [1.2, 1.4]],
+    }
+
+
+@pytest.mark.parametrize(("epochs", "flagged"), [(172, True), (171, False), (60, False)])
+def test_the_epoch_cap_of_symmetry_npe_counts_after_its_frozen_start(epochs, flagged):
+    from types import SimpleNamespace
+
+    from sbi_symmetry.workflow import report
+    from sbi_symmetry.workflow.config import RunConfig
+
+    config = RunConfig(frozen_epochs=20, npe_train={"max_num_epochs": 150})
+    results = SimpleNamespace(
+        config=config, trained={}, task=SimpleNamespace(parameter_names=("w0", "beta"))
+    )
+    found = report._flags("symmetry_npe", _report_entry(epochs), results)
+    assert ("epoch_cap" in [f["code"] for f in found]) == flagged  # 21 frozen + 151 at the cap
+    assert not flagged or "151 epochs with `npe_train.max_num_epochs=150`" in found[0]["summary"]
+    raw = report._flags("raw_npe", _report_entry(160), results)  # no frozen start
+    assert [f["code"] for f in raw] == ["epoch_cap"]

@@ -106,23 +106,6 @@ def test_a_training_that_hit_its_epoch_cap_is_flagged():
     assert flags.epoch_cap(151, None) is None  # no cap configured
 
 
-@pytest.mark.parametrize(("epochs", "flagged"), [(172, True), (171, False), (60, False)])
-def test_the_epoch_cap_of_symmetry_npe_counts_after_its_frozen_start(epochs, flagged):
-    from types import SimpleNamespace
-
-    from sbi_symmetry.workflow import report
-
-    config = RunConfig(frozen_epochs=20, npe_train={"max_num_epochs": 150})
-    results = SimpleNamespace(
-        config=config, trained={}, task=SimpleNamespace(parameter_names=NAMES)
-    )
-    found = report._flags("symmetry_npe", _entry(costs={"epochs": epochs}), results)
-    assert ("epoch_cap" in [f["code"] for f in found]) == flagged  # 21 frozen + 151 at the cap
-    assert not flagged or "151 epochs with `npe_train.max_num_epochs=150`" in found[0]["summary"]
-    raw = report._flags("raw_npe", _entry(costs={"epochs": 160}), results)  # no frozen start
-    assert [f["code"] for f in raw] == ["epoch_cap"]
-
-
 def test_pretraining_at_its_cap_is_flagged_only_while_still_improving():
     assert flags.pretrain_cap([5.0, 4.0, 3.0, 2.0], 4)["code"] == "pretrain_epoch_cap"
     assert flags.pretrain_cap([5.0, 1.0, 3.0, 2.0], 4) is None
