@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _levers import variant_config
 
 import sbi_symmetry.workflow.methods as M
-from sbi_symmetry._sbi_compat import NullTracker
+from sbi_symmetry._sbi_compat import NullTracker, restart_patience
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.workflow import pipeline
 
@@ -58,7 +58,7 @@ def _unfreeze(
         if p in trainer.optimizer.state:
             optimizer.state[p] = trainer.optimizer.state[p]
     trainer.optimizer = optimizer
-    trainer._epochs_since_last_improvement = 0  # restart early stopping's patience
+    restart_patience(trainer)  # the shim train_npe uses too
     trainer._val_loss = float("inf")
 
 
