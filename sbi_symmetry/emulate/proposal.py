@@ -75,8 +75,11 @@ class MixtureProposal:
         self.chol = torch.linalg.cholesky(_WIDEN * cov).to(theta)
         self.post, self.z = post, z
 
-    def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """Fresh candidates ``(len(idx), C, d)`` for observations ``idx``, and their log weights."""
+    def __call__(self, idx: Tensor, want: float = math.inf) -> tuple[Tensor, Tensor]:
+        """Fresh candidates ``(len(idx), C, d)`` for observations ``idx``, and their log weights.
+
+        ``want`` (the candidates the neediest row lacks) is ignored: mixtures adapt per call.
+        """
         mean, chol, log_pi, z = self.mean[idx], self.chol[idx], self.log_pi[idx], self.z[idx]
         per = max(64, min(ROUND, self.post.chunk_size // len(idx)))
         comp = torch.multinomial(log_pi.exp(), per, replacement=True)  # (J, per)
