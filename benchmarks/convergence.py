@@ -13,6 +13,10 @@ them and skipped when the script is run again with the same settings, so an inte
 resumes; the page goes to ``<out>.md`` and the plot (log x-axis) to ``<out>.png``.
 
     .venv/bin/python benchmarks/convergence.py --task damped-oscillator --budgets 10000 100000
+
+``--settings recorded`` (the default) runs the fast preset as the recorded pages were made
+(``plans.RECORDED_NPE``: 6-channel encoder, flow of 25, no frozen start); ``--settings current``
+runs the package's fast preset as it ships (page ``<out>`` defaults to ``..._current``).
 """
 
 from __future__ import annotations
@@ -31,18 +35,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, platform_stamp, write_page
 from _levers import HEADER, rows, variant_config
+from plans import PRESET
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry.workflow import pipeline
+from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.registry import label
 
 METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
 
 
-def run_budget(task: str, observations: int, budget: int, max_epochs: int) -> dict[str, Any]:
+SETTINGS = {
+    "recorded": "as recorded: 6-channel encoder, flow of 25 hidden units, no frozen start",
+    "current": "as the package ships it (`RunConfig.from_preset(task, 'fast')`)",
+}
+
+
+def budget_config(
+    task: str, observations: int, budget: int, max_epochs: int, settings: str = "recorded"
+) -> RunConfig:
+    """The fast preset (``settings``: recorded or current) at ``budget`` training simulations."""
+    if settings == "recorded":
+        changes = {"num_simulations": budget, "npe_train": {"max_num_epochs": max_epochs}}
+        return variant_config(task, observations, METHODS, changes)
+    base = RunConfig.from_preset(task, PRESET)
+    return RunConfig.from_preset(
+        task,
+        PRESET,
+        num_observations=observations,
+        methods=METHODS,
+        num_simulations=budget,
+        npe_train={**base.npe_train, "max_num_epochs": max_epochs},
+    )
+
+
+def run_budget(
+    task: str, observations: int, budget: int, max_epochs: int, settings: str = "recorded"
+) -> dict[str, Any]:
     """One run of the fast preset at ``budget`` training simulations; its metrics and time."""
-    changes = {"num_simulations": budget, "npe_train": {"max_num_epochs": max_epochs}}
-    cfg = variant_config(task, observations, METHODS, changes)
+    cfg = budget_config(task, observations, budget, max_epochs, settings)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         metrics = pipeline.run(cfg, Path(folder) / "run", show_progress=False)
@@ -117,24 +148,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--observations", type=int, default=10)
     parser.add_argument("--max-epochs", type=int, default=400)
+    parser.add_argument("--settings", choices=tuple(SETTINGS), default="recorded")
     parser.add_argument("--out", type=Path, default=None, help="path without suffix")
     args = parser.parse_args(argv)
-    out = args.out or Path(f"benchmarks/results/convergence_{args.task}")
+    suffix = "" if args.settings == "recorded" else f"_{args.settings}"
+    out = args.out or Path(f"benchmarks/results/convergence_{args.task}{suffix}")
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
     settings = {"task": args.task, "observations": args.observations, "max_epochs": args.max_epochs}
+    settings |= {"settings": args.settings} if args.settings != "recorded" else {}
     results = load_store(store, settings)
     for budget in args.budgets:
         if str(budget) in results:
             print(f"{budget:,} simulator calls: done before, kept", flush=True)
             continue
-        results[str(budget)] = run_budget(args.task, args.observations, budget, args.max_epochs)
+        results[str(budget)] = run_budget(
+            args.task, args.observations, budget, args.max_epochs, args.settings
+        )
         atomic_write_text(store, json.dumps({"settings": settings, "budgets": results}, indent=1))
         print(f"{budget:,} simulator calls: {results[str(budget)]['seconds']:.0f} s", flush=True)
     title = f"Convergence: {args.task}, {args.observations} observations"
     plot(results, title, out.with_suffix(".png"))
     command = command_line("convergence.py", _argv(args, sorted(map(int, results))))
-    text = report(results, title, command, args.max_epochs, out.with_suffix(".png").name)
+    png = out.with_suffix(".png").name
+    text = report(results, title, command, args.max_epochs, png, SETTINGS[args.settings])
     write_page(out.with_suffix(".md"), text)
     print(text)
 
@@ -144,10 +181,13 @@ def _argv(args: argparse.Namespace, budgets: list[int]) -> list[str]:
     argv = ["--task", args.task, "--budgets", *map(str, budgets)]
     argv += ["--observations", str(args.observations)] if args.observations != 10 else []
     argv += ["--max-epochs", str(args.max_epochs)] if args.max_epochs != 400 else []
+    argv += ["--settings", args.settings] if args.settings != "recorded" else []
     return argv + (["--out", str(args.out)] if args.out else [])
 
 
-def report(results: dict[str, Any], title: str, command: str, cap: int, png: str) -> str:
+def report(
+    results: dict[str, Any], title: str, command: str, cap: int, png: str, settings: str
+) -> str:
     """The results page: the table per budget and method, the paired differences, the plot."""
     table = [
         line
@@ -159,7 +199,8 @@ def report(results: dict[str, Any], title: str, command: str, cap: int, png: str
             f"# {title}",
             "",
             f"Script: `benchmarks/convergence.py`. Machine: {platform_stamp(sbi=True)}. Fast "
-            f"preset, NPE epoch cap {cap} (early stopping after 20 epochs without improvement).",
+            f"preset ({settings}), NPE epoch cap {cap} (early stopping after 20 epochs without "
+            "improvement).",
             "",
             "    " + command,
             "",
