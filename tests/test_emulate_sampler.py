@@ -160,6 +160,17 @@ def test_sample_batched_shares_prior_draws_among_many_observations():
     assert post.last_ess.shape == (40,) and bool(torch.all(post.last_ess >= 1_000))
 
 
+def test_prior_draws_are_sized_to_what_is_still_missing():
+    # acceptance I0(0.1)^2 exp(-0.2) = 0.823: 21,000 samples need about 25,500 prior draws
+    prior, post = von_mises(5.0, method="rejection")
+    sizes, sample = [], prior.sample
+    prior.sample = lambda shape: sizes.append(shape[0]) or sample(shape)
+    torch.manual_seed(0)
+    assert post.sample((21_000,), x=X_O).shape == (21_000, 2)
+    assert sizes[:3] == [8_192] * 3  # full chunks while much is missing
+    assert sum(sizes) < 21_000 / 0.823 + 4_000  # then a top-up, not a fourth full chunk
+
+
 def test_iid_trials_add_their_log_ratios():
     _, post = von_mises(0.1)
     trials = torch.tensor([[0.2, 0.1], [0.4, -0.1]])
