@@ -22,6 +22,7 @@ runs the package's fast preset as it ships (page ``<out>`` defaults to ``..._cur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -126,6 +127,33 @@ def load_store(store: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return saved["budgets"]
 
 
+def config_changes(stored: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """Settings on which a kept run (its ``metrics["config"]``) and ``cfg`` differ.
+
+    A setting the stored run does not name (added to ``RunConfig`` after it was made) counts as
+    the same when ``cfg`` keeps its default, which is what ran before the setting existed; so
+    does a key of a dict-valued setting (``pretrain``, ``npe_train`` ...) it does not name, as
+    older presets left sub-settings such as ``fresh_views`` to the function's default.
+    """
+    now = json.loads(json.dumps(cfg.to_dict()))
+    plain = [f for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING]
+    defaults = json.loads(json.dumps({f.name: f.default for f in plain if f.name in now}))
+    old = {**defaults, **stored}
+    for key, value in now.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            now[key] = {k: v for k, v in value.items() if k in old[key]}
+    return {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
+
+
+def check_kept(run: dict[str, Any], cfg: RunConfig, key: str, store: Path) -> None:
+    """Refuse to reuse a stored run made with other settings than ``cfg`` (e.g. a new preset)."""
+    if changes := config_changes(run["metrics"]["config"], cfg):
+        raise SystemExit(
+            f"{store} holds {key} made with other settings (stored, now): {changes}; pass "
+            "another --out or move the file away to run it again."
+        )
+
+
 def paired_rows(results: dict[str, Any]) -> list[str]:
     """Per budget: symmetry NPE minus each baseline, per observation (the same observations)."""
     out = []
@@ -160,6 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     results = load_store(store, settings)
     for budget in args.budgets:
         if str(budget) in results:
+            cfg = budget_config(
+                args.task, args.observations, budget, args.max_epochs, args.settings
+            )
+            check_kept(results[str(budget)], cfg, f"{budget:,} calls", store)
             print(f"{budget:,} simulator calls: done before, kept", flush=True)
             continue
         results[str(budget)] = run_budget(

@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, platform_stamp, write_page
 from _levers import HEADER, rows, variant_config
-from convergence import load_store
+from convergence import check_kept, load_store
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry.workflow import pipeline
+from sbi_symmetry.workflow.config import RunConfig
 
 PHASE_TASK = "_phase_task:PhaseOscillator"
 _NARROW, _WIDE = {"channels": 6, "num_blocks": 1}, {"channels": 16, "num_blocks": 2}
@@ -89,10 +90,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 DEFAULT = ["6 channels, 1 block", "16 channels, 2 blocks"]
 
 
+def candidate_config(task: str, seed: int, candidate: str, methods: tuple[str, ...]) -> RunConfig:
+    """The fast preset (as recorded) with the candidate's changes."""
+    return variant_config(task, 10, methods, {"seed": seed, **CANDIDATES[candidate]})
+
+
 def run_one(task: str, seed: int, candidate: str, methods: tuple[str, ...]) -> dict[str, Any]:
     """One run of the fast preset with the candidate's changes; its metrics and wall time."""
-    changes = {"seed": seed, **CANDIDATES[candidate]}
-    cfg = variant_config(task, 10, methods, changes)
+    cfg = candidate_config(task, seed, candidate, methods)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         metrics = pipeline.run(cfg, Path(folder) / "run", show_progress=False)
@@ -142,9 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for candidate in args.candidates:
                 key = f"{task}|{seed}|{candidate}"
-                if key in results and results[key]["changes"] != CANDIDATES[candidate]:
-                    raise SystemExit(f"{store} holds {key} made with other changes; use --out.")
-                if key not in results:
+                if key in results:
+                    cfg = candidate_config(task, seed, candidate, methods)
+                    check_kept(results[key], cfg, key, store)
+                else:
                     results[key] = {**run_one(task, seed, candidate, methods), "command": command}
                     payload = {"settings": settings, "budgets": results}
                     atomic_write_text(store, json.dumps(payload, indent=1))

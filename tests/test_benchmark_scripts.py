@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -102,8 +103,9 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
     script = load_script("convergence")
     ran: list[int] = []
 
-    def fake_run(task, observations, budget, max_epochs):
+    def fake_run(task, observations, budget, max_epochs, settings):
         ran.append(budget)
+        config = script.budget_config(task, observations, budget, max_epochs, settings)
         entry = {
             "c2st": {"mean": 0.9 - budget / 1e6, "sem": 0.01, "per_observation": [0.8, 0.7]},
             "std_over_reference": [[1.5, 1.2]],
@@ -112,7 +114,8 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
                 "epochs": max_epochs,
             },
         }
-        return {"metrics": {"methods": dict.fromkeys(script.METHODS, entry)}, "seconds": 1.0}
+        metrics = {"methods": dict.fromkeys(script.METHODS, entry), "config": config.to_dict()}
+        return {"metrics": json.loads(json.dumps(metrics)), "seconds": 1.0}
 
     monkeypatch.setattr(script, "run_budget", fake_run)
     out = tmp_path / "conv"
@@ -130,6 +133,14 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
     assert out.with_suffix(".png").stat().st_size > 0
     with pytest.raises(SystemExit, match="max_epochs"):  # other settings: not mixed in
         script.main(["--budgets", "1000", "--out", str(out), "--max-epochs", "7"])
+    preset = script.budget_config  # a kept budget whose preset changed since: refused
+
+    def changed(*args):
+        return dataclasses.replace(preset(*args), frozen_epochs=5)
+
+    monkeypatch.setattr(script, "budget_config", changed)
+    with pytest.raises(SystemExit, match="frozen_epochs"):
+        script.main(["--budgets", "1000", "--out", str(out)])
 
 
 def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path, monkeypatch):
@@ -149,10 +160,18 @@ def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path
             },
         }
         entry["calibration"]["max_coverage_error"] = 0.05
-        metrics = {"methods": {"symmetry_npe": entry}}
+        metrics = {"methods": {"symmetry_npe": entry}, "config": {"seed": seed}}
         return {"changes": script.CANDIDATES[candidate], "metrics": metrics, "seconds": 1.0}
 
+    class Config:  # what check_kept reads of a RunConfig
+        def __init__(self, seed):
+            self.seed = seed
+
+        def to_dict(self):
+            return {"seed": self.seed}
+
     monkeypatch.setattr(script, "run_one", fake_run)
+    monkeypatch.setattr(script, "candidate_config", lambda task, seed, *_: Config(seed))
     out = tmp_path / "seeds"
     script.main(["--tasks", "t", "--seeds", "1", "--out", str(out)])
     script.main(["--tasks", "t", "--seeds", "1", "2", "--out", str(out)])
