@@ -47,7 +47,8 @@ METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
 
 
 SETTINGS = {
-    "recorded": "as recorded: 6-channel encoder, flow of 25 hidden units, no frozen start",
+    "recorded": "as recorded: flow of 25 hidden units, no frozen start, 6-channel encoder "
+    "but on Lorenz-96",
     "current": "as the package ships it (`RunConfig.from_preset(task, 'fast')`)",
 }
 
@@ -127,31 +128,49 @@ def load_store(store: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return saved["budgets"]
 
 
-def config_changes(stored: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+def _default(field: dataclasses.Field) -> Any:
+    """A ``RunConfig`` field's default (``MISSING`` where it has none)."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def config_changes(stored: dict[str, Any], cfg: RunConfig) -> tuple[dict[str, Any], list[str]]:
     """Settings on which a kept run (its ``metrics["config"]``) and ``cfg`` differ.
 
     A setting the stored run does not name (added to ``RunConfig`` after it was made) counts as
-    the same when ``cfg`` keeps its default, which is what ran before the setting existed; so
-    does a key of a dict-valued setting (``pretrain``, ``npe_train`` ...) it does not name, as
-    older presets left sub-settings such as ``fresh_views`` to the function's default.
+    the same when ``cfg`` keeps its default, which is what ran before the setting existed. A key
+    of a dict-valued setting (``pretrain``, ``npe_train`` ...) that the stored run does not name
+    cannot be checked (older presets left sub-settings such as ``fresh_views`` to the called
+    function's default, which may have changed since): such keys are returned by name.
+
+    Returns:
+        ``{setting: (stored, now)}`` for every difference, and the unchecked sub-keys.
     """
     now = json.loads(json.dumps(cfg.to_dict()))
-    plain = [f for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING]
-    defaults = json.loads(json.dumps({f.name: f.default for f in plain if f.name in now}))
-    old = {**defaults, **stored}
+    fields = {f.name: _default(f) for f in dataclasses.fields(RunConfig) if f.name in now}
+    defaults = {k: v for k, v in fields.items() if v is not dataclasses.MISSING}
+    old, unnamed = {**json.loads(json.dumps(defaults)), **stored}, []
     for key, value in now.items():
         if isinstance(value, dict) and isinstance(old.get(key), dict):
+            unnamed += [f"{key}.{k}" for k in value if k not in old[key]]
             now[key] = {k: v for k, v in value.items() if k in old[key]}
-    return {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
+    return {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}, unnamed
 
 
 def check_kept(run: dict[str, Any], cfg: RunConfig, key: str, store: Path) -> None:
     """Refuse to reuse a stored run made with other settings than ``cfg`` (e.g. a new preset)."""
-    if changes := config_changes(run["metrics"]["config"], cfg):
+    stored = run.get("metrics", {}).get("config")
+    if stored is None:
+        raise SystemExit(f"{store} holds {key} without its settings; move the file away.")
+    changes, unnamed = config_changes(stored, cfg)
+    if changes:
         raise SystemExit(
             f"{store} holds {key} made with other settings (stored, now): {changes}; pass "
             "another --out or move the file away to run it again."
         )
+    if unnamed:
+        print(f"{key}: kept; its stored settings do not name {', '.join(unnamed)}", flush=True)
 
 
 def paired_rows(results: dict[str, Any]) -> list[str]:

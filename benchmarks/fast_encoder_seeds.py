@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             for candidate in args.candidates:
                 key = f"{task}|{seed}|{candidate}"
                 if key in results:
+                    if results[key]["changes"] != CANDIDATES[candidate]:
+                        raise SystemExit(f"{store} holds {key} made with other changes; --out.")
                     cfg = candidate_config(task, seed, candidate, methods)
                     check_kept(results[key], cfg, key, store)
                 else:

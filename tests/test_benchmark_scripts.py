@@ -143,6 +143,22 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
         script.main(["--budgets", "1000", "--out", str(out)])
 
 
+def test_config_changes_compares_a_stored_run_with_what_would_run_now():
+    script = load_script("convergence")
+    cfg = script.budget_config("damped-oscillator", 10, 1000, 400, "current")
+    stored = json.loads(json.dumps(cfg.to_dict()))
+    assert script.config_changes(stored, cfg) == ({}, [])
+    older = {k: v for k, v in stored.items() if k not in ("frozen_epochs", "ee")}
+    older["pretrain"] = {k: v for k, v in stored["pretrain"].items() if k != "freeze"}
+    changes, unnamed = script.config_changes(older, cfg)
+    assert changes == {"frozen_epochs": (0, 20)}  # not named then: its default ran
+    assert unnamed == ["pretrain.freeze"]  # cannot be checked: said, not hidden
+    same_ee = dataclasses.replace(cfg, frozen_epochs=0, ee={})  # "ee" not named: its default
+    assert script.config_changes(older, same_ee)[0] == {}
+    other = {**stored, "pretrain": {**stored["pretrain"], "learning_rate": 1.0}}
+    assert list(script.config_changes(other, cfg)[0]) == ["pretrain"]
+
+
 def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path, monkeypatch):
     """Runs already in the JSON are skipped; the summary counts calibrated runs per encoder."""
     script = load_script("fast_encoder_seeds")
@@ -181,6 +197,12 @@ def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path
     assert "fast_encoder_seeds.py --tasks t --seeds 1 --out" in page  # each command that ran
     assert "fast_encoder_seeds.py --tasks t --seeds 1 2 --out" in page
     assert "| t / 2 / 16 channels, 2 blocks | symmetry_npe | 0.800 ± 0.010 |" in page
+    monkeypatch.setattr(script, "candidate_config", lambda task, seed, *_: Config(seed + 1))
+    with pytest.raises(SystemExit, match="other settings"):  # stored with another config
+        script.main(["--tasks", "t", "--seeds", "1", "--out", str(out)])
+    monkeypatch.setitem(script.CANDIDATES, script.DEFAULT[0], {"flow": {"hidden_features": 7}})
+    with pytest.raises(SystemExit, match="other changes"):  # a candidate edited since
+        script.main(["--tasks", "t", "--seeds", "1", "--out", str(out)])
 
 
 @pytest.mark.parametrize("frozen_epochs", [None, 1])

@@ -160,6 +160,17 @@ def test_sample_batched_shares_prior_draws_among_many_observations():
     assert post.last_ess.shape == (40,) and bool(torch.all(post.last_ess >= 1_000))
 
 
+def test_copies_of_one_observation_share_prior_draws_not_their_samples():
+    _, post = von_mises(0.25)  # acceptance about 0.09
+    torch.manual_seed(0)
+    draws = post.sample_batched((2_000,), x=X_O.repeat(2, 1))
+    assert post.last_method == ["rejection"] * 2
+    shared = (draws[:, 0, None] == draws[None, :, 1]).all(-1).any(1).float().mean()
+    # a draw one copy kept, the other keeps with probability E_post[r / B] = (I0(4) e^-4 /
+    # (I0(2) e^-2))^2 = 0.450 under independent uniforms; with the same uniforms, always
+    assert 0.40 < shared < 0.50
+
+
 def test_prior_draws_are_sized_to_what_is_still_missing():
     # acceptance I0(0.1)^2 exp(-0.2) = 0.823: 21,000 samples need about 25,500 prior draws
     prior, post = von_mises(5.0, method="rejection")

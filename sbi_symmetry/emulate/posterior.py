@@ -7,11 +7,14 @@ observations, one ``(C x n) @ (n x J)`` product. Three samplers, chosen per obse
 
 1. **Exact rejection from the prior** (cosine): ``<z_o, g> <= ||z_o||``, so ``log r <= log B :=
    ||z_o|| / T``; a prior draw kept with probability ``r / B`` is an exact posterior draw. The
-   observations of a batch share the prior draws and one uniform ``u`` per draw (kept where
-   ``log r - log u > log B``: one product and one comparison per pair): each observation's
-   samples are i.i.d., those of different observations dependent. Those served so are the
-   cheapest set given their acceptance rates on a pilot chunk, counting ``num_samples /
-   min_acceptance`` candidates per observation left to (2). (``"dot"``: ``B`` as in (2).)
+   observations so served are the cheapest set given their acceptance rates on a pilot chunk,
+   counting ``num_samples / min_acceptance`` candidates per observation left to (2); their
+   draws start after the pilot (a pilot reused after a choice made on it would be tilted).
+   They share the prior draws and one uniform per draw, each observation reading the uniforms
+   from its own random cyclic offset: a draw is kept where ``log r - log B > log u``, with no
+   random number or ``exp`` per pair. Each observation's samples are i.i.d.; those of
+   different observations depend on each other through the shared draws (two copies of one
+   observation do not get the same samples). (``"dot"``: ``B`` as in (2).)
 2. **Adaptive importance sampling**, weights ``w = p r / q``: first ``q = p``; while the Kish
    effective sample size ``ESS = (sum w)^2 / sum w^2`` is below a quarter of the candidates,
    ``q = a p + (1 - a) sum_k pi_k N(mu_k, 1.5 Sigma_k)`` (``a = 0.1``; ``w <= r / a``), a Gaussian
@@ -90,8 +93,9 @@ class TwoTowerPosterior(NeuralPosterior):
         prior: The prior (``sample``, ``log_prob``, ``support``), e.g. sbi's ``BoxUniform``.
         method: ``"auto"`` (module docstring), ``"rejection"`` (exact; cosine only),
             ``"importance"`` (adaptive for all) or ``"mcmc"`` (sbi's MCMC, no warning).
-        chunk_size: Most parameters per emulator call; with at most 4M log ratios held at once
-            the default keeps the memory under about 200 MB for a 64-wide emulator.
+        chunk_size: Most parameters per draw of candidates (the emulator takes them 2048 at
+            a time); with at most 4M log ratios held at once the default keeps the memory
+            under about 200 MB for a 64-wide emulator.
         min_acceptance: The price of exactness, > 0 (module docstring); for one observation
             the least acceptance rate of rejection from the prior.
         max_rounds: Most mixture proposals fitted per draw.
@@ -205,7 +209,7 @@ class TwoTowerPosterior(NeuralPosterior):
         draw: Draw,
         num: int,
         log_bound: Tensor,
-        first: tuple[Tensor, Tensor],
+        first: tuple[Tensor, Tensor] | None,
         exact: bool = False,
     ) -> tuple[list[Tensor | None], Tensor]:
         """Keep each candidate with probability ``w / B``; the samples and their ESS.
@@ -220,13 +224,14 @@ class TwoTowerPosterior(NeuralPosterior):
         log_bound, active, batch = log_bound.clone(), torch.ones(count, dtype=torch.bool), first
         while bool(active.any()):
             idx = active.nonzero().squeeze(1).to(z.device)
-            rate = got[active].clamp_min(1) / seen[active].clamp_min(1)  # 0 seen: want it all
+            rate = got[active] / seen[active].clamp_min(1)  # none kept yet: want all (inf)
             want = float(((num - got[active]) / rate).max()) * 1.2 + 256
             theta, log_w = batch if batch is not None else draw(idx, want)
-            if exact:  # keep iff log w - log u > log B, u uniform per candidate: two passes
-                new, batch = log_bound[idx], None
-                log_u = torch.rand(log_w.shape[1], device=log_w.device).log_()
-                keep = log_w.sub_(log_u) > new[:, None]
+            if exact:  # keep iff log w - log B > log u: C uniforms, a cyclic shift per row
+                new, batch, size = log_bound[idx], None, log_w.shape[1]
+                log_u = -torch.empty(size, device=log_w.device).exponential_()  # log U, > -inf
+                shift = torch.randint(size, (len(idx),), device=log_w.device)
+                keep = log_w.sub_(new[:, None]) > log_u.repeat(2).unfold(0, size, 1)[shift]
             else:
                 top = log_w.max(-1).values.clamp_min(-1e30)  # w = exp(top) * e, one exp pass
                 e = (log_w - top[:, None]).exp()
@@ -300,9 +305,9 @@ class TwoTowerPosterior(NeuralPosterior):
         cosine = self.estimator.similarity == "cosine"
         bound = z.norm(dim=-1) / self.estimator.temperature if cosine else pilot[1].max(-1).values
         chosen = self._prior_served(pilot[1], bound, num).to(z.device)
-        jobs = [
-            (chosen, lambda i, n: draw(chosen[i], n), (pilot[0], pilot[1][chosen]), bound[chosen])
-        ]
+        # the pilot chose the rows: only a choice made without it ("rejection") may reuse it
+        reuse = (pilot[0], pilot[1][chosen]) if self.method == "rejection" else None
+        jobs = [(chosen, lambda i, n: draw(chosen[i], n), reuse, bound[chosen])]
         rest = torch.ones(count, dtype=torch.bool, device=z.device)
         rest[chosen] = False
         rest = rest.nonzero().squeeze(1)
