@@ -49,7 +49,7 @@ METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
 SETTINGS = {
     "recorded": "as recorded: flow of 25 hidden units, no frozen start, 6-channel encoder "
     "but on Lorenz-96",
-    "current": "as the package ships it (`RunConfig.from_preset(task, 'fast')`)",
+    "current": "the package's own settings: `RunConfig.from_preset(task, 'fast')`",
 }
 
 
