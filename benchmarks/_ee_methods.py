@@ -133,7 +133,9 @@ def train_methods(
     log: Log,
 ) -> dict[str, M.TrainedMethod]:
     """Train every method on the same simulations; each starts from ``torch.manual_seed``."""
-    # every method deep-copies these: the same initial weights
+    # every method deep-copies these: the same initial weights, drawn after the seed (torch's
+    # global generator may start from a random seed in each process)
+    torch.manual_seed(cfg.seed)
     towers = (
         ConvEncoder1D.for_task(task, **plan.encoder),
         ConvEncoder1D.for_task(task, **plan.npe_encoder()),
