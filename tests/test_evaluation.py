@@ -104,6 +104,13 @@ def test_c2st_separates_and_accepts():
         c2st_score(a * float("nan"), b)
 
 
+def test_c2st_score_is_the_same_on_any_number_of_threads():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(400, 2, generator=g), 1.3 * torch.randn(400, 2, generator=g)
+    scores = {c2st_score(a, b, seed=3, n_jobs=n) for n in (1, 2, -1)}
+    assert len(scores) == 1 and 0.5 < scores.pop() < 0.8
+
+
 def test_std_ratio_and_summary():
     ref = torch.randn(5000, 2)
     assert torch.allclose(std_ratio(2 * ref, ref), torch.full((2,), 2.0, dtype=torch.float64))
