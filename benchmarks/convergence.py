@@ -15,8 +15,9 @@ resumes; the page goes to ``<out>.md`` and the plot (log x-axis) to ``<out>.png`
     .venv/bin/python benchmarks/convergence.py --task damped-oscillator --budgets 10000 100000
 
 ``--settings recorded`` (the default) runs the fast preset as the recorded pages were made
-(``plans.RECORDED_NPE``: 6-channel encoder, flow of 25, no frozen start); ``--settings current``
-runs the package's fast preset as it ships (page ``<out>`` defaults to ``..._current``).
+(``plans.preset``: flow of 25, no frozen start, the 6-channel encoder but on Lorenz-96);
+``--settings current`` runs the package's fast preset as it ships (page ``<out>`` defaults to
+``..._current``).
 """
 
 from __future__ import annotations
