@@ -72,6 +72,16 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "16 channels, 2 blocks, flow of 50 hidden units, 20 frozen epochs": _npe(
         _WIDE, **_FLOW_50, frozen_epochs=20
     ),
+    # the hybrid pretraining loss: VICReg plus w times a read-out of theta (supervised_weight)
+    **{
+        f"16 channels, 2 blocks, flow of 50 hidden units, 20 frozen epochs, supervised {w}": _npe(
+            _WIDE,
+            **_FLOW_50,
+            frozen_epochs=20,
+            pretrain={"fresh_views": True, "supervised_weight": w},
+        )
+        for w in (1.0, 10.0)
+    },
     "6 channels, 1 block, flow of 50 hidden units": _npe(_NARROW, **_FLOW_50),
     "6 channels, 1 block, one bank of 30,000 view draws": _npe(
         _NARROW, fresh_views=False, pretrain_simulations=30_000

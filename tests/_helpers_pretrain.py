@@ -42,8 +42,9 @@ def encoder(seed: int = 0, **kwargs) -> ConvEncoder1D:
     )
 
 
-def shift_view_symmetry_npe(task, theta, x, max_num_epochs: int = 1, **changes):
-    """The workflow's symmetry NPE at toy size: shift views of ``x``, one pretraining epoch."""
+def shift_view_symmetry_npe(task, theta, x, max_num_epochs: int = 1, pretrain=None, **changes):
+    """The workflow's symmetry NPE at toy size: shift views of ``x``, one pretraining epoch
+    (``pretrain``: more pretraining settings)."""
     from sbi_symmetry.workflow import methods
 
     encoder = ConvEncoder1D.for_task(task, output_dim=3, channels=2, num_blocks=1, downsample=8)
@@ -53,7 +54,12 @@ def shift_view_symmetry_npe(task, theta, x, max_num_epochs: int = 1, **changes):
         x,
         encoder,
         pretrain_views="shift",
-        pretrain_kwargs={"max_epochs": 1, "batch_size": 64, "show_progress_bar": False},
+        pretrain_kwargs={
+            "max_epochs": 1,
+            "batch_size": 64,
+            "show_progress_bar": False,
+            **(pretrain or {}),
+        },
         show_progress_bars=False,
         max_num_epochs=max_num_epochs,
         **changes,

@@ -84,3 +84,39 @@ class Expander(nn.Module):
                 f"Expander expects `y` of shape (B, {self.input_dim}); got {tuple(y.shape)}."
             )
         return self.net(y)
+
+
+class ReadoutExpander(nn.Module):
+    """An expander plus a linear read-out of the parameters, for hybrid pretraining.
+
+    ``forward`` is the expander's (what VICReg sees); :meth:`readout` predicts the standardised
+    parameters from the summary (:func:`~sbi_symmetry.losses.supervised.supervised_term`). Both
+    are discarded after pretraining.
+
+    Args:
+        expander: The VICReg projector.
+        input_dim: Width of the encoder's summary.
+        theta_dim: Number of parameters the read-out predicts.
+
+    Example:
+        >>> import torch
+        >>> head = ReadoutExpander(Expander(3), 3, 2)
+        >>> y = torch.randn(5, 3)
+        >>> head(y).shape, head.readout(y).shape
+        (torch.Size([5, 12]), torch.Size([5, 2]))
+    """
+
+    def __init__(self, expander: nn.Module, input_dim: int, theta_dim: int) -> None:
+        super().__init__()
+        check_int(input_dim, "input_dim", 1)
+        check_int(theta_dim, "theta_dim", 1)
+        self.expander = expander
+        self.linear = nn.Linear(input_dim, theta_dim)
+
+    def forward(self, y: Tensor) -> Tensor:
+        """The expander's output for summaries ``y``."""
+        return self.expander(y)
+
+    def readout(self, y: Tensor) -> Tensor:
+        """Predicted standardised parameters ``(B, theta_dim)`` for summaries ``y``."""
+        return self.linear(y)

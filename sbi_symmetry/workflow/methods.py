@@ -250,7 +250,7 @@ def symmetry_npe(
         if pretrain_views == "auto":
             views_used = "shift" if supports_shift_views(task) else "resimulated"
         if views_used == "shift":  # views of the stored training set
-            views, inputs = shift_views(task), {"x": x}
+            views, inputs = shift_views(task), {"x": x, "theta": theta}
         else:
             views, inputs = task.views, {"num_simulations": pretrain_simulations}
         pretrained = pretrain_vicreg(copy.deepcopy(encoder), views, task.prior, **inputs, **kwargs)

@@ -40,7 +40,7 @@ class RunState:
         history: Per-epoch records (see ``pretrain_vicreg``).
         epochs_done: Epochs finished.
         finished: Early stopping or the epoch cap ended the run.
-        best_total: Best validation VICReg total so far.
+        best_total: Best validation total so far.
         best_epoch: Its epoch.
         bad_epochs: Epochs since it improved.
         best_embedding: The embedding's weights at the best epoch.

@@ -41,7 +41,8 @@ class PretrainConfig:
             ``"constant"``.
         min_learning_rate: Final rate of the cosine schedule.
         validation_fraction: Share of the simulations held out for validation.
-        stop_after_epochs: Patience of early stopping on the validation VICReg total.
+        stop_after_epochs: Patience of early stopping on the validation total (VICReg
+            plus ``supervised_weight`` times the supervised term).
         fresh_views: ``True``: new nuisance/noise (or augmentation) for the training views
             every epoch; ``False``: one fixed bank of training views, drawn once; ``"auto"``
             (the default): fresh where views cost no simulator call (``input_kind == "x"``:
@@ -58,6 +59,10 @@ class PretrainConfig:
         variance_weight: VICReg ``mu``.
         covariance_weight: VICReg ``nu``.
         gamma: VICReg target standard deviation.
+        supervised_weight: Weight ``w`` of the hybrid loss's supervised term: a linear read-out
+            of the summary regresses the standardised parameters of both views
+            (:mod:`sbi_symmetry.losses.supervised`), and early stopping watches the VICReg
+            total plus ``w`` times it. ``0`` (the default) is plain VICReg.
         freeze: Freeze mode of the returned embedding inside sbi's training: ``"none"`` (the
             default: NPE fine-tunes the whole pretrained encoder, the most accurate at a
             given simulation budget in ``benchmarks/results/symmetry_npe_levers_*.md``),
@@ -93,6 +98,7 @@ class PretrainConfig:
     variance_weight: float = 25.0
     covariance_weight: float = 1.0
     gamma: float = 1.0
+    supervised_weight: float = 0.0
     freeze: Literal["all", "backbone", "none"] = "none"
     input_scaling: Literal["scalar", "channel", "none"] = "scalar"
     clip_grad_norm: float | None = None
@@ -117,7 +123,12 @@ class PretrainConfig:
         check_number(self.min_learning_rate, "min_learning_rate")
         if self.min_learning_rate > self.learning_rate:
             raise ValueError("`min_learning_rate` must not exceed `learning_rate`.")
-        for name in ("invariance_weight", "variance_weight", "covariance_weight"):
+        for name in (
+            "invariance_weight",
+            "variance_weight",
+            "covariance_weight",
+            "supervised_weight",
+        ):
             check_number(getattr(self, name), name)
         check_number(self.gamma, "gamma", positive=True)
         if self.clip_grad_norm is not None:

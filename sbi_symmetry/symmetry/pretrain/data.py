@@ -37,6 +37,9 @@ class PretrainData:
         mean: Input scaling mean (scalar or per channel).
         std: Input scaling standard deviation.
         generator: The run's generator (epoch orders); its state is checkpointed.
+        train_targets: Standardised parameters of the training rows (same order), for the
+            hybrid loss's supervised term; ``None`` when ``supervised_weight == 0``.
+        val_targets: Those of the validation rows.
 
     Example:
         >>> t = torch.zeros(4, 5)
@@ -53,6 +56,8 @@ class PretrainData:
     mean: Tensor
     std: Tensor
     generator: torch.Generator
+    train_targets: Tensor | None = None
+    val_targets: Tensor | None = None
 
     @property
     def view_shape(self) -> tuple[int, ...]:
@@ -62,7 +67,10 @@ class PretrainData:
     def fingerprint(self) -> list[float]:
         """Numbers that identify the data (checked on resume and across ranks)."""
         num = self.inputs.shape[0]
-        return [num, float(self.inputs.double().sum()), float(self.val_a.double().sum())]
+        found = [num, float(self.inputs.double().sum()), float(self.val_a.double().sum())]
+        if self.train_targets is not None:
+            found.append(float(self.train_targets.double().sum()))
+        return found
 
 
 def split_sizes(num_simulations: int, cfg: PretrainConfig) -> tuple[int, int]:
@@ -98,6 +106,7 @@ def prepare_data(
     inputs_given: Tensor,
     num_simulations: int,
     cfg: PretrainConfig,
+    theta_given: Tensor | None = None,
 ) -> PretrainData:
     """Seed, draw (or take) the inputs, split them, make the view banks and the input scaling.
 
@@ -106,8 +115,11 @@ def prepare_data(
         prior: The prior (``input_kind == "theta"``).
         inputs_given: Stored ``x`` (``input_kind == "x"``), else ignored.
         num_simulations: Rows in all.
-        cfg: The settings (``seed``, ``batch_size``, ``fresh_views``, ``input_scaling``);
-            ``fresh_views="auto"`` resolved by :meth:`PretrainConfig.fresh_for`.
+        cfg: The settings (``seed``, ``batch_size``, ``fresh_views``, ``input_scaling``,
+            ``supervised_weight``); ``fresh_views="auto"`` resolved by
+            :meth:`PretrainConfig.fresh_for`.
+        theta_given: Parameters of the stored ``x`` (checked by :func:`_check_theta`), for the
+            supervised term; drawn parameters serve with ``input_kind == "theta"``.
 
     Returns:
         The run's data.
@@ -136,7 +148,41 @@ def prepare_data(
     view_shape = tuple(val_a.shape[1:])
     bank = None if cfg.fresh_for(kind) else _views_in_chunks(views, train_inputs, chunk, device)
     mean, std = _input_scaling(views, train_inputs, bank, cfg.input_scaling, chunk, view_shape)
-    return PretrainData(inputs, train_inputs, val_a, val_b, bank, mean, std, generator)
+    data = PretrainData(inputs, train_inputs, val_a, val_b, bank, mean, std, generator)
+    if cfg.supervised_weight > 0:
+        theta = inputs if kind == "theta" else theta_given
+        assert theta is not None  # _check_theta refused the run before
+        train_theta = theta[order[:num_train]]
+        centre, scale = train_theta.mean(dim=0), train_theta.std(dim=0).clamp_min(1e-12)
+        data.train_targets = (train_theta - centre) / scale
+        data.val_targets = (theta[order[num_train:]] - centre) / scale
+    return data
+
+
+def _check_theta(
+    kind: str, theta: Tensor | None, x: Tensor, weight: float, device: torch.device
+) -> None:
+    """The parameters of stored ``x``: required by the supervised term, refused elsewhere."""
+    if theta is None:
+        if kind == "x" and weight > 0:
+            raise ValueError(
+                f"supervised_weight={weight} needs the parameters of the stored data: pass "
+                "`theta` (one row per row of `x`)."
+            )
+        return
+    if kind == "theta":
+        raise ValueError(
+            "`theta` was given but `views` simulate from parameters (input_kind='theta'); the "
+            "supervised term uses the parameters drawn from `prior`."
+        )
+    check_tensor(theta, "theta")
+    if theta.ndim != 2 or theta.shape[0] != x.shape[0] or not torch.is_floating_point(theta):
+        raise ValueError(
+            f"`theta` must be a floating-point tensor of shape ({x.shape[0]}, theta_dim), one "
+            f"row per row of `x`; got {tuple(theta.shape)} of dtype {theta.dtype}."
+        )
+    _check_device(theta, device, "theta")
+    check_finite(theta, "theta")
 
 
 def _check_views(views: Any) -> str:

@@ -21,8 +21,11 @@ The loop:
   linear warm-up to ``learning_rate`` over ``warmup_epochs``, then a cosine decay to
   ``min_learning_rate`` over the remaining epochs (or a constant rate). The rate applied in the
   last step of each epoch is recorded in ``history["lr"]``, so what ran is what is reported;
-* stops early when the validation VICReg total has not improved for ``stop_after_epochs`` epochs
-  and restores the best weights;
+* optionally adds a supervised term (``supervised_weight > 0``, the hybrid loss of
+  :mod:`sbi_symmetry.losses.supervised`): a linear read-out of the summary regresses the
+  standardised parameters shared by both views, which simulation-based inference always has;
+* stops early when the validation total (VICReg, plus the weighted supervised term) has not
+  improved for ``stop_after_epochs`` epochs and restores the best weights;
 * records per epoch the train and validation loss terms, the rate, and collapse statistics of the
   validation summaries (per-dimension std, effective rank) plus their invariance error;
 * is deterministic under ``seed`` (bitwise on CPU), and can write a checkpoint every epoch and
@@ -69,8 +72,9 @@ from tqdm.auto import tqdm
 
 import sbi_symmetry.distributed as distributed
 from sbi_symmetry._random import seeded
+from sbi_symmetry.losses.supervised import supervised_term
 from sbi_symmetry.losses.vicreg import VICRegLoss
-from sbi_symmetry.nets.heads import Expander
+from sbi_symmetry.nets.heads import Expander, ReadoutExpander
 from sbi_symmetry.symmetry.diagnostics import collapse_statistics, summary_invariance
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, check_freeze_mode
 from sbi_symmetry.symmetry.pretrain.checkpoint import CheckpointFile, RunState, TrainingState
@@ -78,6 +82,7 @@ from sbi_symmetry.symmetry.pretrain.config import PretrainConfig, _resolve_confi
 from sbi_symmetry.symmetry.pretrain.data import (
     PretrainData,
     _check_inputs,
+    _check_theta,
     _check_views,
     _checked_views,
     _probe_encoder,
@@ -90,7 +95,7 @@ from sbi_symmetry.symmetry.pretrain.schedule import make_scheduler
 if TYPE_CHECKING:
     from sbi_symmetry.views import Views
 
-_LOSS_TERMS = ("total", "invariance", "variance", "covariance")
+_LOSS_TERMS = ("total", "invariance", "variance", "covariance", "supervised")
 
 
 def pretrain_vicreg(
@@ -100,6 +105,7 @@ def pretrain_vicreg(
     *,
     num_simulations: int = 20_000,
     x: Tensor | None = None,
+    theta: Tensor | None = None,
     expander: nn.Module | None = None,
     config: PretrainConfig | None = None,
     callback: Callable[[int, dict[str, list[Any]]], None] | None = None,
@@ -119,6 +125,9 @@ def pretrain_vicreg(
         prior: Prior over the intrinsic parameters (needed for ``input_kind == "theta"``).
         num_simulations: Parameter draws for ``input_kind == "theta"`` (ignored with ``x``).
         x: Stored data for ``input_kind == "x"``, shape ``(n, ...)``.
+        theta: Parameters of the stored ``x``, shape ``(n, theta_dim)``: needed by the hybrid
+            loss's supervised term (``supervised_weight > 0``), unused otherwise. With
+            re-simulated views the drawn parameters serve.
         expander: Projector used only during pretraining; default
             ``Expander(D)`` with ``D`` the encoder's output width (probed if it has no
             ``output_dim``).
@@ -151,13 +160,14 @@ def pretrain_vicreg(
         else None
     )
     inputs_given = _check_inputs(kind, prior, x, num_simulations, torch.device(cfg.device))
+    _check_theta(kind, theta, inputs_given, cfg.supervised_weight, torch.device(cfg.device))
     if kind == "x":
         num_simulations = inputs_given.shape[0]
     split_sizes(num_simulations, cfg)
     check_freeze_mode(encoder, cfg.freeze)
 
     with seeded(cfg.seed, cfg.device):  # the caller's random state is restored afterwards
-        data = prepare_data(views, prior, inputs_given, num_simulations, cfg)
+        data = prepare_data(views, prior, inputs_given, num_simulations, cfg, theta)
         state = _build_state(encoder, expander, data, cfg)
         if cfg.checkpoint_path is not None:  # read by rank 0, sent to all (any world resumes)
             saved = distributed.on_main_process(lambda: checkpoint.load(), share_result=True)
@@ -189,6 +199,8 @@ def _build_state(
         raise TypeError(f"`expander` must be a torch.nn.Module, got {type(expander).__name__}.")
     expander.to(device)
     _probe_expander(expander, embedding, data.val_a)
+    if data.train_targets is not None:  # the hybrid loss: a read-out of theta beside it
+        expander = ReadoutExpander(expander, output_dim, data.train_targets.shape[1]).to(device)
     distributed.broadcast_module(embedding)  # rank 0's initial weights on every rank
     distributed.broadcast_module(expander)
     optimizer = torch.optim.AdamW(
@@ -267,23 +279,25 @@ def _train_epoch(
     for step in range(steps):
         index = distributed.rank_share(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
         view_a, view_b = _training_views(views, data, index, epoch)
+        targets = None if data.train_targets is None else data.train_targets[index]
         try:
-            z_a, z_b = expander(embedding(torch.cat([view_a, view_b]))).chunk(2)
-            terms = loss_fn(z_a, z_b, global_batch=True)  # all ranks' rows (no-op in one process)
+            summaries = embedding(torch.cat([view_a, view_b]))
+            # VICReg over all ranks' rows (no-op in one process); the supervised term per row
+            terms = _loss_terms(expander, summaries, loss_fn, targets, cfg, global_batch=True)
         except ValueError as error:
             raise RuntimeError(
                 f"VICReg failed in epoch {epoch}, step {step + 1}: {error} If the summaries "
                 "became NaN/inf, lower learning_rate or set clip_grad_norm."
             ) from error
         state.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        terms["total"].backward()
         distributed.average_gradients(params)
         if cfg.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
         lr = float(state.optimizer.param_groups[0]["lr"])
         state.optimizer.step()
         state.scheduler.step()
-        sums += torch.stack([getattr(terms, t).detach() for t in _LOSS_TERMS]).double()
+        sums += torch.stack([terms[t].detach() for t in _LOSS_TERMS]).double()
     means = (sums / steps).tolist()
     return dict(zip(_LOSS_TERMS, means, strict=True)), lr
 
@@ -322,8 +336,9 @@ def _validate(
             y_a, y_b = embedding(val_a[index]), embedding(val_b[index])
             summaries_a.append(y_a)
             summaries_b.append(y_b)
-            terms = loss_fn(*expander(torch.cat([y_a, y_b])).chunk(2))
-            values = torch.stack([getattr(terms, t) for t in _LOSS_TERMS]).double().cpu()
+            targets = None if data.val_targets is None else data.val_targets[index]
+            terms = _loss_terms(expander, torch.cat([y_a, y_b]), loss_fn, targets, state.cfg)
+            values = torch.stack([terms[t] for t in _LOSS_TERMS]).double().cpu()
             sums += values * len(index)
     z_a, z_b = torch.cat(summaries_a), torch.cat(summaries_b)
     if sharded:
@@ -333,6 +348,24 @@ def _validate(
     stats["invariance_error"] = summary_invariance(z_a, z_b)
     means = (sums / num).tolist()
     return dict(zip(_LOSS_TERMS, means, strict=True)), stats
+
+
+def _loss_terms(
+    expander: nn.Module,
+    summaries: Tensor,
+    loss_fn: VICRegLoss,
+    targets: Tensor | None,
+    cfg: PretrainConfig,
+    global_batch: bool = False,
+) -> dict[str, Tensor]:
+    """VICReg's terms for both views' summaries (stacked), the supervised term, their total."""
+    vicreg = loss_fn(*expander(summaries).chunk(2), global_batch=global_batch)
+    terms = {name: getattr(vicreg, name) for name in ("invariance", "variance", "covariance")}
+    terms["supervised"] = torch.zeros((), device=summaries.device)
+    if targets is not None:
+        terms["supervised"] = supervised_term(*expander.readout(summaries).chunk(2), targets)
+    terms["total"] = vicreg.total + cfg.supervised_weight * terms["supervised"]
+    return terms
 
 
 def _record(
