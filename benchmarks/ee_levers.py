@@ -5,7 +5,8 @@ named changes (see ``_levers.py``): 10 observations drawn from the prior, exact 
 references, sbi's C2ST, the same seed (training set, observations, initial towers) for every
 variant. The levers: the temperature (fixed at 0.15, which caps every log-ratio at +-1/0.15 with
 cosine similarity, or learned), the similarity (cosine or an unbounded dot product), the latent
-width, the encoder's width, the number of negatives (the batch size) and the training length.
+width, the encoder's width, the number of negatives (the batch size, or extra prior draws) and
+the training length.
 Prints a Markdown table and writes it with the command to ``--out`` (default
 ``benchmarks/results/ee_levers_<task>.md``).
 
@@ -46,6 +47,14 @@ VARIANTS: Variants = {
         _EE,
         {"ee": _LEARNED, "ee_encoder": {"output_dim": 64}, "ee_train": _LONG},
     ),
+    # extra prior draws as candidates of every x -> theta softmax (no simulator call)
+    **{
+        f"cosine, learned T, up to 600 epochs, {k} prior negatives": (
+            _EE,
+            {"ee": {**_LEARNED, "prior_negatives": k}, "ee_train": _LONG},
+        )
+        for k in (1024, 4096)
+    },
     "cosine, learned T, wider encoder (16 channels, 2 blocks), up to 600 epochs": (
         _EE,
         {"ee": _LEARNED, "ee_encoder": {"channels": 16, "num_blocks": 2}, "ee_train": _LONG},

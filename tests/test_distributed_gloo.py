@@ -42,6 +42,7 @@ def _loss_data() -> dict[str, Tensor]:
         "view_b": torch.randn(B, 6, generator=g),
         "x": torch.randn(B, 5, generator=g),
         "theta": torch.randn(B, 2, generator=g),
+        "negatives": torch.randn(7, 2, generator=g),
     }
 
 
@@ -85,6 +86,12 @@ def _losses_worker(rank: int) -> dict[str, Any]:
     towers(data["theta"][rows], data["x"][rows]).mean().backward()
     distributed.average_gradients(towers.parameters())
     out["infonce_explicit"] = grads(towers)
+    # InfoNCE with extra candidates (the same on every rank here): rows get them, columns not.
+    towers = _Towers()
+    f, g = towers.f(data["x"][rows]), towers.g(data["theta"][rows])
+    extra = towers.g(data["negatives"])
+    losses = symmetric_infonce(f, g, 0.4, global_batch=True, negatives=extra)
+    out["infonce_negatives"] = losses.detach()
 
     # The other collectives.
     out["gather_rows"] = distributed.gather_rows(torch.full((rank + 1, 2), float(rank)))
@@ -134,6 +141,10 @@ def test_two_processes_with_half_batches_match_one_process_for_both_losses(two_r
     for r in ranks:
         assert_close(r["infonce"][1], expected, rtol=1e-5, atol=1e-7)
         assert_close(r["infonce_explicit"], expected, rtol=1e-5, atol=1e-7)
+    extra = towers.g(data["negatives"])
+    one = symmetric_infonce(towers.f(data["x"]), towers.g(data["theta"]), 0.4, negatives=extra)
+    gathered = torch.cat([r["infonce_negatives"] for r in ranks])
+    torch.testing.assert_close(gathered, one.detach(), rtol=1e-6, atol=1e-6)
     # A local batch on its own would have given another loss: the test can fail.
     local = towers(data["theta"][:6], data["x"][:6])
     assert not torch.allclose(local, losses[:6].detach(), atol=1e-3)

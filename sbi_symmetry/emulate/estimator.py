@@ -375,7 +375,13 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         return self.encode(x) @ self.emulate(theta).T / self.temperature
 
     def loss(
-        self, input: Tensor, condition: Tensor, *, global_batch: bool = False, **kwargs: object
+        self,
+        input: Tensor,
+        condition: Tensor,
+        *,
+        global_batch: bool = False,
+        negatives: Tensor | None = None,
+        **kwargs: object,
     ) -> Tensor:
         """Per-pair symmetric InfoNCE over all ``B x B`` pairs of the batch.
 
@@ -386,6 +392,8 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
             global_batch: Under ``torch.distributed``, use the pairs of all ranks as candidates
                 and return this rank's losses (see
                 :func:`~sbi_symmetry.losses.infonce.symmetric_infonce`); no effect in one process.
+            negatives: Extra prior draws ``(K, theta_dim)``, candidates of every
+                ``x -> theta`` softmax (they cost no simulation); ``None`` for none.
             **kwargs: Ignored (``sbi`` passes loss arguments by keyword).
 
         Returns:
@@ -403,5 +411,9 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
                 f"got {tuple(input.shape)} and {tuple(condition.shape)}."
             )
         return symmetric_infonce(
-            self.encode(condition), self.emulate(input), self.temperature, global_batch=global_batch
+            self.encode(condition),
+            self.emulate(input),
+            self.temperature,
+            global_batch=global_batch,
+            negatives=None if negatives is None else self.emulate(negatives),
         )

@@ -50,7 +50,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
-from torch.utils import data
 from torch.utils.tensorboard.writer import SummaryWriter
 
 import sbi_symmetry.distributed as distributed
@@ -64,10 +63,11 @@ from sbi_symmetry._validation import check_choice, check_int, check_number, chec
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
 from sbi_symmetry.emulate.posterior import TwoTowerPosterior
+from sbi_symmetry.emulate.sharding import ShardedTrainingHooks
 from sbi_symmetry.emulate.training_loss import TrainingLoss
 
 
-class EmbedEmulate(RatioTrainerHooks):
+class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
     """Embed and Emulate (Jiang, Lu & Willett): contrastive two-tower ratio estimation in ``sbi``.
 
     Args:
@@ -91,6 +91,9 @@ class EmbedEmulate(RatioTrainerHooks):
             regulariser.
         symmetry_weight: Weight of the VICReg term (0 switches it off).
         vicreg_kwargs: Extra arguments of ``vicreg_loss`` (its term weights).
+        prior_negatives: Extra parameters drawn from the prior for every batch, candidates of
+            each ``x -> theta`` softmax beside the batch's own (they cost no simulation; see
+            :mod:`sbi_symmetry.losses.infonce`); 0 for the batch alone. Needs ``prior``.
         device: Training device.
         logging_level: As in ``sbi``.
         summary_writer: Deprecated in ``sbi``; use ``tracker``.
@@ -116,6 +119,7 @@ class EmbedEmulate(RatioTrainerHooks):
         views: Any = None,
         symmetry_weight: float = 0.0,
         vicreg_kwargs: dict[str, Any] | None = None,
+        prior_negatives: int = 0,
         device: str = "cpu",
         logging_level: int | str = "warning",
         summary_writer: SummaryWriter | None = None,
@@ -149,6 +153,9 @@ class EmbedEmulate(RatioTrainerHooks):
                 z_score_x=z_score_x,
             )
         check_number(symmetry_weight, "symmetry_weight")
+        check_int(prior_negatives, "prior_negatives", 0)
+        if prior_negatives > 0 and prior is None:
+            raise ValueError("`prior_negatives` > 0 draws from the prior: pass `prior`.")
         if symmetry_weight > 0 and views is None:
             raise ValueError("`symmetry_weight` > 0 needs `views` (e.g. ResimulatedViews).")
         if views is not None:
@@ -176,6 +183,7 @@ class EmbedEmulate(RatioTrainerHooks):
         self._views = views
         self._symmetry_weight = float(symmetry_weight)
         self._vicreg_kwargs = dict(vicreg_kwargs or {})
+        self._prior_negatives = prior_negatives
         self._parallel_loss: nn.Module | None = None
 
     def append_simulations(
@@ -353,97 +361,16 @@ class EmbedEmulate(RatioTrainerHooks):
             )
         net = self.neural_net
         assert isinstance(net, EmbedEmulateRatioEstimator)
-        loss = TrainingLoss(net, self._views, self._symmetry_weight, self._vicreg_kwargs)
+        loss = TrainingLoss(
+            net,
+            self._views,
+            self._symmetry_weight,
+            self._vicreg_kwargs,
+            self._prior,
+            self._prior_negatives,
+        )
         if distributed.is_distributed() and net.training and torch.is_grad_enabled():
             if self._parallel_loss is None or self._parallel_loss.module.net is not net:
                 self._parallel_loss = distributed.data_parallel(loss)
             return self._parallel_loss(theta, x)
         return loss(theta, x)
-
-    # ------------------------------------------------------------------ torch.distributed hooks
-    def get_dataloaders(
-        self,
-        starting_round: int = 0,
-        training_batch_size: int = 200,
-        validation_fraction: float = 0.1,
-        resume_training: bool = False,
-        dataloader_kwargs: dict | None = None,
-    ) -> tuple[data.DataLoader, data.DataLoader]:
-        """``sbi``'s loaders; under several processes, loaders of this rank's share of batches.
-
-        Args:
-            starting_round: First round of simulations to use.
-            training_batch_size: Global batch size.
-            validation_fraction: Fraction held out for validation.
-            resume_training: Keep the previous split.
-            dataloader_kwargs: Extra ``DataLoader`` arguments.
-
-        Returns:
-            The training and validation loaders.
-        """
-        train_loader, val_loader = super().get_dataloaders(
-            starting_round,
-            training_batch_size,
-            validation_fraction,
-            resume_training,
-            dataloader_kwargs=dataloader_kwargs,
-        )
-        if not distributed.is_distributed():
-            return train_loader, val_loader
-        return self._sharded_loaders(train_loader.dataset, training_batch_size, dataloader_kwargs)
-
-    def _sharded_loaders(
-        self, dataset: Any, batch_size: int, dataloader_kwargs: dict | None
-    ) -> tuple[data.DataLoader, data.DataLoader]:
-        owned = {"sampler", "batch_sampler", "batch_size", "shuffle", "drop_last"}
-        clash = sorted(owned & set(dataloader_kwargs or {}))
-        if clash:
-            raise ValueError(
-                f"Under torch.distributed the trainer sets {clash} itself (each rank loads its "
-                "share of every global batch); remove them from `dataloader_kwargs`."
-            )
-        world = distributed.get_world_size()
-        distributed.check_same_on_all_ranks(
-            distributed.tensor_fingerprint(*dataset.tensors[:2]), "simulations (theta, x)"
-        )
-        self.train_indices, self.val_indices = distributed.broadcast_object(
-            (self.train_indices, self.val_indices)
-        )
-        sizes = []
-        for name, indices, least in (
-            ("training", self.train_indices, 2),
-            ("validation", self.val_indices, 2),
-        ):
-            size = min(batch_size, len(indices))
-            size -= size % world
-            if size < max(least, world):
-                raise ValueError(
-                    f"The {name} set has {len(indices)} simulation(s): too few for a global "
-                    f"batch over {world} processes. Use more simulations or a larger "
-                    "`validation_fraction`."
-                )
-            sizes.append(size)
-        seeds = distributed.broadcast_object([int(s) for s in torch.randint(0, 2**62, (2,))])
-        loaders = []
-        for indices, size, seed in zip(
-            (self.train_indices, self.val_indices), sizes, seeds, strict=True
-        ):
-            sampler = distributed.ShardedSampler(indices.tolist(), size, seed=seed)
-            loaders.append(
-                data.DataLoader(
-                    dataset,
-                    batch_size=sampler.local_batch_size,
-                    drop_last=True,
-                    sampler=sampler,
-                    **(dataloader_kwargs or {}),
-                )
-            )
-        return loaders[0], loaders[1]
-
-    def reduce_epoch_loss(self, value: float) -> float:
-        """The mean over ranks, identical everywhere: all ranks stop on the same epoch."""
-        return distributed.all_reduce_mean(value)
-
-    def reports_here(self) -> bool:
-        """Only rank 0 prints progress, summaries and convergence messages."""
-        return distributed.is_main_process()

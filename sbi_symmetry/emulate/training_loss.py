@@ -1,7 +1,9 @@
 """The per-pair training loss of :class:`~sbi_symmetry.emulate.EmbedEmulate` as a module.
 
-Symmetric InfoNCE over the (global) batch, plus, while training, the weighted VICReg term on two
-views of the batch. A module, so that ``DistributedDataParallel`` can wrap it.
+Symmetric InfoNCE over the (global) batch, with ``prior_negatives`` extra prior draws as
+candidates of every ``x -> theta`` softmax (in training and validation alike, so early stopping
+watches the loss that is trained), plus, while training, the weighted VICReg term on two views of
+the batch. A module, so that ``DistributedDataParallel`` can wrap it.
 
 Example:
     >>> import torch
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.losses.vicreg import vicreg_loss
@@ -35,16 +38,25 @@ class TrainingLoss(nn.Module):
         views: Any,
         symmetry_weight: float,
         vicreg_kwargs: dict[str, Any],
+        prior: Distribution | None = None,
+        prior_negatives: int = 0,
     ) -> None:
         super().__init__()
         self.net = net
         self.views = views
         self.symmetry_weight = symmetry_weight
         self.vicreg_kwargs = vicreg_kwargs
+        self.prior = prior
+        self.prior_negatives = prior_negatives
 
     def forward(self, theta: Tensor, x: Tensor) -> Tensor:
         """Per-pair symmetric InfoNCE (+ the weighted VICReg term while training)."""
-        losses = self.net.loss(theta, x, global_batch=True)
+        negatives = None
+        if self.prior_negatives > 0:
+            assert self.prior is not None  # EmbedEmulate refuses the setting without a prior
+            draws = self.prior.sample((self.prior_negatives,)).to(theta.device, theta.dtype)
+            negatives = draws.reshape(self.prior_negatives, -1)
+        losses = self.net.loss(theta, x, global_batch=True, negatives=negatives)
         if self.symmetry_weight > 0 and self.net.training:
             batch = theta if self.views.input_kind == "theta" else x
             view_a, view_b = self.views(batch)

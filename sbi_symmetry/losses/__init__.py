@@ -1,4 +1,4 @@
-"""Training losses: VICReg for symmetry embeddings and symmetric InfoNCE for Embed and Emulate.
+"""Training losses: VICReg (plus an optional supervised term) and symmetric InfoNCE.
 
 Example:
     >>> import torch
@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 from sbi_symmetry.losses.infonce import symmetric_infonce
+from sbi_symmetry.losses.supervised import supervised_term
 from sbi_symmetry.losses.vicreg import VICRegLoss, VICRegTerms, vicreg_loss
 
-__all__ = ["VICRegLoss", "VICRegTerms", "symmetric_infonce", "vicreg_loss"]
+__all__ = ["VICRegLoss", "VICRegTerms", "supervised_term", "symmetric_infonce", "vicreg_loss"]

@@ -36,6 +36,22 @@ needs ``B`` encoder and ``B`` emulator passes for all ``B^2`` pairs, both direct
 A batch in which every embedding is the same has all logits equal and ``loss_i = log B``:
 the loss of guessing.
 
+Extra candidates from the prior. The row term can only tell ``theta_i`` from the ``B - 1``
+others, so it carries at most ``log B`` nats: once the true parameter beats the rest of the batch,
+nothing asks the critic to resolve the posterior more finely than the spacing of ``B`` prior
+draws, and a posterior much narrower than the prior's ``1/B``-th comes out too wide. A two-tower
+critic can afford many more candidates, because a parameter costs no simulation: ``K`` further
+draws ``theta'_1..theta'_K`` from the prior (the marginal the batch's own negatives come from)
+enter only the row softmax,
+
+    loss_i = 1/2 [ -L_ii + logsumexp( L_i1..L_iB, L'_i1..L'_iK )  -  L_ii + logsumexp_k L_ki ],
+    L'_ik = <f(x_i), g(theta'_k)> / tau,
+
+a ``(B + K)``-way classification whose optimum is still ``h = log r + c(x)`` (all candidates but
+the true one are prior draws), so the argument above, and the constant ``C``, are unchanged. The
+cost is ``K`` emulator passes and a ``B x K`` product per batch; the same ``K`` draws serve all
+rows.
+
 Several processes (``torchrun``). The negatives are the rest of the batch, so ``W`` ranks that
 each used only their own ``B`` pairs would train a ``B``-way instead of a ``WB``-way
 classification: a different, weaker loss. With ``global_batch=True`` every rank gathers all
@@ -83,6 +99,7 @@ def symmetric_infonce(
     temperature: float | Tensor = 1.0,
     *,
     global_batch: bool = False,
+    negatives: Tensor | None = None,
 ) -> Tensor:
     """Per-pair symmetric InfoNCE losses of a batch of ``B`` matched embeddings.
 
@@ -97,6 +114,8 @@ def symmetric_infonce(
             every pair are the pairs of *all* ranks (gathered with gradients flowing), and the
             losses of this rank's pairs are returned. Must be called on every rank with the
             same batch size. No effect in one process.
+        negatives: Emulated extra candidates ``g(theta')`` for prior draws ``theta'``, shape
+            ``(K, n)``, added to every row (``x -> theta``) softmax; ``None`` for none.
 
     Returns:
         Losses of shape ``(B,)``: the mean of the row (``x -> theta``) and column
@@ -123,9 +142,10 @@ def symmetric_infonce(
             "`f_x` and `g_theta` must have the same shape (one row per joint pair, the same "
             f"embedding width); got {tuple(f_x.shape)} and {tuple(g_theta.shape)}."
         )
+    extra = _extra_logits(f_x, negatives, temperature)
     if global_batch and distributed.is_distributed():
         _check_temperature(temperature)
-        return _global_batch_infonce(f_x, g_theta, temperature)
+        return _global_batch_infonce(f_x, g_theta, temperature, extra)
     if f_x.shape[0] < 2:
         raise ValueError(
             f"symmetric InfoNCE needs a batch of at least 2 pairs (the others are the "
@@ -136,12 +156,35 @@ def symmetric_infonce(
     check_finite(g_theta, "g_theta")
     logits = (f_x @ g_theta.T) / temperature
     positive = torch.diagonal(logits)
-    x_to_theta = torch.logsumexp(logits, dim=1) - positive
+    x_to_theta = torch.logsumexp(_with(logits, extra), dim=1) - positive
     theta_to_x = torch.logsumexp(logits, dim=0) - positive
     return 0.5 * (x_to_theta + theta_to_x)
 
 
-def _global_batch_infonce(f_x: Tensor, g_theta: Tensor, temperature: float | Tensor) -> Tensor:
+def _extra_logits(
+    f_x: Tensor, negatives: Tensor | None, temperature: float | Tensor
+) -> Tensor | None:
+    """``(B, K)`` logits of every data embedding against the extra candidates, or ``None``."""
+    if negatives is None:
+        return None
+    check_tensor(negatives, "negatives")
+    if negatives.ndim != 2 or negatives.shape[1] != f_x.shape[1]:
+        raise ValueError(
+            f"`negatives` must be (K, {f_x.shape[1]}), emulated candidates of the embedding "
+            f"width; got {tuple(negatives.shape)}."
+        )
+    check_finite(negatives, "negatives")
+    return (f_x @ negatives.T) / temperature
+
+
+def _with(logits: Tensor, extra: Tensor | None) -> Tensor:
+    """The row logits with the extra candidates' columns appended."""
+    return logits if extra is None else torch.cat([logits, extra], dim=1)
+
+
+def _global_batch_infonce(
+    f_x: Tensor, g_theta: Tensor, temperature: float | Tensor, extra: Tensor | None = None
+) -> Tensor:
     """This rank's rows and columns of the global ``WB x WB`` logit matrix, as per-pair losses.
 
     Rank ``r`` holds pairs ``off + i`` (``off = r B``) of the gathered batch. Its row terms need
@@ -162,6 +205,6 @@ def _global_batch_infonce(f_x: Tensor, g_theta: Tensor, temperature: float | Ten
     columns = rows + distributed.rank_rows(f_x.shape[0]).start
     x_logits = (f_x @ g_all.T) / temperature  # x_i against every theta of the global batch
     theta_logits = (g_theta @ f_all.T) / temperature  # theta_i against every x
-    x_to_theta = torch.logsumexp(x_logits, dim=1) - x_logits[rows, columns]
+    x_to_theta = torch.logsumexp(_with(x_logits, extra), dim=1) - x_logits[rows, columns]
     theta_to_x = torch.logsumexp(theta_logits, dim=1) - theta_logits[rows, columns]
     return 0.5 * (x_to_theta + theta_to_x)
