@@ -241,7 +241,16 @@ def _pretrain_worker(rank: int, checkpoint: str) -> dict[str, Any]:
     exists = Path(checkpoint).exists()
     # Fresh views, drawn per rank: a full run.
     emb = pretrain_vicreg(_encoder(rank), ToyViews(), _prior(), **PRETRAIN)
-    return {"weights": weights(emb), "history": emb.history, "exists": exists}
+    # The hybrid loss: its read-out is rank 0's too, its per-rank term averaged in the history.
+    hybrid = pretrain_vicreg(
+        _encoder(rank), ToyViews(), _prior(), supervised_weight=1.0, **PRETRAIN
+    )
+    return {
+        "weights": weights(emb),
+        "history": emb.history,
+        "exists": exists,
+        "hybrid": (weights(hybrid), hybrid.history),
+    }
 
 
 def test_two_process_pretraining_agrees_across_ranks_and_resumes_in_one_process(two_ranks):
@@ -254,6 +263,11 @@ def test_two_process_pretraining_agrees_across_ranks_and_resumes_in_one_process(
         if key != "epoch_time_s":
             assert values == ranks[1]["history"][key], key
     assert ranks[0]["history"]["val_total"][-1] < ranks[0]["history"]["val_total"][0]
+    (hybrid_0, history_0), (hybrid_1, history_1) = ranks[0]["hybrid"], ranks[1]["hybrid"]
+    assert_same(hybrid_0, hybrid_1)
+    for key in ("train_supervised", "val_supervised", "train_total"):
+        assert history_0[key] == history_1[key], key
+    assert min(history_0["train_supervised"]) > 0
 
     # Fixed bank: rank 0 wrote one checkpoint after epoch 2; resume it in a single process.
     assert all(r["exists"] for r in ranks)

@@ -298,6 +298,8 @@ def _train_epoch(
         state.optimizer.step()
         state.scheduler.step()
         sums += torch.stack([terms[t].detach() for t in _LOSS_TERMS]).double()
+    if data.train_targets is not None:  # the supervised term is per rank: the same history
+        sums = distributed.all_reduce_sum(sums) / distributed.get_world_size()
     means = (sums / steps).tolist()
     return dict(zip(_LOSS_TERMS, means, strict=True)), lr
 
