@@ -11,8 +11,8 @@
 
 Example:
     >>> from sbi_symmetry.emulate import EmbedEmulate
-    >>> [cls.__name__ for cls in EmbedEmulate.__mro__[1:3]]  # sbi's NRE trainer, via the shim
-    ['RatioTrainerHooks', 'RatioEstimatorTrainer']
+    >>> [cls.__name__ for cls in EmbedEmulate.__mro__[1:4]]  # sbi's NRE trainer, via the shim
+    ['ShardedTrainingHooks', 'RatioTrainerHooks', 'RatioEstimatorTrainer']
 """
 
 from __future__ import annotations
