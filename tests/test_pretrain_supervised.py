@@ -139,3 +139,12 @@ def test_the_workflow_gives_shift_view_pretraining_the_training_parameters():
     trained = shift_view_symmetry_npe(task, theta, x, pretrain={"supervised_weight": 1.0})
     history = trained.extra["pretrained_embedding"].history
     assert trained.extra["pretrain_views"] == "shift" and history["val_supervised"][0] > 0
+
+
+def test_resuming_with_other_parameters_of_the_stored_data_is_refused(tmp_path):
+    theta, x = _stored()
+    views, path = AugmentedViews(CircularShift()), tmp_path / "run.pt"
+    settings_ = {**FAST, "supervised_weight": 1.0, "checkpoint_path": path}
+    pretrain_vicreg(encoder(), views, x=x, theta=theta, **settings_)
+    with pytest.raises(ValueError, match="the training data differ"):
+        pretrain_vicreg(encoder(), views, x=x, theta=theta.flip(0), resume=True, **settings_)

@@ -68,8 +68,10 @@ class PretrainData:
         """Numbers that identify the data (checked on resume and across ranks)."""
         num = self.inputs.shape[0]
         found = [num, float(self.inputs.double().sum()), float(self.val_a.double().sum())]
-        if self.train_targets is not None:
-            found.append(float(self.train_targets.double().sum()))
+        if self.train_targets is not None:  # standardised: a plain sum would always be 0
+            rows = torch.arange(1, self.train_targets.shape[0] + 1, dtype=torch.float64)
+            weighted = self.train_targets.double().cpu() * rows[:, None]
+            found.append(float(weighted.sum()))
         return found
 
 
