@@ -72,6 +72,8 @@ class Settings:
     seed: int
     quick: bool
     methods: tuple[str, ...] = METHODS
+    #: ``ResidualMLP`` arguments of E&E's emulator; ``None``: as recorded (``plans.EE_KWARGS``)
+    emulator: dict[str, int] | None = None
 
 
 def make_task(name: str, quick: bool) -> NuisanceTask:
@@ -99,10 +101,11 @@ def _train_one(
         "show_progress_bars": False,
     }
     (theta, x), (encoder, npe_encoder) = data, towers
+    ee_kwargs = {**EE_KWARGS, **({"emulator_kwargs": cfg.emulator} if cfg.emulator else {})}
     if name == "embed_emulate":
-        return M.embed_emulate(task, theta, x, encoder, estimator_kwargs=EE_KWARGS, **train)
+        return M.embed_emulate(task, theta, x, encoder, estimator_kwargs=ee_kwargs, **train)
     if name == "embed_emulate_vicreg":
-        kwargs = {**EE_KWARGS, "views": task.views, "symmetry_weight": cfg.symmetry_weight}
+        kwargs = {**ee_kwargs, "views": task.views, "symmetry_weight": cfg.symmetry_weight}
         m = M.embed_emulate(task, theta, x, encoder, estimator_kwargs=kwargs, **train)
         m.name = name
         return m

@@ -34,15 +34,19 @@ HEADER = [
 ]
 
 
+#: The settings taken from ``plans.preset`` (as the recorded pages ran) rather than the preset.
+_RECORDED = ("encoder", "flow", "frozen_epochs", "ee_encoder", "ee")
+
+
 def variant_config(
     task: str, observations: int, methods: tuple[str, ...], changes: dict[str, Any]
 ) -> RunConfig:
-    """The fast preset of ``task`` (symmetry NPE as recorded: ``plans.preset``) with ``changes``.
+    """The fast preset of ``task`` (both towers as recorded: ``plans.preset``) with ``changes``.
 
     Dict-valued changes update the preset's.
     """
     base = preset(task)
-    recorded = {key: getattr(base, key) for key in ("encoder", "flow", "frozen_epochs")}
+    recorded = {key: getattr(base, key) for key in _RECORDED}
     merged = {
         key: {**getattr(base, key), **value} if isinstance(value, dict) else value
         for key, value in changes.items()

@@ -17,7 +17,11 @@ resumes; the page goes to ``<out>.md`` and the plot (log x-axis) to ``<out>.png`
 ``--settings recorded`` (the default) runs the fast preset as the recorded pages were made
 (``plans.preset``: flow of 25, no frozen start, the 6-channel encoder but on Lorenz-96);
 ``--settings current`` runs the package's fast preset as it ships (page ``<out>`` defaults to
-``..._current``).
+``..._current``). ``--methods`` picks other methods of the run (e.g. ``embed_emulate``; the page
+then ends in their names and has no paired differences unless symmetry NPE is among them).
+
+    .venv/bin/python benchmarks/convergence.py --task damped-oscillator --settings current \
+        --methods embed_emulate --budgets 10000 100000
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from plans import PRESET
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry.workflow import pipeline
 from sbi_symmetry.workflow.config import RunConfig
+from sbi_symmetry.workflow.registry import METHODS as RUN_METHODS
 from sbi_symmetry.workflow.registry import label
 
 METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
@@ -55,28 +60,30 @@ SETTINGS = {
 
 
 def budget_config(
-    task: str, observations: int, budget: int, max_epochs: int, settings: str = "recorded"
+    task: str,
+    observations: int,
+    budget: int,
+    max_epochs: int,
+    settings: str = "recorded",
+    methods: tuple[str, ...] = METHODS,
 ) -> RunConfig:
     """The fast preset (``settings``: recorded or current) at ``budget`` training simulations."""
     if settings == "recorded":
         changes = {"num_simulations": budget, "npe_train": {"max_num_epochs": max_epochs}}
-        return variant_config(task, observations, METHODS, changes)
+        return variant_config(task, observations, methods, changes)
     base = RunConfig.from_preset(task, PRESET)
     return RunConfig.from_preset(
         task,
         PRESET,
         num_observations=observations,
-        methods=METHODS,
+        methods=methods,
         num_simulations=budget,
         npe_train={**base.npe_train, "max_num_epochs": max_epochs},
     )
 
 
-def run_budget(
-    task: str, observations: int, budget: int, max_epochs: int, settings: str = "recorded"
-) -> dict[str, Any]:
-    """One run of the fast preset at ``budget`` training simulations; its metrics and time."""
-    cfg = budget_config(task, observations, budget, max_epochs, settings)
+def run_budget(cfg: RunConfig) -> dict[str, Any]:
+    """One run of ``cfg`` (a :func:`budget_config`); its metrics and wall time."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         metrics = pipeline.run(cfg, Path(folder) / "run", show_progress=False)
@@ -91,7 +98,7 @@ def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method in METHODS:
+    for method in RUN_METHODS:
         points = sorted(
             (
                 entry["costs"]["simulator_calls"]["total"],
@@ -179,6 +186,8 @@ def paired_rows(results: dict[str, Any]) -> list[str]:
     out = []
     for budget, run in sorted(results.items(), key=lambda item: int(item[0])):
         methods = run["metrics"]["methods"]
+        if not all(method in methods for method in METHODS):
+            continue
         ours = torch.tensor(methods["symmetry_npe"]["c2st"]["per_observation"])
         cells = []
         for baseline in METHODS[1:]:
@@ -197,26 +206,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--observations", type=int, default=10)
     parser.add_argument("--max-epochs", type=int, default=400)
     parser.add_argument("--settings", choices=tuple(SETTINGS), default="recorded")
+    parser.add_argument("--methods", nargs="+", choices=list(RUN_METHODS), default=list(METHODS))
     parser.add_argument("--out", type=Path, default=None, help="path without suffix")
     args = parser.parse_args(argv)
+    methods = tuple(args.methods)
     suffix = "" if args.settings == "recorded" else f"_{args.settings}"
+    suffix += "" if methods == METHODS else "_" + "_".join(methods)
     out = args.out or Path(f"benchmarks/results/convergence_{args.task}{suffix}")
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
     settings = {"task": args.task, "observations": args.observations, "max_epochs": args.max_epochs}
     settings |= {"settings": args.settings} if args.settings != "recorded" else {}
+    settings |= {"methods": list(methods)} if methods != METHODS else {}
     results = load_store(store, settings)
     for budget in args.budgets:
+        cfg = budget_config(
+            args.task, args.observations, budget, args.max_epochs, args.settings, methods
+        )
         if str(budget) in results:
-            cfg = budget_config(
-                args.task, args.observations, budget, args.max_epochs, args.settings
-            )
             check_kept(results[str(budget)], cfg, f"{budget:,} calls", store)
             print(f"{budget:,} simulator calls: done before, kept", flush=True)
             continue
-        results[str(budget)] = run_budget(
-            args.task, args.observations, budget, args.max_epochs, args.settings
-        )
+        results[str(budget)] = run_budget(cfg)
         atomic_write_text(store, json.dumps({"settings": settings, "budgets": results}, indent=1))
         print(f"{budget:,} simulator calls: {results[str(budget)]['seconds']:.0f} s", flush=True)
     title = f"Convergence: {args.task}, {args.observations} observations"
@@ -234,6 +245,7 @@ def _argv(args: argparse.Namespace, budgets: list[int]) -> list[str]:
     argv += ["--observations", str(args.observations)] if args.observations != 10 else []
     argv += ["--max-epochs", str(args.max_epochs)] if args.max_epochs != 400 else []
     argv += ["--settings", args.settings] if args.settings != "recorded" else []
+    argv += ["--methods", *args.methods] if tuple(args.methods) != METHODS else []
     return argv + (["--out", str(args.out)] if args.out else [])
 
 

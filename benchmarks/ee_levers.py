@@ -5,8 +5,8 @@ named changes (see ``_levers.py``): 10 observations drawn from the prior, exact 
 references, sbi's C2ST, the same seed (training set, observations, initial towers) for every
 variant. The levers: the temperature (fixed at 0.15, which caps every log-ratio at +-1/0.15 with
 cosine similarity, or learned), the similarity (cosine or an unbounded dot product), the latent
-width, the encoder's width, the number of negatives (the batch size, or extra prior draws) and
-the training length.
+width, the encoder's width, the number of negatives (the batch size, or extra prior draws),
+the emulator's size and the training length.
 Prints a Markdown table and writes it with the command to ``--out`` (default
 ``benchmarks/results/ee_levers_<task>.md``).
 
@@ -27,6 +27,7 @@ _FIXED = {"learn_temperature": False}
 _LEARNED = {"learn_temperature": True}
 _CAP = {"max_num_epochs": 150}  # the fast preset's cap before these measurements
 _LONG = {"max_num_epochs": 600}  # early stopping (20 epochs without improvement) ends it
+_BIG_EMULATOR = {"hidden_dim": 128, "num_blocks": 3}
 
 #: Every variant names its temperature mode and epoch cap, so the table does not depend on the
 #: preset's current defaults (learned temperature and 600 epochs since these measurements).
@@ -58,6 +59,21 @@ VARIANTS: Variants = {
     "cosine, learned T, wider encoder (16 channels, 2 blocks), up to 600 epochs": (
         _EE,
         {"ee": _LEARNED, "ee_encoder": {"channels": 16, "num_blocks": 2}, "ee_train": _LONG},
+    ),
+    # a larger emulator g(theta) (the other variants keep the 64-wide, 2-block one of then;
+    # this size is the library default since: plans.RECORDED_EE)
+    "cosine, learned T, up to 600 epochs, emulator 128 wide, 3 blocks": (
+        _EE,
+        {"ee": {**_LEARNED, "emulator_kwargs": _BIG_EMULATOR}, "ee_train": _LONG},
+    ),
+    "cosine, learned T, wider encoder (16 channels, 2 blocks), up to 600 epochs, emulator 128 "
+    "wide, 3 blocks": (
+        _EE,
+        {
+            "ee": {**_LEARNED, "emulator_kwargs": _BIG_EMULATOR},
+            "ee_encoder": {"channels": 16, "num_blocks": 2},
+            "ee_train": _LONG,
+        },
     ),
 }
 

@@ -7,7 +7,10 @@ or adaptive importance sampling, as the run did) and with ``method="rejection"``
 posteriors too sharp for rejection from the prior falls back to sbi's MCMC. If both fail alike,
 the ratio itself is miscalibrated; if only the first fails, the sampler is. Prints the KS
 p-values, the largest coverage error, which sampler drew each pair and the smallest
-importance-sampling effective sample size.
+importance-sampling effective sample size. Then, for the first 100 pairs, the z-score of the
+posterior mean, ``(mean - theta) / std`` (1,000 samples each): its mean and spread per parameter
+and its mean per quartile of the true value (a posterior pulled towards the prior's centre shows
+positive means in the low quartiles and negative ones in the high).
 
     .venv/bin/python benchmarks/ee_sampler_check.py --task damped-oscillator --seed 2 \\
         --candidate "E&E tower, 16 channels, 2 blocks" --out /tmp/ee_sampler_check
@@ -19,6 +22,7 @@ import argparse
 import collections
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -69,6 +73,27 @@ def main(argv: list[str] | None = None) -> None:
             f"{method}: {pairs} pairs, KS p {[round(float(p), 4) for p in result.ks_pvals]}, "
             f"coverage error {result.max_coverage_error():.3f}, samplers "
             f"{dict(collections.Counter(posterior.last_method))}, smallest ESS {ess}",
+            flush=True,
+        )
+    posterior.method = "auto"
+    z_scores(posterior, sims.theta_cal[:100], sims.x_cal[:100])
+
+
+def z_scores(posterior: Any, theta: torch.Tensor, x: torch.Tensor) -> None:
+    """Print the z-scores of the posterior means of ``(theta, x)`` pairs (see the docstring)."""
+    torch.manual_seed(0)
+    z = []
+    for i in range(len(theta)):
+        draws = posterior.sample((1000,), x=x[i : i + 1], show_progress_bars=False)
+        z.append((draws.mean(0) - theta[i]) / draws.std(0))
+    scores = torch.stack(z)
+    for j in range(theta.shape[1]):
+        order = theta[:, j].argsort()
+        quarters = [float(scores[part, j].mean()) for part in order.chunk(4)]
+        print(
+            f"parameter {j}: z mean {float(scores[:, j].mean()):+.2f}, std "
+            f"{float(scores[:, j].std()):.2f}; mean by quartile of the true value "
+            + ", ".join(f"{q:+.2f}" for q in quarters),
             flush=True,
         )
 

@@ -37,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules,
 
 from _common import command_line, make_log, platform_stamp, table, write_text
 from _ee_methods import TASKS, Settings, make_task, sample_one, train_methods, with_mcmc
-from plans import EE_PLANS, TRAINING
+from plans import EE_KWARGS, EE_PLANS, TRAINING
 
 from sbi_symmetry.emulate import build_two_tower_posterior
+from sbi_symmetry.emulate.builder import DEFAULT_EMULATOR
 from sbi_symmetry.evaluation import c2st_score
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ee_sampling.md"
@@ -83,7 +84,14 @@ def settings(args: argparse.Namespace) -> Settings:
         speed_observations=1,
         seed=args.seed,
         quick=args.quick,
+        emulator=DEFAULT_EMULATOR if args.current_emulator else None,
     )
+
+
+def _emulator(args: argparse.Namespace) -> str:
+    """The emulator's size in words."""
+    size = DEFAULT_EMULATOR if args.current_emulator else EE_KWARGS["emulator_kwargs"]
+    return f"{size['hidden_dim']} hidden units and {size['num_blocks']} blocks"
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Tensor, float]:
@@ -213,7 +221,7 @@ def render(
             f"NRE_C {r['train_seconds']['nre_c']:.0f} s"
             for r in results
         )
-        + ".",
+        + f". E&E's emulator: a `ResidualMLP` with {_emulator(args)}.",
         f"- (a), (b), (c): {args.samples} samples for each of the first {args.timed} "
         "observations (theta and nuisance from their priors), mean wall time; (a) and (b) "
         "through `_ee_methods.sample_one` (the MCMC settings of `embed_emulate.py`).",
@@ -248,6 +256,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    p.add_argument(
+        "--current-emulator",
+        action="store_true",
+        help="EmbedEmulate's default emulator of today instead of the recorded 64-wide one",
+    )
     p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT} (none: --quick)")
     args = p.parse_args(argv)
     if args.quick:

@@ -34,13 +34,27 @@ QUICK_PRETRAIN: dict[str, Any] = {"batch_size": 64, "max_epochs": 2}
 #: still makes that page, and name the new ones where they measure them.
 RECORDED_NPE: dict[str, Any] = {"flow": {"hidden_features": 25}, "frozen_epochs": 0}
 RECORDED_ENCODER: dict[str, Any] = {"channels": 6, "num_blocks": 1}
+#: Embed and Emulate's likewise (until 2026-12-04): a data tower of 6 channels and 1 block (but
+#: on Lorenz-96) and ``EmbedEmulate``'s emulator of then, 64 wide with 2 blocks. The preset now
+#: has 16 channels and 2 blocks, and the library's emulator is 128 wide with 3 blocks.
+RECORDED_EE: dict[str, Any] = {"emulator_kwargs": {"hidden_dim": 64, "num_blocks": 2}}
 
 
 def preset(task: str) -> RunConfig:
-    """The workflow's settings for ``task`` under :data:`PRESET`, with :data:`RECORDED_NPE`."""
+    """The workflow's settings for ``task`` under :data:`PRESET`, as recorded (see above)."""
     cfg = RunConfig.from_preset(task, PRESET)
-    encoder = cfg.encoder if task == "lorenz96" else {**cfg.encoder, **RECORDED_ENCODER}
-    return RunConfig.from_preset(task, PRESET, encoder=encoder, **RECORDED_NPE)
+    encoder, ee_encoder = dict(cfg.encoder), dict(cfg.ee_encoder)
+    if task != "lorenz96":
+        encoder.update(RECORDED_ENCODER)
+        ee_encoder.update(RECORDED_ENCODER)
+    return RunConfig.from_preset(
+        task,
+        PRESET,
+        encoder=encoder,
+        ee_encoder=ee_encoder,
+        ee={**cfg.ee, **RECORDED_EE},
+        **RECORDED_NPE,
+    )
 
 
 def _with(settings: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:

@@ -103,9 +103,9 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
     script = load_script("convergence")
     ran: list[int] = []
 
-    def fake_run(task, observations, budget, max_epochs, settings):
+    def fake_run(config):
+        budget, max_epochs = config.num_simulations, config.npe_train["max_num_epochs"]
         ran.append(budget)
-        config = script.budget_config(task, observations, budget, max_epochs, settings)
         entry = {
             "c2st": {"mean": 0.9 - budget / 1e6, "sem": 0.01, "per_observation": [0.8, 0.7]},
             "std_over_reference": [[1.5, 1.2]],
@@ -114,7 +114,7 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
                 "epochs": max_epochs,
             },
         }
-        metrics = {"methods": dict.fromkeys(script.METHODS, entry), "config": config.to_dict()}
+        metrics = {"methods": dict.fromkeys(config.methods, entry), "config": config.to_dict()}
         return {"metrics": json.loads(json.dumps(metrics)), "seconds": 1.0}
 
     monkeypatch.setattr(script, "run_budget", fake_run)
@@ -141,6 +141,38 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
     monkeypatch.setattr(script, "budget_config", changed)
     with pytest.raises(SystemExit, match="frozen_epochs"):
         script.main(["--budgets", "1000", "--out", str(out)])
+
+
+def test_convergence_of_other_methods_has_its_own_page_and_no_paired_rows(tmp_path, monkeypatch):
+    script = load_script("convergence")
+    seen: list[tuple[str, ...]] = []
+
+    def fake_run(config):
+        seen.append(config.methods)
+        entry = {
+            "c2st": {"mean": 0.7, "sem": 0.01, "per_observation": [0.7, 0.7]},
+            "std_over_reference": [[1.5, 1.2]],
+            "costs": {
+                "simulator_calls": {"total": 1000, "training_set": 1000, "views": 0},
+                "epochs": 5,
+            },
+        }
+        metrics = {"methods": {"embed_emulate": entry}, "config": config.to_dict()}
+        return {"metrics": json.loads(json.dumps(metrics)), "seconds": 1.0}
+
+    monkeypatch.setattr(script, "run_budget", fake_run)
+    monkeypatch.chdir(tmp_path)
+    script.main(["--budgets", "1000", "--settings", "current", "--methods", "embed_emulate"])
+    assert seen == [("embed_emulate",)]
+    page = tmp_path / "benchmarks/results/convergence_damped-oscillator_current_embed_emulate.md"
+    text = page.read_text()
+    assert "--settings current --methods embed_emulate" in text
+    assert "| 1,000 | embed_emulate | 0.700 ± 0.010 |" in text
+    assert "| 1,000 | +" not in text  # no paired differences without symmetry NPE
+    with pytest.raises(SystemExit, match="methods"):  # the same store, other methods: refused
+        script.main(
+            ["--budgets", "1000", "--settings", "current", "--out", str(page.with_suffix(""))]
+        )
 
 
 def test_config_changes_compares_a_stored_run_with_what_would_run_now():

@@ -64,6 +64,17 @@ def test_builder_plugs_into_stock_nre(trainer_cls):
     assert len(nre.summary["training_loss"]) == 2  # sbi: max_num_epochs=N trains N + 1
 
 
+@pytest.mark.parametrize(
+    ("emulator_kwargs", "width", "blocks"),
+    [(None, 128, 3), ({"hidden_dim": 8}, 8, 3), ({"num_blocks": 0}, 128, 0)],
+)
+def test_builder_default_emulator_size_and_overrides(emulator_kwargs, width, blocks):
+    build = embed_emulate_classifier(nn.Linear(2, 6), emulator_kwargs=emulator_kwargs)
+    emulator = build(torch.randn(20, 3), torch.randn(20, 2)).emulator
+    assert emulator.input_layer.out_features == width and len(emulator.blocks) == blocks
+    assert emulator.input_dim == 3 and emulator.output_dim == 6
+
+
 def test_builder_default_encoder_flattens():
     build = embed_emulate_classifier(embedding_dim=5)
     est = build(torch.randn(20, 3), torch.randn(20, 2, 4))

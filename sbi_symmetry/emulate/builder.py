@@ -30,6 +30,11 @@ from sbi_symmetry.nets.mlp import ResidualMLP
 
 Builder = Callable[[Tensor, Tensor], EmbedEmulateRatioEstimator]
 
+#: The default emulator's ``ResidualMLP`` size. A smaller one (64 wide, 2 blocks) left
+#: posteriors wider than the exact ones and pulled towards the prior's centre, enough to fail SBC
+#: with the 16-channel data tower (benchmarks/results/fast_ee_tower_seeds.md).
+DEFAULT_EMULATOR: dict[str, int] = {"hidden_dim": 128, "num_blocks": 3}
+
 
 def _probe_width(encoder: nn.Module, batch_x: Tensor) -> int:
     """Output width of ``encoder`` on two rows of ``batch_x`` (modes restored afterwards)."""
@@ -78,10 +83,11 @@ def embed_emulate_classifier(
             ``embedding_dim`` at build time. A given module is reused as is by every ``build``
             call (also with ``retrain_from_scratch=True``), as ``sbi`` does with embedding nets.
         emulator: ``g(theta)``; ``None`` builds a :class:`ResidualMLP` from ``theta_dim`` to the
-            encoder's output width (probed on the build batch).
+            encoder's output width (probed on the build batch), 128 wide with 3 residual blocks
+            (:data:`DEFAULT_EMULATOR`).
         embedding_dim: Width of the default encoder (ignored when ``encoder`` is given).
-        emulator_kwargs: Extra arguments of the default emulator (``hidden_dim``,
-            ``num_blocks``).
+        emulator_kwargs: Arguments of the default emulator that replace
+            :data:`DEFAULT_EMULATOR`'s (``hidden_dim``, ``num_blocks``, ``activation``).
         **kwargs: Passed to :class:`EmbedEmulateRatioEstimator` (``similarity``,
             ``temperature``, ``learn_temperature``, ``temperature_bounds``, ``z_score_theta``,
             ``z_score_x``).
@@ -102,7 +108,7 @@ def embed_emulate_classifier(
     if emulator is not None and not isinstance(emulator, nn.Module):
         raise TypeError(f"`emulator` must be a torch.nn.Module; got {type(emulator).__name__}.")
     check_int(embedding_dim, "embedding_dim", 1)
-    emulator_kwargs = dict(emulator_kwargs or {})
+    emulator_kwargs = {**DEFAULT_EMULATOR, **(emulator_kwargs or {})}
 
     def build(batch_theta: Tensor, batch_x: Tensor) -> EmbedEmulateRatioEstimator:
         """Assemble the estimator from the first batch of simulations."""

@@ -86,7 +86,8 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             which left posteriors up to 30x too wide in ``benchmarks/results/ee_levers_*.md``).
         z_score_theta: Standardise ``theta`` with the first batch's statistics.
         z_score_x: ``"none"`` or ``"structured"`` (see the estimator).
-        emulator_kwargs: Extra arguments of the default emulator.
+        emulator_kwargs: Arguments of the default emulator (a ``ResidualMLP``, 128 wide with
+            3 residual blocks unless these say otherwise).
         views: Optional ``Views`` (``input_kind`` ``"theta"`` or ``"x"``) for the symmetry
             regulariser.
         symmetry_weight: Weight of the VICReg term (0 switches it off).
