@@ -84,14 +84,13 @@ def settings(args: argparse.Namespace) -> Settings:
         speed_observations=1,
         seed=args.seed,
         quick=args.quick,
-        emulator=DEFAULT_EMULATOR if args.current_emulator else None,
+        emulator=_emulator_size(args),
     )
 
 
-def _emulator(args: argparse.Namespace) -> str:
-    """The emulator's size in words."""
-    size = DEFAULT_EMULATOR if args.current_emulator else EE_KWARGS["emulator_kwargs"]
-    return f"{size['hidden_dim']} hidden units and {size['num_blocks']} blocks"
+def _emulator_size(args: argparse.Namespace) -> dict[str, int]:
+    """E&E's emulator: today's default (``--current-emulator``) or the recorded one."""
+    return DEFAULT_EMULATOR if args.current_emulator else EE_KWARGS["emulator_kwargs"]
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Tensor, float]:
@@ -221,7 +220,8 @@ def render(
             f"NRE_C {r['train_seconds']['nre_c']:.0f} s"
             for r in results
         )
-        + f". E&E's emulator: a `ResidualMLP` with {_emulator(args)}.",
+        + ". E&E's emulator: a `ResidualMLP` with {hidden_dim} hidden units and {num_blocks} "
+        "blocks.".format(**_emulator_size(args)),
         f"- (a), (b), (c): {args.samples} samples for each of the first {args.timed} "
         "observations (theta and nuisance from their priors), mean wall time; (a) and (b) "
         "through `_ee_methods.sample_one` (the MCMC settings of `embed_emulate.py`).",
