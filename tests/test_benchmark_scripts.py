@@ -168,7 +168,7 @@ def test_convergence_of_other_methods_has_its_own_page_and_no_paired_rows(tmp_pa
     text = page.read_text()
     assert "--settings current --methods embed_emulate" in text
     assert "| 1,000 | embed_emulate | 0.700 ± 0.010 |" in text
-    assert "| 1,000 | +" not in text  # no paired differences without symmetry NPE
+    assert "minus end-to-end" not in text  # no paired differences without symmetry NPE
     with pytest.raises(SystemExit, match="methods"):  # the same store, other methods: refused
         script.main(
             ["--budgets", "1000", "--settings", "current", "--out", str(page.with_suffix(""))]
