@@ -60,8 +60,8 @@ VARIANTS: Variants = {
         _EE,
         {"ee": _LEARNED, "ee_encoder": {"channels": 16, "num_blocks": 2}, "ee_train": _LONG},
     ),
-    # a larger emulator g(theta) (the other variants keep the 64-wide, 2-block one of then;
-    # this size is the library default since: plans.RECORDED_EE)
+    # a larger emulator g(theta) (the other variants keep EmbedEmulate's default, 64 wide with
+    # 2 blocks; this size is the fast preset's since: plans.RECORDED_EE)
     "cosine, learned T, up to 600 epochs, emulator 128 wide, 3 blocks": (
         _EE,
         {"ee": {**_LEARNED, "emulator_kwargs": _BIG_EMULATOR}, "ee_train": _LONG},

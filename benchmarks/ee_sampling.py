@@ -40,8 +40,8 @@ from _ee_methods import TASKS, Settings, make_task, sample_one, train_methods, w
 from plans import EE_KWARGS, EE_PLANS, TRAINING
 
 from sbi_symmetry.emulate import build_two_tower_posterior
-from sbi_symmetry.emulate.builder import DEFAULT_EMULATOR
 from sbi_symmetry.evaluation import c2st_score
+from sbi_symmetry.workflow.config import RunConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ee_sampling.md"
 QUICK = {"simulations": 300, "epochs": 2, "samples": 300, "observations": 5, "timed": 1}
@@ -89,8 +89,10 @@ def settings(args: argparse.Namespace) -> Settings:
 
 
 def _emulator_size(args: argparse.Namespace) -> dict[str, int]:
-    """E&E's emulator: today's default (``--current-emulator``) or the recorded one."""
-    return DEFAULT_EMULATOR if args.current_emulator else EE_KWARGS["emulator_kwargs"]
+    """E&E's emulator: the ``fast`` preset's of today (``--current-emulator``) or as recorded."""
+    if args.current_emulator:
+        return RunConfig.from_preset("damped-oscillator", "fast").ee["emulator_kwargs"]
+    return EE_KWARGS["emulator_kwargs"]
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Tensor, float]:
@@ -259,7 +261,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--current-emulator",
         action="store_true",
-        help="EmbedEmulate's default emulator of today instead of the recorded 64-wide one",
+        help="the fast preset's emulator of today instead of the recorded 64-wide one",
     )
     p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT} (none: --quick)")
     args = p.parse_args(argv)

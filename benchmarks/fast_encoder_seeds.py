@@ -95,8 +95,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # Embed and Emulate's data tower (run with --methods embed_emulate and another --out)
     "E&E tower, 6 channels, 1 block": {"ee_encoder": _NARROW, **_EE_DEFAULTS},
     "E&E tower, 16 channels, 2 blocks": {"ee_encoder": _WIDE, **_EE_DEFAULTS},
-    # a larger emulator g(theta): 128 wide, 3 residual blocks (the library default since these
-    # runs; it was 64 wide with 2 blocks, which the other E&E candidates keep: plans.RECORDED_EE)
+    # a larger emulator g(theta): 128 wide, 3 residual blocks (the fast preset's since these
+    # runs; EmbedEmulate's default, which the other E&E candidates keep, is 64 wide, 2 blocks)
     **{
         f"E&E tower, {name}, emulator 128 wide, 3 blocks": {
             "ee_encoder": tower,

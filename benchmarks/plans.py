@@ -35,8 +35,8 @@ QUICK_PRETRAIN: dict[str, Any] = {"batch_size": 64, "max_epochs": 2}
 RECORDED_NPE: dict[str, Any] = {"flow": {"hidden_features": 25}, "frozen_epochs": 0}
 RECORDED_ENCODER: dict[str, Any] = {"channels": 6, "num_blocks": 1}
 #: Embed and Emulate's likewise (until 2026-12-04): a data tower of 6 channels and 1 block (but
-#: on Lorenz-96) and ``EmbedEmulate``'s emulator of then, 64 wide with 2 blocks. The preset now
-#: has 16 channels and 2 blocks, and the library's emulator is 128 wide with 3 blocks.
+#: on Lorenz-96) and ``EmbedEmulate``'s default emulator, 64 wide with 2 blocks. The preset now
+#: has 16 channels and 2 blocks and an emulator 128 wide with 3 blocks.
 RECORDED_EE: dict[str, Any] = {"emulator_kwargs": {"hidden_dim": 64, "num_blocks": 2}}
 
 

@@ -184,7 +184,7 @@ def test_config_changes_compares_a_stored_run_with_what_would_run_now():
     older["pretrain"] = {k: v for k, v in stored["pretrain"].items() if k != "freeze"}
     changes, unnamed = script.config_changes(older, cfg)
     assert changes == {"frozen_epochs": (0, 20)}  # not named then: its default ran
-    assert unnamed == ["pretrain.freeze"]  # cannot be checked: said, not hidden
+    assert unnamed == ["pretrain.freeze", "ee.emulator_kwargs"]  # cannot be checked: said
     same_ee = dataclasses.replace(cfg, frozen_epochs=0, ee={})  # "ee" not named: its default
     assert script.config_changes(older, same_ee)[0] == {}
     other = {**stored, "pretrain": {**stored["pretrain"], "learning_rate": 1.0}}

@@ -66,7 +66,7 @@ def test_builder_plugs_into_stock_nre(trainer_cls):
 
 @pytest.mark.parametrize(
     ("emulator_kwargs", "width", "blocks"),
-    [(None, 128, 3), ({"hidden_dim": 8}, 8, 3), ({"num_blocks": 0}, 128, 0)],
+    [(None, 64, 2), ({"hidden_dim": 8}, 8, 2), ({"num_blocks": 0}, 64, 0)],
 )
 def test_builder_default_emulator_size_and_overrides(emulator_kwargs, width, blocks):
     build = embed_emulate_classifier(nn.Linear(2, 6), emulator_kwargs=emulator_kwargs)

@@ -58,7 +58,13 @@ encoder = ConvEncoder1D(
     kernel_size=5,
     padding_mode="circular",
 )
-trainer = EmbedEmulate(task.prior, encoder=encoder, show_progress_bars=False)
+# a larger emulator than the default (as the `fast` preset has): 128 wide, 3 residual blocks
+trainer = EmbedEmulate(
+    task.prior,
+    encoder=encoder,
+    emulator_kwargs={"hidden_dim": 128, "num_blocks": 3},
+    show_progress_bars=False,
+)
 # early stopping (20 epochs without improvement) ends it well before the cap
 estimator = trainer.append_simulations(theta, x).train(max_num_epochs=3 if FAST else 600)
 print(

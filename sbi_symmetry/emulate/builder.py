@@ -30,10 +30,11 @@ from sbi_symmetry.nets.mlp import ResidualMLP
 
 Builder = Callable[[Tensor, Tensor], EmbedEmulateRatioEstimator]
 
-#: The default emulator's ``ResidualMLP`` size. A smaller one (64 wide, 2 blocks) left
-#: posteriors wider than the exact ones and pulled towards the prior's centre, enough to fail SBC
-#: with the 16-channel data tower (benchmarks/results/fast_ee_tower_seeds.md).
-DEFAULT_EMULATOR: dict[str, int] = {"hidden_dim": 128, "num_blocks": 3}
+#: The default emulator's ``ResidualMLP`` size. The ``fast`` preset gives a larger one (128
+#: wide, 3 blocks) behind its 16-channel data tower, where this one pulled posteriors towards the
+#: prior's centre (benchmarks/results/fast_ee_tower_seeds.md); it stays the default because at
+#: 3,000 simulations with short training the larger one failed SBC on 2 of 3 seeds.
+DEFAULT_EMULATOR: dict[str, int] = {"hidden_dim": 64, "num_blocks": 2}
 
 
 def _probe_width(encoder: nn.Module, batch_x: Tensor) -> int:
@@ -83,7 +84,7 @@ def embed_emulate_classifier(
             ``embedding_dim`` at build time. A given module is reused as is by every ``build``
             call (also with ``retrain_from_scratch=True``), as ``sbi`` does with embedding nets.
         emulator: ``g(theta)``; ``None`` builds a :class:`ResidualMLP` from ``theta_dim`` to the
-            encoder's output width (probed on the build batch), 128 wide with 3 residual blocks
+            encoder's output width (probed on the build batch), 64 wide with 2 residual blocks
             (:data:`DEFAULT_EMULATOR`).
         embedding_dim: Width of the default encoder (ignored when ``encoder`` is given).
         emulator_kwargs: Arguments of the default emulator that replace

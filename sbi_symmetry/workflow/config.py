@@ -310,8 +310,9 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # blocks behind a flow of 50 hidden units, trained with the embedding frozen for 20 epochs before
 # fine-tuning: calibrated on all 6 task-seed pairs tried, oscillator, sine-Gaussian and a phase
 # nuisance, and sharper on each than 6 channels and 1 block
-# (benchmarks/results/npe_warm_start.md). Embed and Emulate's data tower is as wide; with the
-# library's larger default emulator (128 wide, 3 blocks) it was calibrated on all 7 task-seed
+# (benchmarks/results/npe_warm_start.md). Embed and Emulate's data tower is as wide, behind a
+# larger emulator than EmbedEmulate's default (128 wide, 3 blocks; the default is 64 wide with 2,
+# see sbi_symmetry.emulate.builder.DEFAULT_EMULATOR): calibrated on all 7 task-seed
 # pairs tried, where the 64-wide emulator behind it failed SBC on one and was biased towards the
 # prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
 _FAST_CONV = {"downsample": 8, "kernel_size": 5, "hidden_dim": 32}
@@ -322,6 +323,7 @@ _FAST_SHO = RunConfig(
     pretrain_simulations=30_000,
     encoder={"output_dim": 8, "channels": 16, "num_blocks": 2, **_FAST_CONV},
     ee_encoder={"output_dim": 16, "channels": 16, "num_blocks": 2, **_FAST_CONV},
+    ee={"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}},
     expander={"output_dim": 32, "hidden_dims": (64, 64)},
     flow={"hidden_features": 50},
     frozen_epochs=20,
