@@ -21,13 +21,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _levers import Variants, main
+from plans import LARGE_EMULATOR
 
 _EE = ("embed_emulate",)
 _FIXED = {"learn_temperature": False}
 _LEARNED = {"learn_temperature": True}
 _CAP = {"max_num_epochs": 150}  # the fast preset's cap before these measurements
 _LONG = {"max_num_epochs": 600}  # early stopping (20 epochs without improvement) ends it
-_BIG_EMULATOR = {"hidden_dim": 128, "num_blocks": 3}
 
 #: Every variant names its temperature mode and epoch cap, so the table does not depend on the
 #: preset's current defaults (learned temperature and 600 epochs since these measurements).
@@ -61,16 +61,16 @@ VARIANTS: Variants = {
         {"ee": _LEARNED, "ee_encoder": {"channels": 16, "num_blocks": 2}, "ee_train": _LONG},
     ),
     # a larger emulator g(theta) (the other variants keep EmbedEmulate's default, 64 wide with
-    # 2 blocks; this size is the fast preset's since: plans.RECORDED_EE)
+    # 2 blocks, plans.RECORDED_EE; this size is the fast preset's since)
     "cosine, learned T, up to 600 epochs, emulator 128 wide, 3 blocks": (
         _EE,
-        {"ee": {**_LEARNED, "emulator_kwargs": _BIG_EMULATOR}, "ee_train": _LONG},
+        {"ee": {**_LEARNED, "emulator_kwargs": LARGE_EMULATOR}, "ee_train": _LONG},
     ),
     "cosine, learned T, wider encoder (16 channels, 2 blocks), up to 600 epochs, emulator 128 "
     "wide, 3 blocks": (
         _EE,
         {
-            "ee": {**_LEARNED, "emulator_kwargs": _BIG_EMULATOR},
+            "ee": {**_LEARNED, "emulator_kwargs": LARGE_EMULATOR},
             "ee_encoder": {"channels": 16, "num_blocks": 2},
             "ee_train": _LONG,
         },

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, platform_stamp, write_page
 from _levers import HEADER, rows, variant_config
 from convergence import check_kept, load_store
+from plans import LARGE_EMULATOR
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry.workflow import pipeline
@@ -100,7 +101,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     **{
         f"E&E tower, {name}, emulator 128 wide, 3 blocks": {
             "ee_encoder": tower,
-            "ee": {**_EE_DEFAULTS["ee"], "emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}},
+            "ee": {**_EE_DEFAULTS["ee"], "emulator_kwargs": LARGE_EMULATOR},
             "ee_train": _EE_DEFAULTS["ee_train"],
         }
         for name, tower in (("6 channels, 1 block", _NARROW), ("16 channels, 2 blocks", _WIDE))

@@ -38,6 +38,8 @@ RECORDED_ENCODER: dict[str, Any] = {"channels": 6, "num_blocks": 1}
 #: on Lorenz-96) and ``EmbedEmulate``'s default emulator, 64 wide with 2 blocks. The preset now
 #: has 16 channels and 2 blocks and an emulator 128 wide with 3 blocks.
 RECORDED_EE: dict[str, Any] = {"emulator_kwargs": {"hidden_dim": 64, "num_blocks": 2}}
+#: The larger emulator the lever and seed benchmarks measured (the ``fast`` preset's since).
+LARGE_EMULATOR: dict[str, int] = {"hidden_dim": 128, "num_blocks": 3}
 
 
 def preset(task: str) -> RunConfig:
