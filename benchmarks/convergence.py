@@ -66,11 +66,12 @@ def budget_config(
     max_epochs: int,
     settings: str = "recorded",
     methods: tuple[str, ...] = METHODS,
+    anneal: float = 0.0,
 ) -> RunConfig:
     """The fast preset (``settings``: recorded or current) at ``budget`` training simulations."""
     if settings == "recorded":
         changes = {"num_simulations": budget, "npe_train": {"max_num_epochs": max_epochs}}
-        return variant_config(task, observations, methods, changes)
+        return variant_config(task, observations, methods, {**changes, "anneal": anneal})
     base = RunConfig.from_preset(task, PRESET)
     return RunConfig.from_preset(
         task,
@@ -79,6 +80,7 @@ def budget_config(
         methods=methods,
         num_simulations=budget,
         npe_train={**base.npe_train, "max_num_epochs": max_epochs},
+        anneal=anneal,
     )
 
 
@@ -207,21 +209,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-epochs", type=int, default=400)
     parser.add_argument("--settings", choices=tuple(SETTINGS), default="recorded")
     parser.add_argument("--methods", nargs="+", choices=list(RUN_METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--anneal", type=float, default=0.0, help="RunConfig.anneal (0: one training phase)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="path without suffix")
     args = parser.parse_args(argv)
     methods = tuple(args.methods)
     suffix = "" if args.settings == "recorded" else f"_{args.settings}"
     suffix += "" if methods == METHODS else "_" + "_".join(methods)
+    suffix += f"_anneal{args.anneal:g}" if args.anneal else ""
     out = args.out or Path(f"benchmarks/results/convergence_{args.task}{suffix}")
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
     settings = {"task": args.task, "observations": args.observations, "max_epochs": args.max_epochs}
     settings |= {"settings": args.settings} if args.settings != "recorded" else {}
     settings |= {"methods": list(methods)} if methods != METHODS else {}
+    settings |= {"anneal": args.anneal} if args.anneal else {}
     results = load_store(store, settings)
     for budget in args.budgets:
         cfg = budget_config(
-            args.task, args.observations, budget, args.max_epochs, args.settings, methods
+            args.task,
+            args.observations,
+            budget,
+            args.max_epochs,
+            args.settings,
+            methods,
+            args.anneal,
         )
         if str(budget) in results:
             check_kept(results[str(budget)], cfg, f"{budget:,} calls", store)
@@ -234,7 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     plot(results, title, out.with_suffix(".png"))
     command = command_line("convergence.py", _argv(args, sorted(map(int, results))))
     png = out.with_suffix(".png").name
-    text = report(results, title, command, args.max_epochs, png, SETTINGS[args.settings])
+    described = SETTINGS[args.settings]
+    if args.anneal:
+        described += f"; after early stopping every method resumed at {args.anneal:g}x its rate"
+    text = report(results, title, command, args.max_epochs, png, described)
     write_page(out.with_suffix(".md"), text)
     print(text)
 
@@ -246,6 +262,7 @@ def _argv(args: argparse.Namespace, budgets: list[int]) -> list[str]:
     argv += ["--max-epochs", str(args.max_epochs)] if args.max_epochs != 400 else []
     argv += ["--settings", args.settings] if args.settings != "recorded" else []
     argv += ["--methods", *args.methods] if tuple(args.methods) != METHODS else []
+    argv += ["--anneal", f"{args.anneal:g}"] if args.anneal else []
     return argv + (["--out", str(args.out)] if args.out else [])
 
 

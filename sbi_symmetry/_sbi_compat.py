@@ -2,6 +2,8 @@
 
 * :class:`NullTracker` and :class:`FlattenEmbedding` work around two sharp edges (TensorBoard
   logs written to ``./sbi-logs``; ``next(embedding_net.parameters())`` on a parameter-free net);
+* :func:`anneal` resumes a trained trainer at a lower learning rate (``optimizer``, early
+  stopping's count, ``resume_training``);
 * :func:`training_summary` reads the per-epoch record sbi keeps on a trainer (``_summary``);
 * :func:`get_neural_net` / :func:`set_neural_net` read and replace the network a trainer trains
   (``_neural_net``), :func:`batch_losses` computes one batch's losses as sbi's loop does
@@ -39,6 +41,7 @@ __all__ = [
     "NullTracker",
     "RatioTrainerHooks",
     "Tracker",
+    "anneal",
     "batch_losses",
     "get_neural_net",
     "set_neural_net",
@@ -191,6 +194,53 @@ def restart_patience(trainer: Any) -> None:
             "package supports sbi 0.27's trainers)."
         )
     trainer._epochs_since_last_improvement = 0
+
+
+def anneal(trainer: Any, factor: float, **train_kwargs: Any) -> nn.Module:
+    """Resume a trained sbi trainer at its learning rate times ``factor`` until it stops again.
+
+    A step decay of the learning rate: after early stopping (or the epoch cap) ended a first
+    phase, the same trainer (same training/validation split, Adam state and best weights) goes on
+    with every parameter group's rate multiplied by ``factor`` and early stopping restarted
+    (sbi 0.27: ``optimizer``, ``_epochs_since_last_improvement``, ``resume_training``). The
+    weights kept are the best on the validation set over both phases.
+
+    Args:
+        trainer: A trained sbi trainer (``NPE``, ``NRE_C``, ``EmbedEmulate`` ...).
+        factor: Multiplier of the learning rate, in ``(0, 1)``.
+        **train_kwargs: ``train`` arguments of the phase; ``max_num_epochs`` caps it (counted
+            from its start), ``resume_training`` is this function's to set.
+
+    Returns:
+        The trained network, as ``trainer.train`` returns it.
+
+    Raises:
+        ValueError: ``factor`` outside ``(0, 1)``, or ``resume_training`` passed.
+
+    Example:
+        >>> import torch
+        >>> from sbi.inference import NPE
+        >>> from sbi.utils import BoxUniform
+        >>> prior = BoxUniform(torch.zeros(1), torch.ones(1))
+        >>> trainer = NPE(prior, tracker=NullTracker(), show_progress_bars=False)
+        >>> _ = trainer.append_simulations(prior.sample((50,)), prior.sample((50,)))
+        >>> _ = trainer.train(max_num_epochs=2)
+        >>> _ = anneal(trainer, 0.1, max_num_epochs=2)
+        >>> trainer.optimizer.param_groups[0]["lr"]
+        5e-05
+    """
+    if not 0.0 < factor < 1.0:
+        raise ValueError(f"`factor` must be in (0, 1) (a lower learning rate); got {factor}.")
+    if "resume_training" in train_kwargs:
+        raise ValueError("`resume_training` is anneal's to set.")
+    if getattr(trainer, "optimizer", None) is None:
+        raise TypeError(f"{type(trainer).__name__} has no optimizer yet: train it first.")
+    for group in trainer.optimizer.param_groups:
+        group["lr"] *= factor
+    restart_patience(trainer)
+    cap = train_kwargs.pop("max_num_epochs", 2**31 - 1)
+    done = int(training_summary(trainer)["epochs_trained"][-1])
+    return trainer.train(**train_kwargs, max_num_epochs=done + cap, resume_training=True)
 
 
 def batch_losses(trainer: Any, theta: Tensor, x: Tensor, loss_args: Any) -> Tensor:

@@ -119,3 +119,52 @@ def test_the_epoch_cap_of_symmetry_npe_counts_after_its_frozen_start(epochs, fla
     assert not flagged or "151 epochs with `npe_train.max_num_epochs=150`" in found[0]["summary"]
     raw = report._flags("raw_npe", _report_entry(160), results)  # no frozen start
     assert [f["code"] for f in raw] == ["epoch_cap"]
+
+
+@pytest.mark.parametrize(
+    ("name", "phases", "flagged"),
+    [
+        ("symmetry_npe", [21, 151, 40], True),  # fine-tuning hit its cap
+        ("symmetry_npe", [21, 120, 151], True),  # the annealed phase hit its cap
+        ("symmetry_npe", [21, 150, 150], False),  # each phase stopped early
+        ("raw_npe", [140, 90], False),  # 230 epochs in all, but two phases under the cap
+        ("raw_npe", [151], True),
+    ],
+)
+def test_every_training_phase_has_its_own_epoch_cap(name, phases, flagged):
+    from types import SimpleNamespace
+
+    from sbi_symmetry.workflow import report
+    from sbi_symmetry.workflow.config import RunConfig
+
+    config = RunConfig(frozen_epochs=20, anneal=0.1, npe_train={"max_num_epochs": 150})
+    results = SimpleNamespace(
+        config=config, trained={}, task=SimpleNamespace(parameter_names=("w0", "beta"))
+    )
+    entry = _report_entry(sum(phases))
+    entry["costs"]["epochs_per_phase"] = phases
+    found = report._flags(name, entry, results)
+    assert ("epoch_cap" in [f["code"] for f in found]) == flagged
+
+
+def test_the_workflow_anneals_every_trained_method_when_asked():
+    from sbi_symmetry.tasks import DampedOscillator
+    from sbi_symmetry.workflow import methods
+    from sbi_symmetry.workflow.config import RunConfig
+    from sbi_symmetry.workflow.registry import TrainingContext
+
+    task = DampedOscillator()
+    theta, x = task.sample_joint(300, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="max_num_epochs"):
+        trained = methods.raw_npe(
+            task, theta, x, max_num_epochs=2, anneal=0.5, show_progress_bars=False
+        )
+    assert trained.phase_epochs == (3, 3) and trained.summary()["epochs_per_phase"] == [3, 3]
+    config = RunConfig(anneal=0.5)
+    ctx = TrainingContext(task, theta, x, config, {}, show_progress=False)
+    assert ctx.npe_kwargs()["anneal"] == ctx.ratio_kwargs()["anneal"] == 0.5
+    assert "anneal" not in TrainingContext(task, theta, x, RunConfig(), {}, False).npe_kwargs()
+    for bad in (-0.1, 1.0, "0.1"):
+        with pytest.raises(ValueError, match="`anneal` must be a number in"):
+            RunConfig(anneal=bad).validate()

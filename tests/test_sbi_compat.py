@@ -21,6 +21,7 @@ from sbi_symmetry._sbi_compat import (
     NullTracker,
     RatioTrainerHooks,
     Tracker,
+    anneal,
     batch_losses,
     get_neural_net,
     restart_patience,
@@ -194,6 +195,33 @@ def test_restart_patience_resets_the_count_sbi_stops_on(tmp_path, monkeypatch):
     assert "_epochs_since_last_improvement" in inspect.getsource(type(trainer)._converged)
     with pytest.raises(TypeError, match="train it first"):
         restart_patience(object())
+
+
+def test_anneal_resumes_the_same_run_at_the_lower_rate_and_keeps_the_best_weights(
+    tmp_path, monkeypatch
+):
+    trainer = _trained_npe(tmp_path, monkeypatch)
+    first = training_summary(trainer)["epochs_trained"][-1]
+    best = trainer._best_val_loss
+    with pytest.warns(UserWarning, match="max_num_epochs"):
+        anneal(trainer, 0.1, max_num_epochs=3, learning_rate=1.0)  # ignored when resuming
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)  # sbi's 5e-4 x 0.1
+    summary = training_summary(trainer)
+    assert summary["epochs_trained"][-1] == first + 3 + 1  # its own cap, counted from its start
+    assert len(summary["validation_loss"]) == first + 3 + 1  # one run, not a new one
+    assert trainer._best_val_loss <= best
+
+
+@pytest.mark.parametrize("factor", [0.0, 1.0, 2.0, -0.1])
+def test_anneal_refuses_a_factor_that_does_not_lower_the_rate(tmp_path, monkeypatch, factor):
+    trainer = _trained_npe(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match=r"`factor` must be in \(0, 1\)"):
+        anneal(trainer, factor)
+    with pytest.raises(ValueError, match="`resume_training` is anneal's"):
+        anneal(trainer, 0.5, resume_training=True)
+    untrained = NPE(_prior(), tracker=NullTracker(), show_progress_bars=False)
+    with pytest.raises(TypeError, match="train it first"):
+        anneal(untrained, 0.5)
 
 
 def test_null_tracker_keeps_sbi_from_writing_logs(tmp_path, monkeypatch):

@@ -69,6 +69,10 @@ class RunConfig:
         frozen_epochs: Symmetry NPE's first NPE epochs with the pretrained embedding frozen,
             before it is fine-tuned (:func:`~sbi_symmetry.symmetry.train_npe`); 0 fine-tunes
             from the first epoch.
+        anneal: After training stops (early stopping or the cap), every method trained by
+            the run resumes at its learning rate times ``anneal`` until early stopping stops it
+            again, keeping the best weights of both phases
+            (:func:`~sbi_symmetry._sbi_compat.anneal`); ``0`` (default) does not.
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
@@ -98,6 +102,7 @@ class RunConfig:
     pretrain_views: str = "auto"
     view_fraction: float | None = None
     frozen_epochs: int = 0
+    anneal: float = 0.0
     num_observations: int = 5
     posterior_samples: int = 2_000
     sbc_pairs: int = 200
@@ -140,7 +145,7 @@ class RunConfig:
             >>> RunConfig.from_preset("lorenz96", simulatons=3)  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            ValueError: unknown run setting(s) ['simulatons']; valid: ['device', ...].
+            ValueError: unknown run setting(s) ['simulatons']; valid: ['anneal', 'device', ...].
         """
         check_choice(preset, "preset", PRESETS)
         if is_task_spec(task):  # your own task: the default task's preset
@@ -168,6 +173,10 @@ class RunConfig:
             check_choice(self.task, "task", sorted(TASKS))
         check_int(self.seed, "seed", 0)
         check_int(self.frozen_epochs, "frozen_epochs", 0)
+        if not (isinstance(self.anneal, int | float) and 0.0 <= self.anneal < 1.0):
+            raise ValueError(
+                f"`anneal` must be a number in [0, 1) (0: no second phase); got {self.anneal!r}."
+            )
         check_choice(self.pretrain_views, "pretrain_views", ("auto", "resimulated", "shift"))
         counts = ("num_simulations", "pretrain_simulations", "num_observations")
         counts += ("posterior_samples", "sbc_pairs", "sbc_pairs_ratio", "sbc_posterior_samples")

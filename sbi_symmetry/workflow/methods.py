@@ -33,7 +33,7 @@ from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameter
 from sbi.neural_nets import classifier_nn, posterior_nn
 from torch import Tensor, nn
 
-from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker, training_summary
+from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker, anneal, training_summary
 from sbi_symmetry.emulate import EmbedEmulate
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.symmetry.finetune import train_npe
@@ -95,18 +95,28 @@ def _train(
     (:func:`~sbi_symmetry.symmetry.finetune.train_npe`).
     """
     kwargs = _train_kwargs(train_kwargs)
+    factor = kwargs.pop("anneal", 0.0)
     start = time.perf_counter()
     trainer.append_simulations(theta, x)
     if frozen is None:
         estimator = trainer.train(**kwargs, **extra)
     else:
         estimator = train_npe(trainer, frozen[0], frozen_epochs=frozen[1], **kwargs, **extra)
+    if factor:
+        _end_line(trainer, kwargs)
+        estimator = anneal(trainer, factor, **kwargs, **extra)
     seconds = time.perf_counter() - start
-    if training_summary(trainer)["epochs_trained"][-1] <= kwargs.get("max_num_epochs", 2**31 - 1):
-        # sbi 0.27 announces convergence with "\r Neural network successfully converged ..."
-        # and no newline; end that line so the next output starts on its own.
-        print()
+    _end_line(trainer, kwargs)
     return estimator, seconds
+
+
+def _end_line(trainer: Any, kwargs: dict[str, Any]) -> None:
+    r"""End sbi 0.27's convergence message ("\r Neural network successfully converged ...").
+
+    It has no newline; print one so that the next output starts on its own line.
+    """
+    if training_summary(trainer)["epochs_trained"][-1] <= kwargs.get("max_num_epochs", 2**31 - 1):
+        print()
 
 
 def _npe(

@@ -202,8 +202,14 @@ def _flags(name: str, entry: dict[str, Any], results: RunResults) -> list[dict[s
     pretrain_cap = None
     if method is not None and "pretrain_val_total" in method.history:
         pretrain_cap = config.pretrain.get("max_epochs", PretrainConfig.max_epochs)
-    if name == "symmetry_npe" and config.frozen_epochs:  # the cap counts after the frozen start,
-        tuned = int(entry["costs"]["epochs"]) - config.frozen_epochs - 1  # its frozen + 1 epochs
+    frozen = name == "symmetry_npe" and config.frozen_epochs > 0
+    phases = list(entry["costs"].get("epochs_per_phase", []))
+    if phases:  # each phase has its own cap (sbi runs cap + 1 epochs when it hits it)
+        started_frozen = frozen and len(phases) > 1 and phases[0] == config.frozen_epochs + 1
+        capped = phases[1:] if started_frozen else phases
+        entry = {**entry, "costs": {**entry["costs"], "epochs": max(capped)}}
+    elif frozen:  # older metrics: the cap counts after the frozen start, its frozen + 1 epochs
+        tuned = int(entry["costs"]["epochs"]) - config.frozen_epochs - 1
         entry = {**entry, "costs": {**entry["costs"], "epochs": tuned}}
     return flags.method_flags(
         entry,

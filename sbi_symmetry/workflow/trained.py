@@ -48,6 +48,8 @@ class TrainedMethod:
         history: ``{"train": [...], "validation": [...]}`` losses per epoch (and pretraining's),
             ``"epoch_seconds"``: sbi's wall time of each epoch (training and validation).
         extra: Anything method-specific (pretraining simulator calls, the embedding ...).
+        phase_epochs: Epochs of each ``train`` call on the trainer, in order (a frozen start,
+            fine-tuning, an annealed phase ...); they add up to ``epochs``.
     """
 
     name: str
@@ -61,6 +63,7 @@ class TrainedMethod:
     epochs: int
     history: dict[str, list[float]]
     extra: dict[str, Any] = field(default_factory=dict)
+    phase_epochs: tuple[int, ...] = ()
 
     def sample(
         self,
@@ -89,6 +92,7 @@ class TrainedMethod:
             "total_parameters": self.total_parameters,
             "macs_per_1000": self.macs_per_1000,
             "epochs": self.epochs,
+            **({"epochs_per_phase": list(self.phase_epochs)} if self.phase_epochs else {}),
             **{k: v for k, v in self.extra.items() if isinstance(v, int | float | str)},
             "simulator_calls": dict(self.extra.get("simulator_calls", {})),
         }
@@ -123,6 +127,7 @@ def finish(
 ) -> TrainedMethod:
     """The :class:`TrainedMethod` of a trained ``sbi`` trainer and its estimator."""
     summary = training_summary(trainer)
+    ends = [int(end) for end in summary["epochs_trained"]]
     curves = {
         "train": list(summary["training_loss"]),
         "validation": list(summary["validation_loss"]),
@@ -140,4 +145,5 @@ def finish(
         epochs=int(summary["epochs_trained"][-1]),
         history={**curves, **(history or {})},
         extra=extra or {},
+        phase_epochs=tuple(b - a for a, b in zip([0, *ends], ends, strict=False)),
     )
