@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = tuple(args.methods)
     suffix = "" if args.settings == "recorded" else f"_{args.settings}"
     suffix += "" if methods == METHODS else "_" + "_".join(methods)
-    suffix += f"_anneal{args.anneal:g}" if args.anneal else ""
+    suffix += f"_anneal{args.anneal:g}".replace(".", "p") if args.anneal else ""
     out = args.out or Path(f"benchmarks/results/convergence_{args.task}{suffix}")
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
