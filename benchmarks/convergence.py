@@ -71,7 +71,10 @@ def budget_config(
     """The fast preset (``settings``: recorded or current) at ``budget`` training simulations."""
     if settings == "recorded":
         changes = {"num_simulations": budget, "npe_train": {"max_num_epochs": max_epochs}}
-        return variant_config(task, observations, methods, {**changes, "anneal": anneal})
+        if anneal:
+            changes |= {"npe_train": {**changes["npe_train"], "anneal": anneal}}
+            changes |= {"ee_train": {"anneal": anneal}}
+        return variant_config(task, observations, methods, changes)
     base = RunConfig.from_preset(task, PRESET)
     return RunConfig.from_preset(
         task,
@@ -79,9 +82,14 @@ def budget_config(
         num_observations=observations,
         methods=methods,
         num_simulations=budget,
-        npe_train={**base.npe_train, "max_num_epochs": max_epochs},
-        anneal=anneal,
+        npe_train={**base.npe_train, "max_num_epochs": max_epochs, **_anneal(anneal)},
+        ee_train={**base.ee_train, **_anneal(anneal)},
     )
+
+
+def _anneal(factor: float) -> dict[str, float]:
+    """``--anneal``: every method's training (``npe_train``, ``ee_train``) gets a last phase."""
+    return {"anneal": factor} if factor else {}
 
 
 def run_budget(cfg: RunConfig) -> dict[str, Any]:
@@ -145,14 +153,22 @@ def _default(field: dataclasses.Field) -> Any:
     return field.default
 
 
+#: Sub-settings added after runs were stored, with the value that ran before they existed.
+LATER_SUB_SETTINGS: dict[tuple[str, str], Any] = {
+    ("npe_train", "anneal"): 0.0,
+    ("ee_train", "anneal"): 0.0,
+}
+
+
 def config_changes(stored: dict[str, Any], cfg: RunConfig) -> tuple[dict[str, Any], list[str]]:
     """Settings on which a kept run (its ``metrics["config"]``) and ``cfg`` differ.
 
     A setting the stored run does not name (added to ``RunConfig`` after it was made) counts as
-    the same when ``cfg`` keeps its default, which is what ran before the setting existed. A key
-    of a dict-valued setting (``pretrain``, ``npe_train`` ...) that the stored run does not name
-    cannot be checked (older presets left sub-settings such as ``fresh_views`` to the called
-    function's default, which may have changed since): such keys are returned by name.
+    the same when ``cfg`` keeps its default, which is what ran before the setting existed; so does
+    a sub-setting of :data:`LATER_SUB_SETTINGS` at its old value. Any other key of a dict-valued
+    setting (``pretrain``, ``npe_train`` ...) that the stored run does not name cannot be checked
+    (older presets left sub-settings such as ``fresh_views`` to the called function's default,
+    which may have changed since): such keys are returned by name.
 
     Returns:
         ``{setting: (stored, now)}`` for every difference, and the unchecked sub-keys.
@@ -163,6 +179,8 @@ def config_changes(stored: dict[str, Any], cfg: RunConfig) -> tuple[dict[str, An
     old, unnamed = {**json.loads(json.dumps(defaults)), **stored}, []
     for key, value in now.items():
         if isinstance(value, dict) and isinstance(old.get(key), dict):
+            later = {k: v for (name, k), v in LATER_SUB_SETTINGS.items() if name == key}
+            old[key] = {**{k: v for k, v in later.items() if k in value}, **old[key]}
             unnamed += [f"{key}.{k}" for k in value if k not in old[key]]
             now[key] = {k: v for k, v in value.items() if k in old[key]}
     return {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}, unnamed
@@ -210,7 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", choices=tuple(SETTINGS), default="recorded")
     parser.add_argument("--methods", nargs="+", choices=list(RUN_METHODS), default=list(METHODS))
     parser.add_argument(
-        "--anneal", type=float, default=0.0, help="RunConfig.anneal (0: one training phase)"
+        "--anneal",
+        type=float,
+        default=0.0,
+        help="npe_train.anneal and ee_train.anneal for every method (0: as the preset has it)",
     )
     parser.add_argument("--out", type=Path, default=None, help="path without suffix")
     args = parser.parse_args(argv)

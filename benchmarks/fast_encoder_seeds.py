@@ -73,6 +73,15 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "16 channels, 2 blocks, flow of 50 hidden units, 20 frozen epochs": _npe(
         _WIDE, **_FLOW_50, frozen_epochs=20
     ),
+    # then the learning rate x0.1 until early stopping stops it again (npe_train.anneal)
+    "16 channels, 2 blocks, flow of 50 hidden units, 20 frozen epochs, then learning rate x0.1": (
+        _npe(
+            _WIDE,
+            **_FLOW_50,
+            frozen_epochs=20,
+            npe_train={"max_num_epochs": 150, "anneal": 0.1},
+        )
+    ),
     # the hybrid pretraining loss: VICReg plus w times a read-out of theta (supervised_weight)
     **{
         f"16 channels, 2 blocks, flow of 50 hidden units, 20 frozen epochs, supervised {w}": _npe(

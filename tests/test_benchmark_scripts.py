@@ -189,6 +189,12 @@ def test_config_changes_compares_a_stored_run_with_what_would_run_now():
     assert script.config_changes(older, same_ee)[0] == {}
     other = {**stored, "pretrain": {**stored["pretrain"], "learning_rate": 1.0}}
     assert list(script.config_changes(other, cfg)[0]) == ["pretrain"]
+    # a run stored before npe_train had "anneal" ran without it: a change, not an unknown
+    before_anneal = {**stored, "npe_train": {k: v for k, v in stored["npe_train"].items()}}
+    del before_anneal["npe_train"]["anneal"]
+    changes, unnamed = script.config_changes(before_anneal, cfg)
+    assert list(changes) == ["npe_train"] and "npe_train.anneal" not in unnamed
+    assert changes["npe_train"][0]["anneal"] == 0.0 and changes["npe_train"][1]["anneal"] == 0.1
 
 
 def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path, monkeypatch):

@@ -137,7 +137,7 @@ def test_every_training_phase_has_its_own_epoch_cap(name, phases, flagged):
     from sbi_symmetry.workflow import report
     from sbi_symmetry.workflow.config import RunConfig
 
-    config = RunConfig(frozen_epochs=20, anneal=0.1, npe_train={"max_num_epochs": 150})
+    config = RunConfig(frozen_epochs=20, npe_train={"max_num_epochs": 150, "anneal": 0.1})
     results = SimpleNamespace(
         config=config, trained={}, task=SimpleNamespace(parameter_names=("w0", "beta"))
     )
@@ -147,11 +147,10 @@ def test_every_training_phase_has_its_own_epoch_cap(name, phases, flagged):
     assert ("epoch_cap" in [f["code"] for f in found]) == flagged
 
 
-def test_the_workflow_anneals_every_trained_method_when_asked():
+def test_the_workflow_anneals_each_kind_of_method_as_its_training_settings_say():
     from sbi_symmetry.tasks import DampedOscillator
     from sbi_symmetry.workflow import methods
     from sbi_symmetry.workflow.config import RunConfig
-    from sbi_symmetry.workflow.registry import TrainingContext
 
     task = DampedOscillator()
     theta, x = task.sample_joint(300, generator=torch.Generator().manual_seed(0))
@@ -161,10 +160,25 @@ def test_the_workflow_anneals_every_trained_method_when_asked():
             task, theta, x, max_num_epochs=2, anneal=0.5, show_progress_bars=False
         )
     assert trained.phase_epochs == (3, 3) and trained.summary()["epochs_per_phase"] == [3, 3]
-    config = RunConfig(anneal=0.5)
-    ctx = TrainingContext(task, theta, x, config, {}, show_progress=False)
-    assert ctx.npe_kwargs()["anneal"] == ctx.ratio_kwargs()["anneal"] == 0.5
-    assert "anneal" not in TrainingContext(task, theta, x, RunConfig(), {}, False).npe_kwargs()
-    for bad in (-0.1, 1.0, "0.1"):
-        with pytest.raises(ValueError, match="`anneal` must be a number in"):
-            RunConfig(anneal=bad).validate()
+    config = RunConfig(npe_train={"anneal": 0.5}, ee_train={"anneal": 0.2})
+    assert config.npe_train["anneal"] == 0.5 and config.ee_train["anneal"] == 0.2
+    for name in ("npe_train", "ee_train"):
+        for bad in (-0.1, 1.0, "0.1"):
+            with pytest.raises(ValueError, match=f"`{name}.anneal` must be a number in"):
+                RunConfig(**{name: {"anneal": bad}}).validate()
+
+
+@pytest.mark.parametrize("frozen_epochs", [0, 3])
+def test_train_npe_anneals_last_at_the_lower_rate(frozen_epochs):
+    trainer, embedding = _setup()
+    calls = _spy(trainer, embedding)
+    with pytest.warns(UserWarning, match="max_num_epochs"):
+        train_npe(trainer, embedding, frozen_epochs=frozen_epochs, anneal=0.1, max_num_epochs=2)
+    assert len(calls) == (3 if frozen_epochs else 2)
+    assert calls[-1][0] == {
+        "max_num_epochs": training_summary(trainer)["epochs_trained"][-2] + 2,
+        "resume_training": True,
+    }
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)  # sbi's 5e-4 x 0.1
+    with pytest.raises(ValueError, match=r"`anneal` must be in \[0, 1\)"):
+        train_npe(trainer, embedding, anneal=1.0)

@@ -99,6 +99,7 @@ def test_the_default_fast_preset_keeps_its_values():
         "max_num_epochs": 150,
         "training_batch_size": 200,
         "learning_rate": 1e-3,
+        "anneal": 0.1,
     }
     assert cfg.ee_train == {"max_num_epochs": 600, "training_batch_size": 200}
     assert cfg.ee == {"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}}

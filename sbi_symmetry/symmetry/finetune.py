@@ -34,15 +34,25 @@ from typing import Any
 
 from torch import nn
 
+from sbi_symmetry._sbi_compat import anneal as _anneal
 from sbi_symmetry._sbi_compat import get_neural_net, restart_patience, training_summary
 from sbi_symmetry._validation import check_int
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 
 
 def train_npe(
-    trainer: Any, embedding: SymmetryEmbedding, *, frozen_epochs: int = 20, **train_kwargs: Any
+    trainer: Any,
+    embedding: SymmetryEmbedding,
+    *,
+    frozen_epochs: int = 20,
+    anneal: float = 0.0,
+    **train_kwargs: Any,
 ) -> nn.Module:
     """Train ``sbi``'s NPE with ``embedding`` frozen for ``frozen_epochs`` epochs, then fine-tuned.
+
+    With ``anneal`` the fine-tuned run then goes on at its learning rate times ``anneal`` until
+    early stopping stops it again (:func:`~sbi_symmetry._sbi_compat.anneal`), keeping the best
+    weights on the validation set over all phases.
 
     Args:
         trainer: An ``sbi`` ``NPE`` with its simulations appended, whose density estimator was
@@ -50,22 +60,35 @@ def train_npe(
         embedding: The pretrained embedding; its freeze mode applies after the frozen start
             (``"all"``: one plain ``train`` call).
         frozen_epochs: Epochs with the embedding frozen; ``0`` trains as ``trainer.train`` does.
-        **train_kwargs: ``NPE.train`` arguments for both phases; ``max_num_epochs`` caps the
-            fine-tuning phase (counted after the frozen start).
+        anneal: The last phase's learning-rate factor, in ``[0, 1)``; ``0`` (default): no
+            last phase. The fast preset uses ``0.1`` (``benchmarks/results/npe_anneal.md``).
+        **train_kwargs: ``NPE.train`` arguments for every phase; ``max_num_epochs`` caps each
+            phase after the frozen start (counted from its start).
 
     Returns:
         The trained density estimator, as ``trainer.train`` returns it.
 
     Raises:
-        ValueError: A negative ``frozen_epochs``, ``resume_training`` passed, or an
-            ``embedding`` the trainer's network does not hold.
+        ValueError: A negative ``frozen_epochs``, ``anneal`` outside ``[0, 1)``,
+            ``resume_training`` passed, or an ``embedding`` the trainer's network does not hold.
     """
     check_int(frozen_epochs, "frozen_epochs", 0)
+    if not 0.0 <= anneal < 1.0:
+        raise ValueError(f"`anneal` must be in [0, 1) (0: no last phase); got {anneal}.")
     if "resume_training" in train_kwargs:
         raise ValueError("`resume_training` is train_npe's to set; call trainer.train to resume.")
+    estimator = _fine_tune(trainer, embedding, frozen_epochs, train_kwargs)
+    return _anneal(trainer, anneal, **train_kwargs) if anneal else estimator
+
+
+def _fine_tune(
+    trainer: Any, embedding: SymmetryEmbedding, frozen_epochs: int, train_kwargs: dict[str, Any]
+) -> nn.Module:
+    """The frozen start (if any), then training with the embedding's own freeze mode."""
     mode = embedding.freeze
     if frozen_epochs == 0 or mode == "all":
         return trainer.train(**train_kwargs)
+    train_kwargs = dict(train_kwargs)
     cap = train_kwargs.pop("max_num_epochs", 2**31 - 1)
     embedding.freeze = "all"
     try:

@@ -92,19 +92,23 @@ def _train(
     """Train an sbi trainer on ``(theta, x)``; return the estimator and the wall time.
 
     ``frozen``: an embedding inside the trainer's network and its frozen epochs
-    (:func:`~sbi_symmetry.symmetry.finetune.train_npe`).
+    (:func:`~sbi_symmetry.symmetry.finetune.train_npe`). ``train_kwargs["anneal"]``, if given
+    and not 0: a last phase at the learning rate times it
+    (:func:`~sbi_symmetry._sbi_compat.anneal`).
     """
     kwargs = _train_kwargs(train_kwargs)
     factor = kwargs.pop("anneal", 0.0)
     start = time.perf_counter()
     trainer.append_simulations(theta, x)
-    if frozen is None:
-        estimator = trainer.train(**kwargs, **extra)
+    if frozen is not None:  # its frozen start, fine-tuning, annealing
+        estimator = train_npe(
+            trainer, frozen[0], frozen_epochs=frozen[1], anneal=factor, **kwargs, **extra
+        )
     else:
-        estimator = train_npe(trainer, frozen[0], frozen_epochs=frozen[1], **kwargs, **extra)
-    if factor:
-        _end_line(trainer, kwargs)
-        estimator = anneal(trainer, factor, **kwargs, **extra)
+        estimator = trainer.train(**kwargs, **extra)
+        if factor:
+            _end_line(trainer, kwargs)
+            estimator = anneal(trainer, factor, **kwargs, **extra)
     seconds = time.perf_counter() - start
     _end_line(trainer, kwargs)
     return estimator, seconds

@@ -58,14 +58,11 @@ class TrainingContext:
 
     def npe_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``NPE.train`` (with the progress switch)."""
-        return {"show_progress_bars": self.show_progress, **self._anneal(), **self.config.npe_train}
+        return {"show_progress_bars": self.show_progress, **self.config.npe_train}
 
     def ratio_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the ratio trainers' ``train`` (with the progress switch)."""
-        return {"show_progress_bars": self.show_progress, **self._anneal(), **self.config.ee_train}
-
-    def _anneal(self) -> dict[str, Any]:
-        return {"anneal": self.config.anneal} if self.config.anneal else {}
+        return {"show_progress_bars": self.show_progress, **self.config.ee_train}
 
 
 @dataclass(frozen=True)

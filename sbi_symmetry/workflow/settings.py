@@ -27,12 +27,14 @@ from typing import Any, ClassVar
 class CheckedKwargs(dict):
     """Keyword arguments for one callable, checked against its signature when built.
 
-    Subclasses name the setting (``field``), the callable (``target``) and the parameters the
-    run supplies itself (``supplied``), which may not be set here.
+    Subclasses name the setting (``field``), the callable (``target``), the parameters the
+    run supplies itself (``supplied``), which may not be set here, and the keys the run itself
+    reads before calling it (``added``).
     """
 
     field: ClassVar[str] = ""
     supplied: ClassVar[frozenset[str]] = frozenset()
+    added: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, values: Any = (), /, **kwargs: Any) -> None:
         super().__init__(values, **kwargs)
@@ -54,7 +56,7 @@ class CheckedKwargs(dict):
     @classmethod
     def valid_keys(cls) -> frozenset[str]:
         """The keyword arguments allowed here."""
-        return _parameters(cls.target()) - cls.supplied
+        return (_parameters(cls.target()) | cls.added) - cls.supplied
 
 
 @cache
@@ -125,10 +127,11 @@ class PretrainSettings(CheckedKwargs):
 
 
 class NPETrainSettings(CheckedKwargs):
-    """sbi ``NPE.train`` arguments (both NPEs)."""
+    """sbi ``NPE.train`` arguments (every NPE), and ``anneal`` (a second, slower phase)."""
 
     field = "npe_train"
     supplied = frozenset({"show_progress_bars"})
+    added = frozenset({"anneal"})
 
     @staticmethod
     def target() -> Callable[..., Any]:  # noqa: D102
@@ -138,10 +141,11 @@ class NPETrainSettings(CheckedKwargs):
 
 
 class EETrainSettings(CheckedKwargs):
-    """``EmbedEmulate.train`` arguments (also used for ``NRE_C`` with the same tower)."""
+    """``EmbedEmulate.train`` arguments (also ``NRE_C``'s), and ``anneal`` as for NPE."""
 
     field = "ee_train"
     supplied = frozenset({"show_progress_bars"})
+    added = frozenset({"anneal"})
 
     @staticmethod
     def target() -> Callable[..., Any]:  # noqa: D102
