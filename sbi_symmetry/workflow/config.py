@@ -327,8 +327,8 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
 # Every NPE, once early stopping ends its training, goes on at a tenth of its learning rate until
 # early stopping ends that too (npe_train.anneal): symmetry NPE was closer to the exact posterior
-# on 5 of 7 task-seed pairs (mean C2ST -0.008), calibrated on 6 of 7 (5 without), for about a
-# quarter more training time. Embed and Emulate gained nothing from it (0.641 -> 0.640 and
+# on 5 of 7 task-seed pairs (mean C2ST -0.008), calibrated on 6 of 7 (5 without), for 40% more
+# epochs. Embed and Emulate gained nothing from it (0.641 -> 0.640 and
 # 0.573 -> 0.573), so ee_train has none (benchmarks/results/npe_anneal.md).
 _FAST_CONV = {"downsample": 8, "kernel_size": 5, "hidden_dim": 32}
 _FAST_SHO = RunConfig(
