@@ -182,3 +182,18 @@ def test_train_npe_anneals_last_at_the_lower_rate(frozen_epochs):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)  # sbi's 5e-4 x 0.1
     with pytest.raises(ValueError, match=r"`anneal` must be in \[0, 1\)"):
         train_npe(trainer, embedding, anneal=1.0)
+
+
+def test_the_workflow_anneals_symmetry_npe_after_its_frozen_start_and_fine_tuning():
+    from _helpers_pretrain import shift_view_symmetry_npe
+
+    from sbi_symmetry.tasks import DampedOscillator
+
+    task = DampedOscillator()
+    theta, x = task.sample_joint(300, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="max_num_epochs"):
+        trained = shift_view_symmetry_npe(
+            task, theta, x, max_num_epochs=2, frozen_epochs=2, anneal=0.5
+        )
+    assert trained.phase_epochs == (3, 3, 3)  # frozen start, fine-tuning, the last phase

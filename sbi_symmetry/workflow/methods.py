@@ -100,15 +100,13 @@ def _train(
     factor = kwargs.pop("anneal", 0.0)
     start = time.perf_counter()
     trainer.append_simulations(theta, x)
-    if frozen is not None:  # its frozen start, fine-tuning, annealing
-        estimator = train_npe(
-            trainer, frozen[0], frozen_epochs=frozen[1], anneal=factor, **kwargs, **extra
-        )
-    else:
+    if frozen is None:
         estimator = trainer.train(**kwargs, **extra)
-        if factor:
-            _end_line(trainer, kwargs)
-            estimator = anneal(trainer, factor, **kwargs, **extra)
+    else:
+        estimator = train_npe(trainer, frozen[0], frozen_epochs=frozen[1], **kwargs, **extra)
+    if factor:  # the last phase, whichever way the first ones ran
+        _end_line(trainer, kwargs)
+        estimator = anneal(trainer, factor, **kwargs, **extra)
     seconds = time.perf_counter() - start
     _end_line(trainer, kwargs)
     return estimator, seconds
