@@ -48,6 +48,7 @@ from sbi_symmetry.workflow import pipeline
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.registry import METHODS as RUN_METHODS
 from sbi_symmetry.workflow.registry import label
+from sbi_symmetry.workflow.report import RANDOM_STREAMS
 
 METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
 
@@ -153,6 +154,9 @@ def _default(field: dataclasses.Field) -> Any:
     return field.default
 
 
+#: The last commit whose runs drew every method from one shared random stream.
+LAST_SHARED_STREAM = "c79cd9b"
+
 #: Sub-settings added after runs were stored, with the value that ran before they existed.
 LATER_SUB_SETTINGS: dict[tuple[str, str], Any] = {
     ("npe_train", "anneal"): 0.0,
@@ -191,6 +195,12 @@ def check_kept(run: dict[str, Any], cfg: RunConfig, key: str, store: Path) -> No
     stored = run.get("metrics", {}).get("config")
     if stored is None:
         raise SystemExit(f"{store} holds {key} without its settings; move the file away.")
+    if run["metrics"].get("random_streams") != RANDOM_STREAMS:
+        raise SystemExit(
+            f"{store} holds {key} from before each method had its own random stream; this "
+            f"version cannot remake it (commit {LAST_SHARED_STREAM} can). Pass another --out, or "
+            "move the file away to run it again."
+        )
     changes, unnamed = config_changes(stored, cfg)
     if changes:
         raise SystemExit(

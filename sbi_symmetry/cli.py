@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="seed of every random draw (default 0)")
     run.add_argument("--device", default=None, help="torch device for training (default cpu)")
     run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="methods trained at once, each in its own process (default 0: one per torch "
+        "thread on CPU, 1 on an accelerator; 1: in turn, in this process)",
+    )
+    run.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
     )
     run.add_argument(
@@ -142,7 +149,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     """
     overrides: dict[str, Any] = {}
     options = {"simulations": "num_simulations", "seed": "seed", "device": "device"}
-    options["view_fraction"] = "view_fraction"
+    options |= {"workers": "workers", "view_fraction": "view_fraction"}
     for option, field in options.items():
         if getattr(args, option) is not None:
             overrides[field] = getattr(args, option)
@@ -229,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--threads must be at least 1; got {args.threads}.")
     if args.seed is not None and args.seed < 0:
         parser.error(f"--seed must be a non-negative integer; got {args.seed}.")
+    if args.workers is not None and args.workers < 0:
+        parser.error(f"--workers must be 0 (choose) or a positive integer; got {args.workers}.")
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite exclude each other: go on, or start again.")
     for problem in (_device_problem(args.device), _output_problem(args.out)):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sbi_symmetry.workflow.report import RANDOM_STREAMS
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -115,6 +117,7 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
             },
         }
         metrics = {"methods": dict.fromkeys(config.methods, entry), "config": config.to_dict()}
+        metrics["random_streams"] = RANDOM_STREAMS
         return {"metrics": json.loads(json.dumps(metrics)), "seconds": 1.0}
 
     monkeypatch.setattr(script, "run_budget", fake_run)
@@ -197,6 +200,16 @@ def test_config_changes_compares_a_stored_run_with_what_would_run_now():
     assert changes["npe_train"][0]["anneal"] == 0.0 and changes["npe_train"][1]["anneal"] == 0.1
 
 
+def test_a_run_stored_before_per_method_streams_is_not_reused(tmp_path):
+    script = load_script("convergence")
+    cfg = script.budget_config("damped-oscillator", 10, 1000, 400, "current")
+    run = {"metrics": {"config": json.loads(json.dumps(cfg.to_dict()))}}
+    with pytest.raises(SystemExit, match=r"own random stream.*c79cd9b"):
+        script.check_kept(run, cfg, "1000", tmp_path / "store.json")
+    run["metrics"]["random_streams"] = RANDOM_STREAMS
+    script.check_kept(run, cfg, "1000", tmp_path / "store.json")  # the same settings: kept
+
+
 def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path, monkeypatch):
     """Runs already in the JSON are skipped; the summary counts calibrated runs per encoder."""
     script = load_script("fast_encoder_seeds")
@@ -215,6 +228,7 @@ def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path
         }
         entry["calibration"]["max_coverage_error"] = 0.05
         metrics = {"methods": {"symmetry_npe": entry}, "config": {"seed": seed}}
+        metrics["random_streams"] = RANDOM_STREAMS
         return {"changes": script.CANDIDATES[candidate], "metrics": metrics, "seconds": 1.0}
 
     class Config:  # what check_kept reads of a RunConfig

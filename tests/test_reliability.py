@@ -275,7 +275,7 @@ def _tiny_run_config():
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_finished_stages(tmp_path, monkeypatch):
-    from sbi_symmetry.workflow import stages
+    from sbi_symmetry.workflow import parallel, stages
 
     cfg = _tiny_run_config()
     quiet = {"show_progress": False, "log": lambda _: None}
@@ -299,7 +299,7 @@ def test_an_interrupted_run_resumes_from_its_finished_stages(tmp_path, monkeypat
         raise AssertionError("a finished stage ran again")
 
     monkeypatch.setattr(stages, "references", real_references)
-    monkeypatch.setattr(stages, "train_methods", must_not_train)
+    monkeypatch.setattr(parallel, "train_method", must_not_train)
     lines: list[str] = []
     resumed = pipeline.run(
         cfg, tmp_path / "cut", resume=True, show_progress=False, log=lines.append
@@ -308,3 +308,38 @@ def test_an_interrupted_run_resumes_from_its_finished_stages(tmp_path, monkeypat
     for name in cfg.methods:
         assert resumed["methods"][name]["c2st"] == whole["methods"][name]["c2st"], name
         assert resumed["methods"][name]["calibration"] == whole["methods"][name]["calibration"]
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_while_training_keeps_the_methods_that_finished(tmp_path, monkeypatch):
+    from sbi_symmetry.workflow import parallel
+    from sbi_symmetry.workflow.registry import METHODS
+
+    cfg = dataclasses.replace(_tiny_run_config(), workers=1)
+    quiet = {"show_progress": False, "log": lambda _: None}
+    whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    real = METHODS["embed_emulate"]
+    monkeypatch.setitem(METHODS, "embed_emulate", dataclasses.replace(real, train=interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, tmp_path / "cut", **quiet)
+    monkeypatch.setitem(METHODS, "embed_emulate", real)
+    trained_now: list[str] = []
+    train_method = parallel.train_method
+
+    def counted(spec, ctx):
+        trained_now.append(spec.name)
+        return train_method(spec, ctx)
+
+    monkeypatch.setattr(parallel, "train_method", counted)
+    lines: list[str] = []
+    resumed = pipeline.run(
+        cfg, tmp_path / "cut", resume=True, show_progress=False, log=lines.append
+    )
+    assert trained_now == ["embed_emulate"]  # raw NPE had finished: loaded, not trained again
+    assert "(resumed)" in lines[1] and "(resumed)" not in lines[2]
+    for name in cfg.methods:
+        assert resumed["methods"][name]["c2st"] == whole["methods"][name]["c2st"], name

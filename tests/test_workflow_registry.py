@@ -87,7 +87,8 @@ def test_selected_methods_train_in_registry_order_with_the_towers_built_in_place
     for name in METHODS:
         fake = _fake(name, calls)
         monkeypatch.setitem(METHODS, name, dataclasses.replace(METHODS[name], train=fake))
-    cfg = RunConfig.from_preset("damped-oscillator", methods=("nre_c", "raw_npe", "symmetry_npe"))
+    methods = ("nre_c", "raw_npe", "symmetry_npe")
+    cfg = RunConfig.from_preset("damped-oscillator", methods=methods, workers=1)  # fakes stay here
     sims = stages.Simulations(*[torch.zeros(1)] * 7)
     torch.manual_seed(0)
     ctx = stages.training_context(DampedOscillator(), sims, cfg, show_progress=False)
@@ -164,7 +165,11 @@ def test_view_fraction_gives_every_method_the_same_total(monkeypatch):
     raw = dataclasses.replace(METHODS["raw_npe"], train=lambda ctx: SimpleNamespace(extra={}))
     monkeypatch.setitem(METHODS, "raw_npe", raw)
     cfg = RunConfig.from_preset(
-        "lorenz96", num_simulations=1000, view_fraction=0.25, methods=("symmetry_npe", "raw_npe")
+        "lorenz96",
+        num_simulations=1000,
+        view_fraction=0.25,
+        methods=("symmetry_npe", "raw_npe"),
+        workers=1,  # the fakes live in this process
     )
     task = count_simulator_calls(Lorenz96())
     theta = torch.arange(1000.0)[:, None].expand(-1, 4)

@@ -75,21 +75,40 @@ class StageCheckpoints:
         Returns:
             The stage's result.
         """
-        path = self.dir / f"{name}.pt"
-        if self.resume and path.exists():
-            try:
-                saved = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as exc:  # a damaged file: run the stage again
-                raise ValueError(
-                    f"The stage checkpoint {path} is damaged ({type(exc).__name__}); delete it "
-                    "to run that stage again."
-                ) from exc
+        saved = self.load(name)
+        if saved is not None:
             torch.set_rng_state(saved["torch"])
             np.random.set_state(saved["numpy"])
             gen.set_state(saved["gen"].to(gen.get_state().device))
-            self.resumed.append(name)
             return saved["value"]
         value = stage()
+        self.save(name, value, gen)
+        return value
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        """When resuming, what :meth:`save` wrote for ``name``; else (or if absent) ``None``.
+
+        The dictionary holds ``"value"`` and the random states (``"torch"``, ``"numpy"``,
+        ``"gen"``) at the time it was saved.
+
+        Raises:
+            ValueError: If the file is damaged (it names the file to delete).
+        """
+        path = self.dir / f"{name}.pt"
+        if not (self.resume and path.exists()):
+            return None
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a damaged file: run the stage again
+            raise ValueError(
+                f"The stage checkpoint {path} is damaged ({type(exc).__name__}); delete it "
+                "to run that stage again."
+            ) from exc
+        self.resumed.append(name)
+        return saved
+
+    def save(self, name: str, value: Any, gen: torch.Generator) -> None:
+        """Write ``value`` and the random states now (torch's, numpy's, ``gen``'s) atomically."""
         state = {
             "value": value,
             "torch": torch.get_rng_state(),
@@ -97,8 +116,7 @@ class StageCheckpoints:
             "gen": gen.get_state(),
             "versions": versions(),
         }
-        atomic_write(path, lambda handle: torch.save(state, handle))
-        return value
+        atomic_write(self.dir / f"{name}.pt", lambda handle: torch.save(state, handle))
 
     def note(self, name: str) -> str:
         """``" (resumed)"`` if stage ``name`` was loaded, else ``""``: for the stage lines."""

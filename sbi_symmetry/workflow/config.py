@@ -90,8 +90,12 @@ class RunConfig:
             as for ``npe_train``.
         ee: ``EmbedEmulate`` keyword arguments.
         methods: Which methods to run (names of :data:`~sbi_symmetry.workflow.registry.METHODS`).
-        seed: Seed of every random draw.
+        seed: Seed of every random draw; each method trains from its own stream derived from
+            it (:mod:`sbi_symmetry.workflow.parallel`).
         device: Torch device for training.
+        workers: Methods trained at once, each in its own process with its share of torch's
+            threads: 0 (default) chooses (one per torch thread on CPU, 1 on an accelerator),
+            1 trains them in turn in this process.
     """
 
     task: str = "damped-oscillator"
@@ -117,6 +121,7 @@ class RunConfig:
     methods: tuple[str, ...] = ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate")
     seed: int = 0
     device: str = "cpu"
+    workers: int = 0
 
     def __post_init__(self) -> None:
         for name, kind in SUB_SETTINGS.items():  # checked (and typed) when built
@@ -170,6 +175,7 @@ class RunConfig:
         else:
             check_choice(self.task, "task", sorted(TASKS))
         check_int(self.seed, "seed", 0)
+        check_int(self.workers, "workers", 0)
         check_int(self.frozen_epochs, "frozen_epochs", 0)
         for name in ("npe_train", "ee_train"):
             factor = getattr(self, name).get("anneal", 0.0)

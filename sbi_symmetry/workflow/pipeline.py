@@ -30,7 +30,7 @@ from sbi_symmetry.workflow import stages
 from sbi_symmetry.workflow.checkpoints import STAGES_DIR, StageCheckpoints
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.flags import verdict
-from sbi_symmetry.workflow.registry import label
+from sbi_symmetry.workflow.registry import METHODS, TrainingContext, label
 from sbi_symmetry.workflow.report import MARKER, RunResults, write_report
 from sbi_symmetry.workflow.trained import TrainedMethod
 
@@ -131,13 +131,13 @@ def _run_stages(
         sims = saved.run("simulate", lambda: stages.simulate(task, config, gen), gen)
     say(1, "simulate", f"simulate: {_sizes(config, sims)} ({watch.seconds['simulate']:.1f} s)")
     ctx = stages.training_context(task, sims, config, show_progress)
-    trained: dict[str, TrainedMethod] = {}
+    with watch("train"):
+        trained = _train(ctx, saved, gen)
     for stage, (kind, what) in enumerate(_KINDS.items(), start=2):
-        with watch(f"train {what}"):
-            group = saved.run(f"train_{kind}", lambda k=kind: stages.train_methods(ctx, k), gen)
-        trained.update(group)
-        done = "; ".join(_training_line(m) for m in group.values()) or "none selected"
-        say(stage, f"train_{kind}", f"trained {what}: {done}")
+        group = [m for name, m in trained.items() if METHODS[name].kind == kind]
+        done = "; ".join(_training_line(m) for m in group) or "none selected"
+        resumed = group and all(f"train_{m.name}" in saved.resumed for m in group)
+        log(f"[{stage}/{NUM_STAGES}] trained {what}: {done}{' (resumed)' if resumed else ''}")
     with watch("reference"):
         refs = saved.run(
             "references", lambda: stages.references(task, sims, config, show_progress), gen
@@ -166,6 +166,24 @@ def _run_stages(
         metrics = write_report(folder, results)
     say(7, "report", f"report: {folder / 'report.md'} ({sum(watch.seconds.values()):.0f} s in all)")
     return metrics
+
+
+def _train(
+    ctx: TrainingContext, saved: StageCheckpoints, gen: torch.Generator
+) -> dict[str, TrainedMethod]:
+    """Every selected method, in registry order: loaded if saved, else trained and saved.
+
+    A resumed run loads the methods an earlier run finished; each method that trains now is
+    saved as soon as it is done, so an interruption loses only the methods still training.
+    """
+    loaded = {}
+    for name in ctx.config.methods:
+        if (got := saved.load(f"train_{name}")) is not None:
+            loaded[name] = got["value"]
+    fresh = stages.train_methods(
+        ctx, skip=loaded, done=lambda name, method: saved.save(f"train_{name}", method, gen)
+    )
+    return {name: loaded.get(name) or fresh[name] for name in METHODS if name in ctx.config.methods}
 
 
 def _sizes(config: RunConfig, sims: stages.Simulations) -> str:

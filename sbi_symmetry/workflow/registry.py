@@ -4,7 +4,8 @@ Adding a method is one :class:`MethodSpec` in :data:`METHODS`: its name (for ``-
 label (tables and figures), its kind (``"npe"``: a density estimator sampled directly; ``"ratio"``:
 a ratio estimator sampled by MCMC, which gets ``sbc_pairs_ratio`` calibration pairs) and the
 function that trains it from a :class:`TrainingContext`. The order of the table is the order in
-which methods train (and so the order in which they draw from the seeded random stream).
+which methods start training; each draws from its own random stream
+(:mod:`sbi_symmetry.workflow.parallel`).
 
 Example:
     >>> [spec.name for spec in METHODS.values()]

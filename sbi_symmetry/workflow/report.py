@@ -394,6 +394,10 @@ def _loss_figure(results: RunResults) -> Any:
     return plot_loss_curves(curves, ylabels=ylabels, titles=titles)
 
 
+#: How the run's draws are organised (``metrics.json``): each method trains from its own stream
+#: (:mod:`sbi_symmetry.workflow.parallel`); runs whose metrics lack it drew from one shared stream.
+RANDOM_STREAMS = "one per method"
+
 #: The y-axis label of a loss curve, by method name or else by kind.
 _LOSS_LABELS = {
     "npe": "NPE loss: mean −log q(θ | x)",
@@ -408,6 +412,7 @@ def _metrics(results: RunResults) -> dict[str, Any]:
     return {
         "config": results.config.to_dict(),
         "versions": {**versions(), "torch_threads": str(torch.get_num_threads())},
+        "random_streams": RANDOM_STREAMS,
         "wall_seconds": dict(results.watch.seconds),
         "observations": {"theta": sims.theta_o.tolist(), "nuisance": sims.shift_o.tolist()},
         "simulator_calls": {**sims.calls, "total": sum(sims.calls.values())},

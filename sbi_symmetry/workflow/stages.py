@@ -9,8 +9,9 @@
    widths against the reference and the Cramer-Rao bound, contraction;
 6. :func:`calibration`: SBC, expected coverage and TARP with sbi's own diagnostics.
 
-The random stream is seeded once by the pipeline and then consumed by the stages in this order,
-so the same seed gives the same numbers.
+The random stream is seeded once by the pipeline and then consumed by the stages in this order;
+each method trains from its own stream derived from the seed. So the same seed gives the same
+numbers, and a method's numbers do not depend on which others run.
 
 Example:
     >>> import torch
@@ -25,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ from sbi_symmetry.evaluation.calibration import CalibrationResult
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.reference.protocol import is_signal_model
 from sbi_symmetry.simulation.counting import simulator_calls
+from sbi_symmetry.workflow import parallel
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.registry import METHODS, TOWER_SETTINGS, TrainingContext, label
 from sbi_symmetry.workflow.trained import TrainedMethod
@@ -134,37 +136,40 @@ def _tower(task: Any, config: RunConfig, kind: str) -> ConvEncoder1D:
     return ConvEncoder1D.for_task(task, **getattr(config, TOWER_SETTINGS[kind]))
 
 
-def train_methods(ctx: TrainingContext, kind: str) -> dict[str, TrainedMethod]:
-    """Train the selected methods of one kind, in registry order, from the same simulations.
+def train_methods(
+    ctx: TrainingContext,
+    kind: str | None = None,
+    *,
+    skip: Collection[str] = (),
+    done: Callable[[str, TrainedMethod], None] | None = None,
+) -> dict[str, TrainedMethod]:
+    """Train the selected methods (of one kind, or all) from the same simulations, side by side.
 
-    The shared towers are built at a fixed place of the random stream whatever the selection:
-    the NPE tower in :func:`training_context`, the ratio tower (``config.ee_encoder``) when the
-    ratio methods' turn comes; each method copies its tower, so methods of a kind start from the
-    same weights.
+    The shared towers are built at fixed places of the random stream whatever the selection:
+    the NPE tower in :func:`training_context`, then the ratio tower (``config.ee_encoder``) here
+    when a ratio method is to train; each method copies its tower, so methods of a kind start
+    from the same weights. Each method then trains from its own random stream, up to
+    ``config.workers`` at once (:mod:`sbi_symmetry.workflow.parallel`).
 
     Args:
         ctx: The training context.
-        kind: ``"npe"`` or ``"ratio"``.
+        kind: ``"npe"``, ``"ratio"`` or ``None`` (every selected method).
+        skip: Methods not to train (e.g. loaded from a checkpoint).
+        done: Called with each method as soon as it has trained.
 
     Returns:
-        The trained methods by name, in training order.
+        The trained methods by name, in registry order.
     """
-    if kind not in ctx.towers:
-        ctx.towers[kind] = _tower(ctx.task, ctx.config, kind)
-    trained = {}
-    for name, spec in METHODS.items():
-        if spec.kind == kind and name in ctx.config.methods:
-            before = simulator_calls(ctx.task)
-            method = spec.train(ctx)
-            views = simulator_calls(ctx.task) - before  # pretraining or symmetry views
-            training_set = int(method.extra.get("training_simulations", ctx.theta.shape[0]))
-            method.extra["simulator_calls"] = {
-                "training_set": training_set,
-                "views": views,
-                "total": training_set + views,
-            }
-            trained[name] = method
-    return trained
+    names = [
+        name
+        for name, spec in METHODS.items()
+        if name in ctx.config.methods and kind in (None, spec.kind) and name not in skip
+    ]
+    selected = [name for name in ctx.config.methods if kind in (None, METHODS[name].kind)]
+    for needed in TOWER_SETTINGS:  # in a fixed order ("npe", "ratio"); skipped methods count
+        if needed not in ctx.towers and any(METHODS[n].kind == needed for n in selected):
+            ctx.towers[needed] = _tower(ctx.task, ctx.config, needed)
+    return parallel.train_methods(ctx, names, ctx.config.workers, done)
 
 
 def references(task: Any, sims: Simulations, config: RunConfig, show_progress: bool) -> list[Any]:

@@ -1,0 +1,178 @@
+"""Training the compared methods side by side, each from its own random stream.
+
+**Streams.** Each method trains inside ``seeded(derived_seed(seed, "method", name))``: its random
+draws (initial weights beyond the shared tower, ``sbi``'s training/validation split, the batch
+order, pretraining's views ...) depend on the run's seed and its own name only. So a method
+trained alone (``--methods end_to_end_npe``) gets the numbers it gets in the full run, and a
+change to one method's training leaves the others' numbers as they were: comparisons between
+runs stay paired.
+
+**Workers.** The fast preset's networks are too small to use a second core: one NPE epoch of its
+symmetry NPE on the 2-core machine took about as long with one torch thread as with two, and two
+one-thread processes ran side by side at full speed each (``benchmarks/parallel_training.py``).
+So :func:`train_methods` trains up to ``workers`` methods at once, each in a process of its own
+(started with ``spawn``) with ``torch.get_num_threads() // workers`` threads, and the methods'
+``sbi`` progress bars give way to one bar over the methods. ``workers=1`` trains them in turn in
+this process. Floating-point sums depend on the number of threads, so numbers agree between
+runs with the same seed, ``workers`` and thread count (as they always did with the thread count).
+
+Example:
+    >>> resolve_workers(0, jobs=3, device="cpu") == min(3, torch.get_num_threads())
+    True
+    >>> resolve_workers(4, jobs=2, device="cpu"), resolve_workers(0, jobs=3, device="cuda")
+    (2, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+
+import torch
+from tqdm.auto import tqdm
+
+from sbi_symmetry._random import derived_seed, seeded
+from sbi_symmetry.simulation.counting import simulator_calls
+from sbi_symmetry.workflow.registry import METHODS, MethodSpec, TrainingContext
+from sbi_symmetry.workflow.trained import TrainedMethod
+
+__all__ = ["resolve_workers", "train_method", "train_methods"]
+
+
+def resolve_workers(workers: int, jobs: int, device: str) -> int:
+    """How many methods train at once.
+
+    Args:
+        workers: ``RunConfig.workers``: 0 chooses (one per torch thread on CPU, at most one per
+            method; 1 on an accelerator, where methods would share one device), else at most
+            that many.
+        jobs: Methods to train.
+        device: The run's torch device.
+
+    Returns:
+        A number in ``[1, max(jobs, 1)]``.
+    """
+    if workers == 0:
+        workers = 1 if torch.device(device).type != "cpu" else torch.get_num_threads()
+    return max(1, min(workers, jobs))
+
+
+def train_method(spec: MethodSpec, ctx: TrainingContext) -> TrainedMethod:
+    """Train one method from its own random stream; count the simulator calls it made.
+
+    Args:
+        spec: The method (an entry of :data:`~sbi_symmetry.workflow.registry.METHODS`).
+        ctx: The training context (data, settings, shared towers).
+
+    Returns:
+        The trained method, with ``extra["simulator_calls"]``: its training set, the views it
+        simulated (pretraining) and their total.
+    """
+    with seeded(derived_seed(ctx.config.seed, "method", spec.name), ctx.config.device):
+        before = simulator_calls(ctx.task)
+        method = spec.train(ctx)
+        views = simulator_calls(ctx.task) - before  # pretraining or symmetry views
+    training_set = int(method.extra.get("training_simulations", ctx.theta.shape[0]))
+    method.extra["torch_threads"] = torch.get_num_threads()
+    method.extra["simulator_calls"] = {
+        "training_set": training_set,
+        "views": views,
+        "total": training_set + views,
+    }
+    return method
+
+
+def _in_worker(spec: MethodSpec, ctx: TrainingContext, threads: int) -> TrainedMethod:
+    torch.set_num_threads(threads)
+    return train_method(spec, ctx)
+
+
+def _not_picklable(specs: list[MethodSpec], ctx: TrainingContext) -> str | None:
+    """Why the jobs cannot go to another process (e.g. a method defined in a notebook)."""
+    try:
+        pickle.dumps((specs, ctx.task, ctx.config, ctx.towers))  # tensors always go
+    except Exception as error:  # pickle raises several types
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def train_methods(
+    ctx: TrainingContext,
+    names: Sequence[str],
+    workers: int,
+    done: Callable[[str, TrainedMethod], None] | None = None,
+) -> dict[str, TrainedMethod]:
+    """Train ``names`` (started in that order), up to ``workers`` at once.
+
+    Args:
+        ctx: The training context, with the towers of every kind in ``names`` built.
+        names: Keys of :data:`~sbi_symmetry.workflow.registry.METHODS`.
+        workers: Processes (see :func:`resolve_workers`); 1 trains in turn in this process, as
+            does any number when the methods or the task cannot be sent to another process
+            (a warning says why).
+        done: Called in this process with each method as soon as it has trained (e.g. to save
+            it); when one method fails, the others still finish and are passed here before
+            the error is raised.
+
+    Returns:
+        The trained methods by name, in the order of ``names``.
+    """
+    specs = [METHODS[name] for name in names]
+    workers = resolve_workers(workers, len(specs), ctx.config.device)
+    quiet = dataclasses.replace(ctx, show_progress=False)
+    problem = _not_picklable(specs, quiet) if workers > 1 else None
+    if problem:
+        warnings.warn(
+            f"training the methods in turn: they cannot go to worker processes ({problem}); "
+            "define tasks and methods in an importable module, or set workers=1.",
+            stacklevel=2,
+        )
+    trained: dict[str, TrainedMethod] = {}
+
+    def finished(name: str, method: TrainedMethod) -> None:
+        trained[name] = method
+        if done is not None:
+            done(name, method)
+
+    if workers == 1 or problem:
+        for spec in specs:
+            finished(spec.name, train_method(spec, ctx))
+        return trained
+    _side_by_side(specs, quiet, workers, ctx.show_progress, finished)
+    return {name: trained[name] for name in names}
+
+
+def _side_by_side(
+    specs: list[MethodSpec],
+    ctx: TrainingContext,
+    workers: int,
+    show_progress: bool,
+    finished: Callable[[str, TrainedMethod], None],
+) -> None:
+    """Train ``specs`` in ``workers`` spawned processes; hand each result to ``finished``."""
+    threads = max(1, torch.get_num_threads() // workers)
+    errors: list[BaseException] = []
+    desc = f"training {len(specs)} methods, {workers} at once"
+    with (
+        ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool,
+        tqdm(total=len(specs), desc=desc, unit="method", disable=not show_progress) as bar,
+    ):
+        futures = {pool.submit(_in_worker, spec, ctx, threads): spec.name for spec in specs}
+        for future in as_completed(futures):
+            bar.update()
+            try:
+                finished(futures[future], future.result())
+            except Exception as error:  # the others still finish and are kept
+                errors.append(error)
+    if errors and isinstance(errors[0], BrokenProcessPool):
+        raise RuntimeError(
+            "a training worker process died (out of memory, or a script that starts a run "
+            "without `if __name__ == '__main__':`); run with workers=1 to train in this process."
+        ) from errors[0]
+    if errors:
+        raise errors[0]

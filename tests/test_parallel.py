@@ -1,0 +1,98 @@
+"""Methods train from their own random streams, in turn or side by side (workflow.parallel)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+from _helpers_parallel import draws
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sbi_symmetry._random import derived_seed
+from sbi_symmetry.simulation.counting import count_simulator_calls
+from sbi_symmetry.tasks import DampedOscillator
+from sbi_symmetry.workflow import parallel, stages
+from sbi_symmetry.workflow.config import RunConfig
+from sbi_symmetry.workflow.registry import METHODS
+
+
+@given(st.integers(0, 2**40), st.text(max_size=20), st.text(max_size=20))
+def test_derived_seeds_are_fixed_by_seed_and_labels(seed, a, b):
+    first = derived_seed(seed, "method", a)
+    assert first == derived_seed(seed, "method", a) and 0 <= first < 2**31
+    if a != b:  # 31 bits: a collision would be a 1-in-2e9 accident, not a property
+        assert first != derived_seed(seed, "method", b)
+
+
+@pytest.fixture
+def standins(monkeypatch):
+    """Every method's training replaced by `draws` (importable, so workers can run it)."""
+    for name in METHODS:
+        monkeypatch.setitem(METHODS, name, dataclasses.replace(METHODS[name], train=draws))
+
+
+def _trained(methods: tuple[str, ...], workers: int, seed: int = 0) -> dict:
+    cfg = RunConfig.from_preset("damped-oscillator", methods=methods, workers=workers, seed=seed)
+    task = count_simulator_calls(DampedOscillator())
+    sims = stages.Simulations(*[torch.zeros(1)] * 7)
+    torch.manual_seed(0)
+    ctx = stages.training_context(task, sims, cfg, show_progress=False)
+    return stages.train_methods(ctx, "npe")
+
+
+def test_a_method_draws_the_same_alone_or_beside_others(standins):
+    both = _trained(("symmetry_npe", "end_to_end_npe"), workers=1)
+    alone = _trained(("end_to_end_npe",), workers=1)
+    assert torch.equal(
+        both["end_to_end_npe"].extra["draws"], alone["end_to_end_npe"].extra["draws"]
+    )
+    assert not torch.equal(
+        both["symmetry_npe"].extra["draws"], both["end_to_end_npe"].extra["draws"]
+    )
+    other_seed = _trained(("end_to_end_npe",), workers=1, seed=1)
+    assert not torch.equal(
+        other_seed["end_to_end_npe"].extra["draws"], alone["end_to_end_npe"].extra["draws"]
+    )
+
+
+def test_training_leaves_the_callers_stream_where_it_was(standins):
+    cfg = RunConfig.from_preset("damped-oscillator", methods=("raw_npe",), workers=1)
+    sims = stages.Simulations(*[torch.zeros(1)] * 7)
+    ctx = stages.training_context(DampedOscillator(), sims, cfg, show_progress=False)
+    before = torch.get_rng_state()
+    stages.train_methods(ctx, "npe")
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_workers_train_side_by_side_with_the_same_streams(standins):
+    names = ("symmetry_npe", "raw_npe", "end_to_end_npe")
+    in_turn = _trained(names, workers=1)
+    side_by_side = _trained(names, workers=2)
+    assert list(side_by_side) == list(names)
+    for name in names:
+        got = side_by_side[name].extra
+        assert torch.equal(got["draws"], in_turn[name].extra["draws"])
+        assert got["pid"] != os.getpid()
+        assert got["threads"] == max(1, torch.get_num_threads() // 2)
+        assert got["simulator_calls"] == {"training_set": 1, "views": 2, "total": 3}
+
+
+def test_methods_that_cannot_go_to_a_worker_train_in_turn_with_a_warning(monkeypatch):
+    def closure(ctx):  # a function defined here cannot be pickled
+        return draws(ctx)
+
+    spec = dataclasses.replace(METHODS["raw_npe"], train=closure)
+    monkeypatch.setitem(METHODS, "raw_npe", spec)
+    monkeypatch.setitem(METHODS, "symmetry_npe", dataclasses.replace(spec, name="symmetry_npe"))
+    with pytest.warns(UserWarning, match="training the methods in turn"):
+        trained = _trained(("symmetry_npe", "raw_npe"), workers=2)
+    assert {m.extra["pid"] for m in trained.values()} == {os.getpid()}
+
+
+def test_workers_must_be_a_non_negative_integer():
+    assert parallel.resolve_workers(3, jobs=1, device="cpu") == 1
+    with pytest.raises(ValueError, match="workers"):
+        RunConfig.from_preset("damped-oscillator", workers=-1)
