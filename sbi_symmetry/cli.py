@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: ./sbi-symmetry-run)",
     )
     run.add_argument("--seed", type=int, default=None, help="seed of every random draw (default 0)")
+    run.add_argument(
+        "--training-seed",
+        type=int,
+        default=None,
+        help="seed of the methods' training only (default: --seed); the data keep --seed",
+    )
     run.add_argument("--device", default=None, help="torch device for training (default cpu)")
     run.add_argument(
         "--workers",
@@ -150,6 +156,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     overrides: dict[str, Any] = {}
     options = {"simulations": "num_simulations", "seed": "seed", "device": "device"}
     options |= {"workers": "workers", "view_fraction": "view_fraction"}
+    options["training_seed"] = "training_seed"
     for option, field in options.items():
         if getattr(args, option) is not None:
             overrides[field] = getattr(args, option)
@@ -236,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--threads must be at least 1; got {args.threads}.")
     if args.seed is not None and args.seed < 0:
         parser.error(f"--seed must be a non-negative integer; got {args.seed}.")
+    if args.training_seed is not None and args.training_seed < 0:
+        parser.error(f"--training-seed must be a non-negative integer; got {args.training_seed}.")
     if args.workers is not None and args.workers < 0:
         parser.error(f"--workers must be 0 (choose) or a positive integer; got {args.workers}.")
     if args.resume and args.overwrite:

@@ -283,3 +283,26 @@ def test_npe_warm_start_trains_the_flow_on_the_frozen_summary_then_fine_tunes(
         for a, b in zip(pretrained.parameters(), tuned.parameters(), strict=True)
     ]
     assert any(changed)  # unfrozen in the second phase
+
+
+def test_training_noise_scores_the_equal_weight_mixture_of_the_runs(tmp_path):
+    """Two runs, each matching one half of a two-mode reference: only their mixture matches."""
+    from types import SimpleNamespace
+
+    import torch
+
+    script = load_script("training_noise")
+    gen = torch.Generator().manual_seed(0)
+    modes = [torch.randn(1000, 2, generator=gen) + shift for shift in (0.0, 4.0)]
+    reference = torch.cat([m[:500] for m in modes])[torch.randperm(1000, generator=gen)]
+    folders = []
+    for i, mode in enumerate(modes):
+        stages = tmp_path / f"run{i}" / ".stages"
+        stages.mkdir(parents=True)
+        accuracy = SimpleNamespace(samples={"m": [mode[500:]]})
+        torch.save({"value": accuracy}, stages / "accuracy.pt")
+        torch.save({"value": [reference]}, stages / "references.pt")
+        folders.append(stages.parent)
+    (mixture,) = script.ensemble_scores(folders, "m", seed=0)
+    (alone,) = script.ensemble_scores(folders[:1], "m", seed=0)
+    assert mixture < 0.6 and alone > 0.65  # one mode alone: 0.75 at best

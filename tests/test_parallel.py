@@ -34,8 +34,10 @@ def standins(monkeypatch):
         monkeypatch.setitem(METHODS, name, dataclasses.replace(METHODS[name], train=draws))
 
 
-def _trained(methods: tuple[str, ...], workers: int, seed: int = 0) -> dict:
-    cfg = RunConfig.from_preset("damped-oscillator", methods=methods, workers=workers, seed=seed)
+def _trained(methods: tuple[str, ...], workers: int, seed: int = 0, **settings) -> dict:
+    cfg = RunConfig.from_preset(
+        "damped-oscillator", methods=methods, workers=workers, seed=seed, **settings
+    )
     task = count_simulator_calls(DampedOscillator())
     sims = stages.Simulations(*[torch.zeros(1)] * 7)
     torch.manual_seed(0)
@@ -56,6 +58,17 @@ def test_a_method_draws_the_same_alone_or_beside_others(standins):
     assert not torch.equal(
         other_seed["end_to_end_npe"].extra["draws"], alone["end_to_end_npe"].extra["draws"]
     )
+
+
+def test_a_training_seed_changes_the_training_streams_only(standins):
+    def drawn(**settings):
+        return _trained(("raw_npe",), workers=1, **settings)["raw_npe"].extra["draws"]
+
+    assert torch.equal(drawn(seed=4, training_seed=4), drawn(seed=4))
+    assert torch.equal(drawn(seed=0, training_seed=4), drawn(seed=4))  # data seed aside
+    assert not torch.equal(drawn(seed=0, training_seed=1), drawn(seed=0))
+    with pytest.raises(ValueError, match="training_seed"):
+        RunConfig.from_preset("damped-oscillator", training_seed=-1)
 
 
 def test_training_leaves_the_callers_stream_where_it_was(standins):

@@ -92,6 +92,9 @@ class RunConfig:
         methods: Which methods to run (names of :data:`~sbi_symmetry.workflow.registry.METHODS`).
         seed: Seed of every random draw; each method trains from its own stream derived from
             it (:mod:`sbi_symmetry.workflow.parallel`).
+        training_seed: Seed of the methods' training streams (pretraining included) instead of
+            ``seed``; the data and observations still follow ``seed``. Vary it to see how much
+            training alone moves the numbers. ``None`` (default): ``seed``.
         device: Torch device for training.
         workers: Methods trained at once, each in its own process with its share of torch's
             threads: 0 (default) chooses (one per torch thread on CPU, 1 on an accelerator),
@@ -120,6 +123,7 @@ class RunConfig:
     ee: CheckedKwargs = field(default_factory=dict)  # type: ignore[assignment]
     methods: tuple[str, ...] = ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate")
     seed: int = 0
+    training_seed: int | None = None
     device: str = "cpu"
     workers: int = 0
 
@@ -161,6 +165,16 @@ class RunConfig:
         cfg.validate()
         return cfg
 
+    @property
+    def method_seed(self) -> int:
+        """The seed of the methods' training streams: ``training_seed``, else ``seed``.
+
+        Example:
+            >>> RunConfig(seed=3).method_seed, RunConfig(seed=3, training_seed=7).method_seed
+            (3, 7)
+        """
+        return self.seed if self.training_seed is None else self.training_seed
+
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot work.
 
@@ -175,6 +189,8 @@ class RunConfig:
         else:
             check_choice(self.task, "task", sorted(TASKS))
         check_int(self.seed, "seed", 0)
+        if self.training_seed is not None:
+            check_int(self.training_seed, "training_seed", 0)
         check_int(self.workers, "workers", 0)
         check_int(self.frozen_epochs, "frozen_epochs", 0)
         for name in ("npe_train", "ee_train"):

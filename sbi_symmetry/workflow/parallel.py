@@ -1,20 +1,21 @@
 """Training the compared methods side by side, each from its own random stream.
 
-**Streams.** Each method trains inside ``seeded(derived_seed(seed, "method", name))``: its random
-draws (initial weights beyond the shared tower, ``sbi``'s training/validation split, the batch
-order, pretraining's views ...) depend on the run's seed and its own name only. So a method
-trained alone (``--methods end_to_end_npe``) gets the numbers it gets in the full run, and a
-change to one method's training leaves the others' numbers as they were: comparisons between
-runs stay paired.
+**Streams.** Each method trains inside ``seeded(derived_seed(seed, "method", name))``, with
+``RunConfig.training_seed`` in place of ``seed`` when it is set. Its random draws (initial
+weights beyond the shared tower, ``sbi``'s training/validation split, the batch order,
+pretraining's views ...) depend on that seed and its own name only. So a method trained alone
+(``--methods end_to_end_npe``) gets the numbers it gets in the full run, and a change to one
+method's training leaves the others' numbers as they were: comparisons between runs stay paired.
 
-**Workers.** The fast preset's networks are too small to use a second core: one NPE epoch of its
-symmetry NPE on the 2-core machine took about as long with one torch thread as with two, and two
-one-thread processes ran side by side at full speed each (``benchmarks/parallel_training.py``).
-So :func:`train_methods` trains up to ``workers`` methods at once, each in a process of its own
-(started with ``spawn``) with ``torch.get_num_threads() // workers`` threads, and the methods'
-``sbi`` progress bars give way to one bar over the methods. ``workers=1`` trains them in turn in
-this process. Floating-point sums depend on the number of threads, so numbers agree between
-runs with the same seed, ``workers`` and thread count (as they always did with the thread count).
+**Workers.** The fast preset's networks barely use a second core: one epoch of symmetry NPE's
+network on the 2-core machine was 1.19x faster with two torch threads than with one, while two
+one-thread processes trained side by side at almost full speed each
+(``benchmarks/results/parallel_training.md``). So :func:`train_methods` trains up to ``workers``
+methods at once, each in a process of its own (started with ``spawn``) with
+``torch.get_num_threads() // workers`` threads, and one progress bar over the methods replaces
+``sbi``'s. ``workers=1`` trains them in turn in this process. Floating-point sums depend on the
+number of threads and a training's path drifts with them, so numbers agree exactly between runs
+with the same seed, ``workers`` and thread count, as they always did with the thread count.
 
 Example:
     >>> resolve_workers(0, jobs=3, device="cpu") == min(3, torch.get_num_threads())
@@ -73,7 +74,7 @@ def train_method(spec: MethodSpec, ctx: TrainingContext) -> TrainedMethod:
         The trained method, with ``extra["simulator_calls"]``: its training set, the views it
         simulated (pretraining) and their total.
     """
-    with seeded(derived_seed(ctx.config.seed, "method", spec.name), ctx.config.device):
+    with seeded(derived_seed(ctx.config.method_seed, "method", spec.name), ctx.config.device):
         before = simulator_calls(ctx.task)
         method = spec.train(ctx)
         views = simulator_calls(ctx.task) - before  # pretraining or symmetry views

@@ -118,7 +118,7 @@ class MethodSpec:
 def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
     encoder, cfg = ctx.towers["npe"], ctx.config
     pretrain = {
-        "seed": cfg.seed,
+        "seed": cfg.method_seed,
         "device": cfg.device,
         "expander": Expander(encoder.output_dim, **cfg.expander),
         **cfg.pretrain,

@@ -96,6 +96,8 @@ def write_report(folder: Path, results: RunResults) -> dict[str, Any]:
     doc = Document()
     doc.heading(f"sbi-symmetry run: {config.task} ({config.preset} preset)", 1)
     budget, flag = budget_text(config)
+    if config.training_seed is not None:
+        flag += f" --training-seed {config.training_seed}"
     doc.paragraph(
         f"{budget}, {config.num_observations} held-out "
         f"observations (theta and nuisance drawn from their priors), seed {config.seed}. "
