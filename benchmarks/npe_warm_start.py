@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     M._npe = two_phase_npe(args.factor, args.frozen_epochs)
     changes = {
+        "workers": 1,  # the patch above lives in this process, not in spawned workers
         "seed": args.seed,
         "encoder": ENCODERS[args.encoder],
         "npe_train": {"max_num_epochs": 150},

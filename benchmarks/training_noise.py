@@ -13,11 +13,17 @@ Runs go to ``--runs`` (one folder per training seed) and are resumed there, so a
 study goes on where it stopped; the page goes to ``<out>.md``.
 
     .venv/bin/python benchmarks/training_noise.py --task damped-oscillator --training-seeds 0 1 2 3
+
+``--changes`` runs the preset with other settings (JSON; a dict-valued setting updates the
+preset's), e.g. ``--changes '{"ee": {"similarity": "dot"}}' --name dot``: with the same
+training seeds its runs start from the same data, initial weights and batch order as the
+preset's, so the two pages pair run by run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -40,6 +46,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def run_seed(args: argparse.Namespace, training_seed: int) -> tuple[dict[str, Any], Path]:
     """One run (resumed if its folder holds one); its metrics and folder."""
+    base = RunConfig.from_preset(args.task, "fast")
+    changes = {  # a dict-valued change updates the preset's dict
+        key: {**getattr(base, key), **value} if isinstance(value, dict) else value
+        for key, value in json.loads(args.changes).items()
+    }
     cfg = RunConfig.from_preset(
         args.task,
         "fast",
@@ -47,6 +58,7 @@ def run_seed(args: argparse.Namespace, training_seed: int) -> tuple[dict[str, An
         methods=tuple(args.methods),
         seed=args.seed,
         training_seed=training_seed,
+        **changes,
     )
     folder = Path(args.runs) / f"training_seed_{training_seed}"
     start = time.perf_counter()
@@ -105,14 +117,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="data and observations")
     parser.add_argument("--observations", type=int, default=10)
     parser.add_argument("--runs", default=None, help="run folders (default /tmp/...)")
+    parser.add_argument(
+        "--changes", default="{}", help="settings over the preset, JSON: '{\"ee\": {...}}'"
+    )
+    parser.add_argument("--name", default="", help="suffix of the page and the run folders")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    args.runs = args.runs or f"/tmp/training_noise_{args.task}"
-    out = Path(args.out or RESULTS / f"training_noise_{args.task}")
+    name = f"training_noise_{args.task}{'_' + args.name if args.name else ''}"
+    args.runs = args.runs or f"/tmp/{name}"
+    out = Path(args.out or RESULTS / name)
     results = [run_seed(args, s) for s in args.training_seeds]
     runs, folders = [r for r, _ in results], [f for _, f in results]
     lines = [
-        f"# Training noise: {args.task}, fast preset, data seed {args.seed}",
+        f"# Training noise: {args.task}, fast preset, data seed {args.seed}"
+        + (f", with {args.changes}" if args.changes != "{}" else ""),
         "",
         f"Script: `benchmarks/training_noise.py`. {platform_stamp(sbi=True)}",
         "",

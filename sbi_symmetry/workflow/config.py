@@ -92,8 +92,8 @@ class RunConfig:
         methods: Which methods to run (names of :data:`~sbi_symmetry.workflow.registry.METHODS`).
         seed: Seed of every random draw; each method trains from its own stream derived from
             it (:mod:`sbi_symmetry.workflow.parallel`).
-        training_seed: Seed of the methods' training streams (pretraining included) instead of
-            ``seed``; the data and observations still follow ``seed``. Vary it to see how much
+        training_seed: Seed of the methods' training streams (initial weights and pretraining
+            included) instead of ``seed``; the data and observations still follow ``seed``. Vary it to see how much
             training alone moves the numbers. ``None`` (default): ``seed``.
         device: Torch device for training.
         workers: Methods trained at once, each in its own process with its share of torch's

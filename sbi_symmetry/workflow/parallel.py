@@ -2,8 +2,9 @@
 
 **Streams.** Each method trains inside ``seeded(derived_seed(seed, "method", name))``, with
 ``RunConfig.training_seed`` in place of ``seed`` when it is set. Its random draws (initial
-weights beyond the shared tower, ``sbi``'s training/validation split, the batch order,
-pretraining's views ...) depend on that seed and its own name only. So a method trained alone
+weights, ``sbi``'s training/validation split, the batch order, pretraining's views ...) depend
+on that seed and its own name only; the encoder it shares with the other methods of its kind
+is drawn from that seed and the kind (:func:`sbi_symmetry.workflow.stages.train_methods`). So a method trained alone
 (``--methods end_to_end_npe``) gets the numbers it gets in the full run, and a change to one
 method's training leaves the others' numbers as they were: comparisons between runs stay paired.
 
@@ -115,7 +116,8 @@ def train_methods(
         names: Keys of :data:`~sbi_symmetry.workflow.registry.METHODS`.
         workers: Processes (see :func:`resolve_workers`); 1 trains in turn in this process, as
             does any number when the methods or the task cannot be sent to another process
-            (a warning says why).
+            (a warning says why). Workers import this package afresh: a function patched
+            in this process (e.g. by a test or a benchmark) is not patched there, so use 1.
         done: Called in this process with each method as soon as it has trained (e.g. to save
             it); when one method fails, the others still finish and are passed here before
             the error is raised.

@@ -36,6 +36,7 @@ from sbi.inference.posteriors import MCMCPosterior
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sbi_symmetry._random import derived_seed, seeded
 from sbi_symmetry.evaluation import c2st_score, calibrate, std_ratio, summarise
 from sbi_symmetry.evaluation.calibration import CalibrationResult
 from sbi_symmetry.nets.conv import ConvEncoder1D
@@ -132,8 +133,12 @@ def training_context(
 
 
 def _tower(task: Any, config: RunConfig, kind: str) -> ConvEncoder1D:
-    """A fresh encoder from the settings of ``kind``'s tower (draws its initial weights)."""
-    return ConvEncoder1D.for_task(task, **getattr(config, TOWER_SETTINGS[kind]))
+    """A fresh encoder for ``kind``'s tower, from a random stream of its own.
+
+    The stream is seeded from the training seed and ``kind``.
+    """
+    with seeded(derived_seed(config.method_seed, "tower", kind), config.device):
+        return ConvEncoder1D.for_task(task, **getattr(config, TOWER_SETTINGS[kind]))
 
 
 def train_methods(
@@ -145,9 +150,9 @@ def train_methods(
 ) -> dict[str, TrainedMethod]:
     """Train the selected methods (of one kind, or all) from the same simulations, side by side.
 
-    The shared towers are built at fixed places of the random stream whatever the selection:
-    the NPE tower in :func:`training_context`, then the ratio tower (``config.ee_encoder``) here
-    when a ratio method is to train; each method copies its tower, so methods of a kind start
+    Each kind's shared tower (the NPE tower, built in :func:`training_context`; the ratio tower,
+    built here when a ratio method is selected) draws its initial weights from a stream of its
+    own, whatever methods are selected; each method copies its tower, so methods of a kind start
     from the same weights. Each method then trains from its own random stream, up to
     ``config.workers`` at once (:mod:`sbi_symmetry.workflow.parallel`).
 
@@ -165,9 +170,9 @@ def train_methods(
         for name, spec in METHODS.items()
         if name in ctx.config.methods and kind in (None, spec.kind) and name not in skip
     ]
-    selected = [name for name in ctx.config.methods if kind in (None, METHODS[name].kind)]
-    for needed in TOWER_SETTINGS:  # in a fixed order ("npe", "ratio"); skipped methods count
-        if needed not in ctx.towers and any(METHODS[n].kind == needed for n in selected):
+    for name in ctx.config.methods:  # skipped methods count: their kind's tower stays built
+        needed = METHODS[name].kind
+        if kind in (None, needed) and needed not in ctx.towers:
             ctx.towers[needed] = _tower(ctx.task, ctx.config, needed)
     return parallel.train_methods(ctx, names, ctx.config.workers, done)
 
