@@ -93,8 +93,8 @@ class RunConfig:
         seed: Seed of every random draw; each method trains from its own stream derived from
             it (:mod:`sbi_symmetry.workflow.parallel`).
         training_seed: Seed of the methods' training streams (initial weights and pretraining
-            included) instead of ``seed``; the data and observations still follow ``seed``. Vary it to see how much
-            training alone moves the numbers. ``None`` (default): ``seed``.
+            included) instead of ``seed``; the data and observations still follow ``seed``.
+            Vary it to see how much training alone moves the numbers. ``None`` (default): ``seed``.
         device: Torch device for training.
         workers: Methods trained at once, each in its own process with its share of torch's
             threads: 0 (default) chooses (one per torch thread on CPU, 1 on an accelerator),

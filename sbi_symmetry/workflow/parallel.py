@@ -4,9 +4,10 @@
 ``RunConfig.training_seed`` in place of ``seed`` when it is set. Its random draws (initial
 weights, ``sbi``'s training/validation split, the batch order, pretraining's views ...) depend
 on that seed and its own name only; the encoder it shares with the other methods of its kind
-is drawn from that seed and the kind (:func:`sbi_symmetry.workflow.stages.train_methods`). So a method trained alone
-(``--methods end_to_end_npe``) gets the numbers it gets in the full run, and a change to one
-method's training leaves the others' numbers as they were: comparisons between runs stay paired.
+is drawn from that seed and the kind (:func:`sbi_symmetry.workflow.stages.train_methods`).
+So a method trained alone (``--methods end_to_end_npe``) gets the numbers it gets in the full
+run, and a change to one method's training leaves the others' numbers as they were: comparisons
+between runs stay paired.
 
 **Workers.** The fast preset's networks barely use a second core: one epoch of symmetry NPE's
 network on the 2-core machine was 1.19x faster with two torch threads than with one, while two
