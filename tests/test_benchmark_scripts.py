@@ -306,3 +306,25 @@ def test_training_noise_scores_the_equal_weight_mixture_of_the_runs(tmp_path):
     (mixture,) = script.ensemble_scores(folders, "m", seed=0)
     (alone,) = script.ensemble_scores(folders[:1], "m", seed=0)
     assert mixture < 0.6 and alone > 0.65  # one mode alone: 0.75 at best
+
+
+def test_ee_summary_check_feeds_npe_the_standardised_direction_of_the_summary():
+    """What NPE sees is ``f(x) / |f(x)|`` (all a cosine critic sees), standardised on ``x``."""
+    import torch
+
+    from sbi_symmetry.emulate import embed_emulate_classifier
+
+    script = load_script("ee_summary_check")
+    torch.manual_seed(0)
+    x = torch.randn(300, 6)
+    est = embed_emulate_classifier(torch.nn.Linear(6, 4))(torch.randn(300, 2), x)
+    net = script.summary_encoder(est, x)
+    with torch.no_grad():
+        z = net(x)
+        direction = torch.nn.functional.normalize(est.embedding_net_x(x), dim=-1)
+    torch.testing.assert_close(z.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(4), atol=1e-4, rtol=0)
+    assert torch.corrcoef(torch.stack([z[:, 0], direction[:, 0]]))[0, 1] > 0.999
+    same = [torch.randn(500, 2)]
+    scores = script.score(same, same)
+    assert scores["c2st"] < 0.55 and scores["std_largest"] == pytest.approx(1.0)

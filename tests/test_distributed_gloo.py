@@ -130,7 +130,9 @@ def test_two_processes_with_half_batches_match_one_process_for_both_losses(two_r
     for r in ranks:  # every rank holds the loss of the global batch and its gradient
         for key, value in terms.as_floats().items():
             assert r["vicreg"][0][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
-        assert_close(r["vicreg"][1], grads(net), rtol=1e-5, atol=1e-7)
+        # the last bias's gradient is zero up to rounding (VICReg ignores a shift of every
+        # embedding): its float32 noise, about 3e-7, needs an absolute tolerance above it
+        assert_close(r["vicreg"][1], grads(net), rtol=1e-5, atol=1e-6)
 
     towers = _Towers()
     losses = towers(data["theta"], data["x"])

@@ -207,3 +207,59 @@ def test_view_fraction_needs_re_simulated_views():
     assert chosen.view_fraction == 0.25
     # no symmetry NPE: nothing spends views, nothing to refuse
     assert RunConfig.from_preset("sine-gaussian", view_fraction=0.25, methods=("raw_npe",))
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"), [(DampedOscillator(), "shift"), (Lorenz96(), "resimulated")]
+)
+def test_embed_emulate_can_pretrain_its_data_tower_first(task, expected):
+    from sbi_symmetry.simulation.counting import simulator_calls
+    from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+
+    cfg = RunConfig.from_preset(
+        task.name,
+        "fast",
+        methods=("embed_emulate",),
+        pretrain_simulations=48,
+        pretrain={"max_epochs": 1, "batch_size": 32},
+        ee={"pretrain": {"stop_after_epochs": 1}},
+        ee_train={"max_num_epochs": 1, "training_batch_size": 50},
+        workers=1,
+    )
+    theta, x = task.sample_joint(200, generator=torch.Generator().manual_seed(0))
+    sims = stages.Simulations(theta, x, *[torch.zeros(1)] * 5)
+    counted = count_simulator_calls(task)
+    ctx = stages.training_context(counted, sims, cfg, False)
+    trained = stages.train_methods(ctx, "ratio")["embed_emulate"]
+    tower = trained.estimator.encoder
+    assert isinstance(tower, SymmetryEmbedding) and tower.freeze == "none"
+    assert trained.pretrain_seconds > 0 and trained.extra["pretrain_views"] == expected
+    calls = 0 if expected == "shift" else 2 * 48  # one bank of re-simulated view pairs
+    assert simulator_calls(counted) == calls
+    assert trained.extra["simulator_calls"] == {
+        "training_set": 200,
+        "views": calls,
+        "total": 200 + calls,
+    }
+
+
+@pytest.mark.parametrize(
+    ("pretrain", "message"),
+    [
+        ("yes", r"`ee.pretrain` must be True, False or a dict"),
+        ({"max_epoch": 2}, r"`pretrain` setting\(s\) \['max_epoch'\] unknown"),
+    ],
+)
+def test_a_bad_embed_emulate_pretrain_choice_is_named(pretrain, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_preset("damped-oscillator", ee={"pretrain": pretrain})
+
+
+def test_view_fraction_counts_embed_emulate_pretraining():
+    with pytest.raises(ValueError, match=r"views are shifts .*no simulator"):
+        RunConfig.from_preset(
+            "damped-oscillator",
+            view_fraction=0.25,
+            methods=("embed_emulate",),
+            ee={"pretrain": True},
+        )

@@ -2,7 +2,8 @@
 
 * :class:`EmbedEmulateRatioEstimator`: ``log r(theta, x) = <f(x), g(theta)> / temperature``,
   an ``sbi`` ``RatioEstimator`` that encodes each distinct ``x`` once and caches ``x_o``.
-* :func:`embed_emulate_classifier`: a builder for ``classifier=`` of ``NRE_B``/``NRE_C``.
+* :func:`embed_emulate_classifier`: a builder for ``classifier=`` of ``NRE_B``/``NRE_C``;
+  :func:`default_emulator` the ``g(theta)`` it builds (optionally behind Fourier features).
 * :class:`EmbedEmulate`: the NRE trainer with the symmetric InfoNCE loss over the whole batch.
 * :class:`TwoTowerPosterior` / :func:`build_two_tower_posterior`: its posterior sampled without
   MCMC: ``x_o`` encoded once, the emulator and one matrix product over chunks of ``theta``
@@ -17,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from sbi_symmetry.emulate.builder import embed_emulate_classifier
+from sbi_symmetry.emulate.builder import default_emulator, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.emulate.posterior import TwoTowerPosterior, build_two_tower_posterior
 from sbi_symmetry.emulate.trainer import EmbedEmulate
@@ -27,5 +28,6 @@ __all__ = [
     "EmbedEmulateRatioEstimator",
     "TwoTowerPosterior",
     "build_two_tower_posterior",
+    "default_emulator",
     "embed_emulate_classifier",
 ]

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from sbi_symmetry._validation import check_int
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
+from sbi_symmetry.nets.fourier import FourierFeatures
 from sbi_symmetry.nets.mlp import ResidualMLP
 
 Builder = Callable[[Tensor, Tensor], EmbedEmulateRatioEstimator]
@@ -69,6 +70,41 @@ def default_encoder(x_shape: tuple[int, ...], embedding_dim: int) -> nn.Module:
     )
 
 
+def default_emulator(
+    theta_dim: int,
+    output_dim: int,
+    *,
+    fourier_features: int = 0,
+    fourier_scale: float = 1.0,
+    fourier_learnable: bool = False,
+    **mlp_kwargs: Any,
+) -> nn.Module:
+    """The default emulator: a :class:`ResidualMLP`, optionally behind :class:`FourierFeatures`.
+
+    Args:
+        theta_dim: Number of parameters.
+        output_dim: Width of the latent space (the encoder's output width).
+        fourier_features: Number of random frequencies; 0 (default) feeds ``theta`` as is.
+        fourier_scale: Their standard deviation, in cycles per unit of the (z-scored) input.
+        fourier_learnable: Train the frequencies with the emulator.
+        **mlp_kwargs: ``hidden_dim``, ``num_blocks``, ``activation`` of the MLP.
+
+    Returns:
+        The emulator, mapping ``(B, theta_dim)`` to ``(B, output_dim)``.
+
+    Example:
+        >>> import torch
+        >>> emu = default_emulator(2, 8, fourier_features=16, hidden_dim=32)
+        >>> emu(torch.zeros(3, 2)).shape
+        torch.Size([3, 8])
+    """
+    check_int(fourier_features, "fourier_features", 0)
+    if fourier_features == 0:
+        return ResidualMLP(theta_dim, output_dim, **mlp_kwargs)
+    features = FourierFeatures(theta_dim, fourier_features, fourier_scale, fourier_learnable)
+    return nn.Sequential(features, ResidualMLP(features.output_dim, output_dim, **mlp_kwargs))
+
+
 def embed_emulate_classifier(
     encoder: nn.Module | None = None,
     emulator: nn.Module | None = None,
@@ -87,8 +123,9 @@ def embed_emulate_classifier(
             encoder's output width (probed on the build batch), 64 wide with 2 residual blocks
             (:data:`DEFAULT_EMULATOR`).
         embedding_dim: Width of the default encoder (ignored when ``encoder`` is given).
-        emulator_kwargs: Arguments of the default emulator that replace
-            :data:`DEFAULT_EMULATOR`'s (``hidden_dim``, ``num_blocks``, ``activation``).
+        emulator_kwargs: Arguments of :func:`default_emulator` that replace
+            :data:`DEFAULT_EMULATOR`'s (``hidden_dim``, ``num_blocks``, ``activation``,
+            ``fourier_features``, ``fourier_scale``, ``fourier_learnable``).
         **kwargs: Passed to :class:`EmbedEmulateRatioEstimator` (``similarity``,
             ``temperature``, ``learn_temperature``, ``temperature_bounds``, ``z_score_theta``,
             ``z_score_x``).
@@ -122,7 +159,8 @@ def embed_emulate_classifier(
             enc = default_encoder(tuple(batch_x.shape[1:]), embedding_dim)
         emu = emulator
         if emu is None:
-            emu = ResidualMLP(batch_theta.shape[1], _probe_width(enc, batch_x), **emulator_kwargs)
+            width = _probe_width(enc, batch_x)
+            emu = default_emulator(batch_theta.shape[1], width, **emulator_kwargs)
         return EmbedEmulateRatioEstimator(enc, emu, batch_theta, batch_x, **kwargs)
 
     return build

@@ -86,8 +86,10 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             which left posteriors up to 30x too wide in ``benchmarks/results/ee_levers_*.md``).
         z_score_theta: Standardise ``theta`` with the first batch's statistics.
         z_score_x: ``"none"`` or ``"structured"`` (see the estimator).
-        emulator_kwargs: Arguments of the default emulator (a ``ResidualMLP``, 64 wide with
-            2 residual blocks unless these say otherwise).
+        emulator_kwargs: Arguments of the default emulator
+            (:func:`~sbi_symmetry.emulate.builder.default_emulator`: a ``ResidualMLP``, 64 wide
+            with 2 residual blocks unless these say otherwise; ``fourier_features=m`` puts
+            ``m`` random Fourier features of ``theta`` in front of it).
         views: Optional ``Views`` (``input_kind`` ``"theta"`` or ``"x"``) for the symmetry
             regulariser.
         symmetry_weight: Weight of the VICReg term (0 switches it off).

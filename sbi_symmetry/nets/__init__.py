@@ -9,7 +9,8 @@ Example:
 from __future__ import annotations
 
 from sbi_symmetry.nets.conv import ConvEncoder1D
+from sbi_symmetry.nets.fourier import FourierFeatures
 from sbi_symmetry.nets.heads import Expander
 from sbi_symmetry.nets.mlp import ResidualMLP
 
-__all__ = ["ConvEncoder1D", "Expander", "ResidualMLP"]
+__all__ = ["ConvEncoder1D", "Expander", "FourierFeatures", "ResidualMLP"]

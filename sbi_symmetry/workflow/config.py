@@ -88,7 +88,10 @@ class RunConfig:
             again (:func:`~sbi_symmetry.symmetry.train_npe`; 0 or absent: no second phase).
         ee_train: ``EmbedEmulate.train`` keyword arguments (the ratio methods), and ``anneal``
             as for ``npe_train``.
-        ee: ``EmbedEmulate`` keyword arguments.
+        ee: ``EmbedEmulate`` keyword arguments, and ``pretrain``: ``True`` VICReg-pretrains
+            Embed and Emulate's data tower first, on the views and with the ``pretrain``
+            settings symmetry NPE uses (a dict: ``pretrain`` overrides for it); off by default
+            (``benchmarks/results/ee_pretrain.md``).
         methods: Which methods to run (names of :data:`~sbi_symmetry.workflow.registry.METHODS`).
         seed: Seed of every random draw; each method trains from its own stream derived from
             it (:mod:`sbi_symmetry.workflow.parallel`).
@@ -215,7 +218,15 @@ class RunConfig:
             raise ValueError(
                 f"`methods` must be one or more of {list(METHODS)}; unknown: {sorted(unknown)}."
             )
-        if self.pretrain_views == "shift" and "symmetry_npe" in self.methods:
+        choice = self.ee.get("pretrain", False)
+        if not isinstance(choice, bool | dict):
+            raise ValueError(
+                f"`ee.pretrain` must be True, False or a dict of `pretrain` overrides; got "
+                f"{choice!r}."
+            )
+        if isinstance(choice, dict):
+            SUB_SETTINGS["pretrain"](choice)  # names an unknown key
+        if self.pretrain_views == "shift" and self._pretrains():
             task = get_task(self.task, device="cpu")
             if not supports_shift_views(task):
                 raise ValueError(
@@ -225,6 +236,11 @@ class RunConfig:
                 )
         if self.view_fraction is not None:
             self._check_view_fraction()
+
+    def _pretrains(self) -> bool:
+        """Whether a selected method runs VICReg pretraining (symmetry NPE, or E&E's option)."""
+        ee = "embed_emulate" in self.methods and self.ee.get("pretrain", False) is not False
+        return "symmetry_npe" in self.methods or ee
 
     def _check_view_fraction(self) -> None:
         """``view_fraction`` splits ``num_simulations`` and needs one bank of re-simulated views."""
@@ -247,7 +263,7 @@ class RunConfig:
         shift = self.pretrain_views == "shift" or (
             self.pretrain_views == "auto" and supports_shift_views(get_task(self.task, "cpu"))
         )
-        if shift and "symmetry_npe" in self.methods:
+        if shift and self._pretrains():
             raise ValueError(
                 f"`view_fraction` splits calls between training set and re-simulated views, but "
                 f"{self.task}'s views are shifts of the stored training set (pretrain_views="

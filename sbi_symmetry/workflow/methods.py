@@ -210,6 +210,32 @@ def end_to_end_npe(
     return _npe("end_to_end_npe", task, theta, x, builder, show_progress_bars, train_kwargs)
 
 
+def _pretrain(
+    task: NuisanceTask,
+    theta: Tensor,
+    x: Tensor,
+    encoder: nn.Module,
+    views: str,
+    simulations: int,
+    kwargs: dict[str, Any],
+) -> tuple[SymmetryEmbedding, float, str]:
+    """VICReg-pretrain a copy of ``encoder``; the embedding, its seconds and the views used.
+
+    ``views``: ``"shift"`` (noise-filled shifts of the stored ``x``: no simulator call),
+    ``"resimulated"`` (the task's views of ``simulations`` fresh draws) or ``"auto"``.
+    """
+    start = time.perf_counter()
+    used = views
+    if views == "auto":
+        used = "shift" if supports_shift_views(task) else "resimulated"
+    if used == "shift":  # views of the stored training set
+        maker, inputs = shift_views(task), {"x": x, "theta": theta}
+    else:
+        maker, inputs = task.views, {"num_simulations": simulations}
+    pretrained = pretrain_vicreg(copy.deepcopy(encoder), maker, task.prior, **inputs, **kwargs)
+    return pretrained, time.perf_counter() - start, used
+
+
 def symmetry_npe(
     task: NuisanceTask,
     theta: Tensor,
@@ -256,17 +282,15 @@ def symmetry_npe(
     pretrain_seconds, views_used = 0.0, "reused"
     pretrained = embedding
     if pretrained is None:
-        start = time.perf_counter()
-        kwargs = {"show_progress_bar": show_progress_bars, **(pretrain_kwargs or {})}
-        views_used = pretrain_views
-        if pretrain_views == "auto":
-            views_used = "shift" if supports_shift_views(task) else "resimulated"
-        if views_used == "shift":  # views of the stored training set
-            views, inputs = shift_views(task), {"x": x, "theta": theta}
-        else:
-            views, inputs = task.views, {"num_simulations": pretrain_simulations}
-        pretrained = pretrain_vicreg(copy.deepcopy(encoder), views, task.prior, **inputs, **kwargs)
-        pretrain_seconds = time.perf_counter() - start
+        pretrained, pretrain_seconds, views_used = _pretrain(
+            task,
+            theta,
+            x,
+            encoder,
+            pretrain_views,
+            pretrain_simulations,
+            {"show_progress_bar": show_progress_bars, **(pretrain_kwargs or {})},
+        )
     embedding = copy.deepcopy(pretrained)  # sbi fine-tunes this copy; `pretrained` stays as is
     builder = embedding.posterior_nn(model, **(flow_kwargs or {}))
     pre_history = {
@@ -301,6 +325,9 @@ def embed_emulate(
     *,
     show_progress_bars: bool = True,
     estimator_kwargs: dict[str, Any] | None = None,
+    pretrain_kwargs: dict[str, Any] | None = None,
+    pretrain_views: str = "auto",
+    pretrain_simulations: int = 20_000,
     **train_kwargs: Any,
 ) -> TrainedMethod:
     """Train :class:`~sbi_symmetry.emulate.EmbedEmulate`; its posterior is a ``TwoTowerPosterior``.
@@ -312,20 +339,35 @@ def embed_emulate(
         encoder: The data tower ``f(x)`` (copied).
         show_progress_bars: Show sbi's progress.
         estimator_kwargs: Extra arguments of ``EmbedEmulate`` (temperature, views, ...).
+        pretrain_kwargs: If given, VICReg-pretrain the data tower first, as symmetry NPE does
+            (:class:`~sbi_symmetry.symmetry.pretrain.PretrainConfig` overrides), and train the
+            whole pretrained embedding (its input scaling included) with the ratio.
+        pretrain_views: Views of that pretraining, as in :func:`symmetry_npe`.
+        pretrain_simulations: Parameter draws for re-simulated views, as in :func:`symmetry_npe`.
         **train_kwargs: Passed to ``EmbedEmulate.train``.
 
     Returns:
-        The trained method.
+        The trained method; with pretraining, ``extra["pretrain_views"]`` says which views ran.
     """
+    tower, pretrain_seconds, extra = copy.deepcopy(encoder), 0.0, {}
+    if pretrain_kwargs is not None:
+        kwargs = {"show_progress_bar": show_progress_bars, **pretrain_kwargs}
+        tower, pretrain_seconds, used = _pretrain(
+            task, theta, x, encoder, pretrain_views, pretrain_simulations, kwargs
+        )
+        tower.freeze = "none"  # the ratio trains all of it
+        extra["pretrain_views"] = used
     trainer = EmbedEmulate(
         task.prior,
-        encoder=copy.deepcopy(encoder),
+        encoder=tower,
         show_progress_bars=show_progress_bars,
         **(estimator_kwargs or {}),
     )
     estimator, seconds = _train(trainer, theta, x, train_kwargs)
     posterior = trainer.build_posterior(estimator)  # two-tower sampler, MCMC only as fallback
-    return _finish("embed_emulate", trainer, estimator, seconds, theta, x, posterior)
+    return _finish(
+        "embed_emulate", trainer, estimator, seconds, theta, x, posterior, pretrain_seconds, extra
+    )
 
 
 def nre_c(

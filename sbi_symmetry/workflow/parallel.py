@@ -5,9 +5,12 @@
 weights, ``sbi``'s training/validation split, the batch order, pretraining's views ...) depend
 on that seed and its own name only; the encoder it shares with the other methods of its kind
 is drawn from that seed and the kind (:func:`sbi_symmetry.workflow.stages.train_methods`).
-So a method trained alone (``--methods end_to_end_npe``) gets the numbers it gets in the full
-run, and a change to one method's training leaves the others' numbers as they were: comparisons
-between runs stay paired.
+So a method trained alone (``--methods end_to_end_npe``) draws what it draws in the full run,
+and a change to one method's training leaves the others' draws as they were: comparisons between
+runs stay paired. The numbers agree exactly only at the same thread count (below): alone, with
+the default ``workers=0``, a method gets all of torch's threads, in the full run its worker's
+share, and Embed and Emulate's oscillator C2ST at seed 0 was 0.690 and 0.670 for that reason
+alone (``benchmarks/results/ee_pretrain.md``).
 
 **Workers.** The fast preset's networks barely use a second core: one epoch of symmetry NPE's
 network on the 2-core machine was 1.19x faster with two torch threads than with one, while two

@@ -115,18 +115,32 @@ class MethodSpec:
         return config.sbc_pairs_ratio if self.kind == "ratio" else config.sbc_pairs
 
 
-def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
-    encoder, cfg = ctx.towers["npe"], ctx.config
+def _pretraining(
+    ctx: TrainingContext, encoder: nn.Module, overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Tensor, Tensor, int]:
+    """The run's VICReg settings for ``encoder``, and the training set and view draws it leaves.
+
+    With ``config.view_fraction`` the re-simulated views come out of ``num_simulations``, so the
+    method trains on the rest of the training set.
+    """
+    cfg = ctx.config
     pretrain = {
         "seed": cfg.method_seed,
         "device": cfg.device,
         "expander": Expander(encoder.output_dim, **cfg.expander),
         **cfg.pretrain,
+        **(overrides or {}),
     }
     theta, x, draws = ctx.theta, ctx.x, cfg.pretrain_simulations
     if cfg.view_fraction is not None:  # equal totals: the views come out of num_simulations
         split = split_budget(len(theta), cfg.view_fraction)
         theta, x, draws = theta[: split.training], x[: split.training], split.view_pairs
+    return pretrain, theta, x, draws
+
+
+def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
+    encoder, cfg = ctx.towers["npe"], ctx.config
+    pretrain, theta, x, draws = _pretraining(ctx, encoder)
     method = M.symmetry_npe(
         ctx.task,
         theta,
@@ -155,15 +169,27 @@ def _end_to_end_npe(ctx: TrainingContext) -> M.TrainedMethod:
 
 
 def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
-    estimator = dict(ctx.config.ee)
-    return M.embed_emulate(
+    estimator, encoder, cfg = dict(ctx.config.ee), ctx.towers["ratio"], ctx.config
+    choice = estimator.pop("pretrain", False)  # True, or PretrainConfig overrides
+    if choice is False:
+        return M.embed_emulate(
+            ctx.task, ctx.theta, ctx.x, encoder, estimator_kwargs=estimator, **ctx.ratio_kwargs()
+        )
+    overrides = dict(choice) if isinstance(choice, dict) else {}
+    pretrain, theta, x, draws = _pretraining(ctx, encoder, overrides)
+    method = M.embed_emulate(
         ctx.task,
-        ctx.theta,
-        ctx.x,
-        ctx.towers["ratio"],
+        theta,
+        x,
+        encoder,
         estimator_kwargs=estimator,
+        pretrain_kwargs=pretrain,
+        pretrain_views=cfg.pretrain_views,
+        pretrain_simulations=draws,
         **ctx.ratio_kwargs(),
     )
+    method.extra["training_simulations"] = len(theta)
+    return method
 
 
 def _nre_c(ctx: TrainingContext) -> M.TrainedMethod:

@@ -155,10 +155,15 @@ class EETrainSettings(CheckedKwargs):
 
 
 class EESettings(CheckedKwargs):
-    """``EmbedEmulate`` constructor arguments (prior and encoder: the run's)."""
+    """``EmbedEmulate`` constructor arguments (prior and encoder: the run's), and ``pretrain``.
+
+    ``pretrain``: ``True`` VICReg-pretrains the data tower first with the run's ``pretrain``
+    settings and views (as symmetry NPE); a dict also overrides some of those settings.
+    """
 
     field = "ee"
     supplied = frozenset({"prior", "encoder", "show_progress_bars"})
+    added = frozenset({"pretrain"})
 
     @staticmethod
     def target() -> Callable[..., Any]:  # noqa: D102
