@@ -280,23 +280,26 @@ def test_linear_gaussian_posterior_matches_the_analytic_one():
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_sbc_on_the_damped_oscillator():
+    """The fast preset's Embed and Emulate, trained to convergence, passes SBC (exact sampler).
+
+    A smaller set-up (8-channel tower, the 64-wide default emulator, 3,000 simulations, 30
+    epochs, sbi's MCMC) sat on the edge: SBC p-values from 0.005 to 0.84 in w0 with the same seed
+    and another thread count or CPU, so its outcome was a coin toss. This one gave smallest
+    p-values of 0.10-0.25 at two seeds and one or two threads.
+    """
     from sbi_symmetry.nets.conv import ConvEncoder1D
     from sbi_symmetry.tasks import DampedOscillator
+    from sbi_symmetry.workflow.config import RunConfig
 
     torch.manual_seed(0)
+    cfg = RunConfig.from_preset("damped-oscillator", "fast")
     task = DampedOscillator()
-    theta = task.sample_prior(3000)
+    theta = task.sample_prior(5000)
     x = task.simulate(theta)
-    encoder = ConvEncoder1D(input_length=200, output_dim=8, channels=8, num_blocks=2, kernel_size=9)
-    trainer = EmbedEmulate(
-        task.prior, encoder=encoder, learn_temperature=True, show_progress_bars=False
-    )
-    trainer.append_simulations(theta, x).train(
-        learning_rate=1e-3, stop_after_epochs=5, max_num_epochs=30
-    )
-    posterior = trainer.build_posterior(
-        posterior_parameters=MCMCPosteriorParameters(num_chains=4, warmup_steps=50, thin=1)
-    )
+    encoder = ConvEncoder1D.for_task(task, **cfg.ee_encoder)
+    trainer = EmbedEmulate(task.prior, encoder=encoder, show_progress_bars=False, **cfg.ee)
+    trainer.append_simulations(theta, x).train(learning_rate=1e-3)
+    posterior = trainer.build_posterior()  # the two-tower sampler: exact rejection / IS
     theta_test = task.sample_prior(100)
     x_test = task.simulate(theta_test)
     ranks, dap = run_sbc(
