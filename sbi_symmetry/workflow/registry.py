@@ -171,12 +171,10 @@ def _end_to_end_npe(ctx: TrainingContext) -> M.TrainedMethod:
 def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
     estimator, encoder, cfg = dict(ctx.config.ee), ctx.towers["ratio"], ctx.config
     choice = estimator.pop("pretrain", False)  # True, or PretrainConfig overrides
-    if choice is False:
-        return M.embed_emulate(
-            ctx.task, ctx.theta, ctx.x, encoder, estimator_kwargs=estimator, **ctx.ratio_kwargs()
-        )
-    overrides = dict(choice) if isinstance(choice, dict) else {}
-    pretrain, theta, x, draws = _pretraining(ctx, encoder, overrides)
+    pretrain, theta, x, draws = None, ctx.theta, ctx.x, cfg.pretrain_simulations
+    if choice is not False:
+        overrides = dict(choice) if isinstance(choice, dict) else None
+        pretrain, theta, x, draws = _pretraining(ctx, encoder, overrides)
     method = M.embed_emulate(
         ctx.task,
         theta,
