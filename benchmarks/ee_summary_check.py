@@ -31,11 +31,11 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp, write_page
+from _common import c2st_scores, command_line, platform_stamp, table, write_page
 
 from sbi_symmetry._random import seeded
 from sbi_symmetry.emulate.estimator import Standardize
-from sbi_symmetry.evaluation import c2st_score, std_ratio
+from sbi_symmetry.evaluation import std_ratio
 from sbi_symmetry.symmetry.cached import cached_npe
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.tasks import get_task
@@ -67,7 +67,7 @@ def summary_encoder(estimator: Any, x: Tensor) -> nn.Module:
 
 def score(samples: list[Tensor], references: list[Tensor]) -> dict[str, Any]:
     """Mean C2ST and posterior std over the reference's (mean per parameter, largest)."""
-    c2st = [c2st_score(s, r) for s, r in zip(samples, references, strict=True)]
+    c2st = c2st_scores(samples, references, max_samples=5_000, seeds=[0] * len(samples))
     ratios = torch.stack([std_ratio(s, r) for s, r in zip(samples, references, strict=True)])
     return {
         "c2st": sum(c2st) / len(c2st),
@@ -117,18 +117,27 @@ def check(run: Path, posterior_samples: int) -> dict[str, dict[str, Any]]:
     }
 
 
-def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+def results_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """One row per run and posterior."""
-    lines = [
-        "| run | posterior | C2ST (mean) | std / reference (mean per parameter) | "
-        "std / reference (largest) |",
-        "|---|---|---|---|---|",
+    header = [
+        "run",
+        "posterior",
+        "C2ST (mean)",
+        "std / reference (mean per parameter)",
+        "std / reference (largest)",
     ]
-    for run, by_posterior in results.items():
-        for name, s in by_posterior.items():
-            means = ", ".join(f"{v:.2f}" for v in s["std_mean"])
-            lines.append(f"| {run} | {name} | {s['c2st']:.3f} | {means} | {s['std_largest']:.2f} |")
-    return "\n".join(lines)
+    rows = [
+        [
+            run,
+            name,
+            f"{s['c2st']:.3f}",
+            ", ".join(f"{v:.2f}" for v in s["std_mean"]),
+            f"{s['std_largest']:.2f}",
+        ]
+        for run, by_posterior in results.items()
+        for name, s in by_posterior.items()
+    ]
+    return "\n".join(table(header, rows))
 
 
 def main() -> None:
@@ -140,7 +149,7 @@ def main() -> None:
     results = {
         f"{run.parent.name}/{run.name}": check(run, args.posterior_samples) for run in args.runs
     }
-    text = table(results)
+    text = results_table(results)
     print(text)
     if args.out is not None:
         page = (
