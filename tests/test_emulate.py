@@ -88,6 +88,16 @@ def test_dot_similarity_without_z_scoring():
     torch.testing.assert_close(est.unnormalized_log_ratio(theta, x), expected)
 
 
+def test_scaled_similarity_keeps_the_data_norm_and_normalises_the_emulator():
+    est = make_estimator(similarity="scaled", z_score_theta=False, temperature=0.5)
+    theta, x = torch.randn(6, 2), torch.randn(6, 5)
+    g = nn.functional.normalize(est.emulator(theta), dim=-1)
+    expected = (est.encoder(x) * g).sum(-1) / 0.5
+    torch.testing.assert_close(est.unnormalized_log_ratio(theta, x), expected)
+    bound = est.encoder(x).norm(dim=-1) / 0.5  # Cauchy-Schwarz: the rejection sampler's bound
+    assert bool((est.unnormalized_log_ratio(theta, x) <= bound + 1e-6).all())
+
+
 def test_sample_and_batch_dimensions_broadcast():
     est = make_estimator()
     theta, x = torch.randn(4, 3, 2), torch.randn(3, 5)

@@ -59,15 +59,26 @@ class Quadratic(nn.Module):
         return torch.cat([theta, -0.5 * theta.square().sum(-1, keepdim=True)], -1)
 
 
-def von_mises(temperature: float, **kwargs) -> tuple[BoxUniform, TwoTowerPosterior]:
+class Scaled(nn.Module):
+    """``v -> 2 (cos v, sin v) / sqrt(d)``: a vector of norm 2."""
+
+    def forward(self, v: Tensor) -> Tensor:
+        return 2 * Trig()(v)
+
+
+def von_mises(
+    temperature: float, similarity: str = "cosine", **kwargs
+) -> tuple[BoxUniform, TwoTowerPosterior]:
+    """Cosine: concentration ``1 / (d T)``; scaled (data tower of norm 2): ``2 / (d T)``."""
     prior = BoxUniform(-math.pi * torch.ones(2), math.pi * torch.ones(2))
     theta = prior.sample((20,))
     # learn_temperature: a Parameter, which sbi's ratio potential (the MCMC fallback) needs
     est = EmbedEmulateRatioEstimator(
-        Trig(),
+        Scaled() if similarity == "scaled" else Trig(),
         Trig(),
         theta,
         theta.clone(),
+        similarity=similarity,
         temperature=temperature,
         z_score_theta=False,
         learn_temperature=True,
@@ -126,6 +137,15 @@ def test_samples_match_the_exact_von_mises_posterior(temperature, method, chosen
     assert_moments(samples, *von_mises_moments(X_O[0], 1 / (2 * temperature)))
     assert float(post.last_ess[0]) >= 10_000  # the weighted draw supports the samples
     assert samples.unique(dim=0).shape[0] == 20_000  # resampled without duplicates
+
+
+@pytest.mark.parametrize("method", ["rejection", "importance"])
+def test_scaled_similarity_samples_match_the_exact_von_mises_posterior(method):
+    """Only the emulator on the unit sphere: |f(x)| / T bounds log r, so rejection is exact."""
+    _, post = von_mises(0.5, similarity="scaled", method=method)
+    samples = post.sample((20_000,), x=X_O)
+    assert post.last_method == [method]
+    assert_moments(samples, *von_mises_moments(X_O[0], 2 / (2 * 0.5)))
 
 
 def test_dot_similarity_gaussian_posterior_needs_proposals_and_matches():

@@ -123,7 +123,7 @@ def test_the_embedding_refuses_bad_observations_by_name(x):
 @FUZZ
 @given(
     temperature=st.sampled_from([0.15, 0, -1, float("inf"), "hot", True]),
-    similarity=st.sampled_from(["cosine", "dot", "l2", None]),
+    similarity=st.sampled_from(["cosine", "scaled", "dot", "l2", None]),
     embedding_dim=ODD,
     symmetry_weight=st.sampled_from([0.0, -0.5, float("nan"), 1.0]),
 )
@@ -136,4 +136,4 @@ def test_embed_emulate_constructor_checks_every_argument(
     except NAMED as error:
         assert "`" in str(error), error
         return
-    assert temperature == 0.15 and similarity in ("cosine", "dot")
+    assert temperature == 0.15 and similarity in ("cosine", "scaled", "dot")

@@ -4,7 +4,8 @@ An encoder ``f`` maps data to ``R^n``, an emulator ``g`` maps parameters to the 
 
     log r(theta, x) = <f(x), g(theta)> / temperature
 
-(with ``f`` and ``g`` projected to the unit sphere for ``similarity="cosine"``). Because the
+(with ``f`` and ``g`` projected to the unit sphere for ``similarity="cosine"``, only ``g`` for
+``"scaled"``). Because the
 towers only meet in the final inner product, a batch of ``B`` pairs needs ``B`` encoder and ``B``
 emulator passes for all ``B^2`` logits, and during MCMC the observation is encoded once and
 only the cheap emulator runs for each ``theta``.
@@ -43,8 +44,10 @@ from typing_extensions import Self
 
 from sbi_symmetry._validation import check_choice, check_finite, check_tensor
 from sbi_symmetry.losses.infonce import symmetric_infonce
+from sbi_symmetry.losses.local import LocalCandidates, local_contrastive
 
-Similarity = Literal["cosine", "dot"]
+Similarity = Literal["cosine", "scaled", "dot"]
+SIMILARITIES = ("cosine", "scaled", "dot")
 
 
 class Standardize(nn.Module):
@@ -81,7 +84,9 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
             z-scoring statistics.
         batch_x: Data of the build batch, ``(N, *x_shape)``; used to probe the encoder.
         similarity: ``"cosine"`` (both embeddings on the unit sphere; logits bounded by
-            ``1 / temperature``) or ``"dot"`` (plain inner product).
+            ``1 / temperature``), ``"scaled"`` (only ``g(theta)`` on the unit sphere: the norm of
+            ``f(x)`` sets each observation's sharpness, and ``|f(x)| / temperature`` bounds its
+            logits) or ``"dot"`` (plain inner product).
         temperature: Initial (or fixed) temperature, > 0.
         learn_temperature: Train ``log(temperature)`` with the networks (the default).
         temperature_bounds: The learned temperature is clamped to this range.
@@ -123,7 +128,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
             )
         if not isinstance(encoder, nn.Module) or not isinstance(emulator, nn.Module):
             raise TypeError("`encoder` and `emulator` must be torch.nn.Module instances.")
-        check_choice(similarity, "similarity", ("cosine", "dot"))
+        check_choice(similarity, "similarity", SIMILARITIES)
         check_choice(z_score_x, "z_score_x", ("none", "structured"))
         low, high = temperature_bounds
         if not (0 < low < high < math.inf):
@@ -194,6 +199,14 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         low, high = self.temperature_bounds
         return self.log_temperature.clamp(math.log(low), math.log(high)).exp()
 
+    @property
+    def theta_scale(self) -> Tensor:
+        """Per-parameter scale of ``theta``: the z-scoring std, or ones without z-scoring."""
+        tower = self.embedding_net_theta
+        if self._z_scored[0]:
+            return tower[0].scale  # type: ignore[index]
+        return torch.ones(self.theta_shape)
+
     def _probe_widths(self, batch_theta: Tensor, batch_x: Tensor) -> int:
         """Run both towers on two rows of the build batch and check they agree in width."""
         rows = min(2, batch_theta.shape[0])
@@ -244,8 +257,10 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ towers
-    def _project(self, z: Tensor) -> Tensor:
-        return F.normalize(z, dim=-1) if self.similarity == "cosine" else z
+    def _project(self, z: Tensor, side: Literal["x", "theta"]) -> Tensor:
+        """Unit-normalise ``z`` where the similarity asks for it (both sides, or theta's)."""
+        unit = self.similarity == "cosine" or (self.similarity == "scaled" and side == "theta")
+        return F.normalize(z, dim=-1) if unit else z
 
     def _check_x(self, x: Tensor, name: str = "x") -> tuple[int, ...]:
         check_tensor(x, name)
@@ -291,7 +306,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
             ):
                 return cached_z
         check_finite(rows, "x")  # a NaN x_o would give a silent NaN posterior
-        z = self._project(self.embedding_net_x(rows))
+        z = self._project(self.embedding_net_x(rows), "x")
         if use_cache:
             tensors = self._tower_tensors()
             self._cache = (rows.detach().clone(), tensors, self._fingerprint(tensors), z.detach())
@@ -335,7 +350,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
             The embeddings.
         """
         prefix = self._check_theta(theta)
-        z = self._project(self.embedding_net_theta(theta.reshape(-1, theta.shape[-1])))
+        z = self._project(self.embedding_net_theta(theta.reshape(-1, theta.shape[-1])), "theta")
         return z.reshape(*prefix, z.shape[-1])
 
     # ------------------------------------------------------------------ sbi contract
@@ -381,9 +396,10 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         *,
         global_batch: bool = False,
         negatives: Tensor | None = None,
+        local: LocalCandidates | None = None,
         **kwargs: object,
     ) -> Tensor:
-        """Per-pair symmetric InfoNCE over all ``B x B`` pairs of the batch.
+        """Per-pair symmetric InfoNCE over all ``B x B`` pairs of the batch (+ the local term).
 
         Args:
             input: Parameters ``theta``, shape ``(B, theta_dim)``.
@@ -394,6 +410,8 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
                 :func:`~sbi_symmetry.losses.infonce.symmetric_infonce`); no effect in one process.
             negatives: Extra prior draws ``(K, theta_dim)``, candidates of every
                 ``x -> theta`` softmax (they cost no simulation); ``None`` for none.
+            local: Neighbours of each true parameter (:mod:`sbi_symmetry.losses.local`); their
+                local contrastive loss is added to each pair's; ``None`` for none.
             **kwargs: Ignored (``sbi`` passes loss arguments by keyword).
 
         Returns:
@@ -410,10 +428,15 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
                 "`input` must be (B, theta_dim) and `condition` (B, *x_shape) with the same B; "
                 f"got {tuple(input.shape)} and {tuple(condition.shape)}."
             )
-        return symmetric_infonce(
-            self.encode(condition),
+        f_x = self.encode(condition)
+        losses = symmetric_infonce(
+            f_x,
             self.emulate(input),
             self.temperature,
             global_batch=global_batch,
             negatives=None if negatives is None else self.emulate(negatives),
         )
+        if local is None:
+            return losses
+        logits = (f_x[:, None, :] * self.emulate(local.candidates)).sum(-1) / self.temperature
+        return losses + local_contrastive(logits, *local)

@@ -5,16 +5,16 @@ exp(<z_o, g(theta)> / T)``, ``z_o = f(x_o)`` (``sum_k f(x_k)`` for i.i.d. trials
 ratios). ``x_o`` is encoded once; ``C`` candidates cost one emulator pass and, for ``J``
 observations, one ``(C x n) @ (n x J)`` product. Three samplers, chosen per observation:
 
-1. **Exact rejection from the prior** (cosine): ``<z_o, g> <= ||z_o||``, so ``log r <= log B :=
-   ||z_o|| / T``; a prior draw kept with probability ``r / B`` is an exact posterior draw. The
-   observations so served are the cheapest set given their acceptance rates on a pilot chunk,
-   counting ``num_samples / min_acceptance`` candidates per observation left to (2); their
-   draws start after the pilot (a pilot reused after a choice made on it would be tilted).
-   They share the prior draws and one uniform per draw, each observation reading the uniforms
-   from its own random cyclic offset: a draw is kept where ``log r - log B > log u``, with no
-   random number or ``exp`` per pair. Each observation's samples are i.i.d.; those of
-   different observations depend on each other through the shared draws (two copies of one
-   observation do not get the same samples). (``"dot"``: ``B`` as in (2).)
+1. **Exact rejection from the prior** (cosine or scaled: ``|g| = 1``): ``<z_o, g> <= ||z_o||``, so
+   ``log r <= log B := ||z_o|| / T``; a prior draw kept with probability ``r / B`` is an exact
+   posterior draw. The observations so served are the cheapest set given their acceptance rates on a
+   pilot chunk, counting ``num_samples / min_acceptance`` candidates per observation left to (2);
+   their draws start after the pilot (a pilot reused after a choice made on it would be tilted).
+   They share the prior draws and one uniform per draw, each observation reading the uniforms from
+   its own random cyclic offset: a draw is kept where ``log r - log B > log u``, with no random
+   number or ``exp`` per pair. Each observation's samples are i.i.d.; those of different
+   observations depend on each other through the shared draws (two copies of one observation do not
+   get the same samples). (``"dot"``: ``B`` as in (2).)
 2. **Adaptive importance sampling**, weights ``w = p r / q``: first ``q = p``; while the Kish
    effective sample size ``ESS = (sum w)^2 / sum w^2`` is below a quarter of the candidates,
    ``q = a p + (1 - a) sum_k pi_k N(mu_k, 1.5 Sigma_k)`` (``a = 0.1``; ``w <= r / a``), a Gaussian
@@ -91,7 +91,7 @@ class TwoTowerPosterior(NeuralPosterior):
     Args:
         estimator: The trained two-tower estimator (switched to ``eval()``).
         prior: The prior (``sample``, ``log_prob``, ``support``), e.g. sbi's ``BoxUniform``.
-        method: ``"auto"`` (module docstring), ``"rejection"`` (exact; cosine only),
+        method: ``"auto"`` (module docstring), ``"rejection"`` (exact; cosine or scaled only),
             ``"importance"`` (adaptive for all) or ``"mcmc"`` (sbi's MCMC, no warning).
         chunk_size: Most parameters per draw of candidates (the emulator takes them 2048 at
             a time); with at most 4M log ratios held at once the default keeps the memory
@@ -130,8 +130,10 @@ class TwoTowerPosterior(NeuralPosterior):
         if not (hasattr(prior, "sample") and hasattr(prior, "log_prob")):
             raise TypeError(f"`prior` must have `sample` and `log_prob`; got {prior!r}.")
         check_choice(method, "method", ("auto", "rejection", "importance", "mcmc"))
-        if method == "rejection" and estimator.similarity != "cosine":
-            raise ValueError("method='rejection' needs similarity='cosine' (a bound on log r).")
+        if method == "rejection" and estimator.similarity == "dot":
+            raise ValueError(
+                "method='rejection' needs similarity='cosine' or 'scaled' (a bound on log r)."
+            )
         check_int(chunk_size, "chunk_size", 1)
         check_int(max_theta_dim, "max_theta_dim", 1)
         check_int(max_rounds, "max_rounds", 0)
@@ -302,8 +304,8 @@ class TwoTowerPosterior(NeuralPosterior):
         pilot = draw(torch.arange(count, device=z.device), math.inf)
         out: list[Tensor | None] = [None] * count
         ess, how = torch.full((count,), math.nan, device=z.device), ["mcmc"] * count
-        cosine = self.estimator.similarity == "cosine"
-        bound = z.norm(dim=-1) / self.estimator.temperature if cosine else pilot[1].max(-1).values
+        bounded = self.estimator.similarity != "dot"  # unit g(theta): ||z|| / T bounds log r
+        bound = z.norm(dim=-1) / self.estimator.temperature if bounded else pilot[1].max(-1).values
         chosen = self._prior_served(pilot[1], bound, num).to(z.device)
         # the pilot chose the rows: only a choice made without it ("rejection") may reuse it
         reuse = (pilot[0], pilot[1][chosen]) if self.method == "rejection" else None
@@ -316,7 +318,7 @@ class TwoTowerPosterior(NeuralPosterior):
             jobs.append((rest[fine], adapted, first, torch.full((len(fine),), -math.inf)))
         for label, (idx, job, first, start) in zip(("rejection", "importance"), jobs, strict=False):
             if len(idx):
-                exact = cosine and label == "rejection"  # ||z|| / T bounds log r
+                exact = bounded and label == "rejection"
                 draws, ess[idx] = self._accept(z[idx], job, num, start.to(z), first, exact)
                 for j, d in zip(idx.tolist(), draws, strict=True):
                     out[j], how[j] = d, label if d is not None else "mcmc"

@@ -44,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Literal
 
@@ -61,7 +62,7 @@ from sbi_symmetry._sbi_compat import (
 )
 from sbi_symmetry._validation import check_choice, check_int, check_number, check_simulations
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
-from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator, Similarity
+from sbi_symmetry.emulate.estimator import SIMILARITIES, EmbedEmulateRatioEstimator, Similarity
 from sbi_symmetry.emulate.posterior import TwoTowerPosterior
 from sbi_symmetry.emulate.sharding import ShardedTrainingHooks
 from sbi_symmetry.emulate.training_loss import TrainingLoss
@@ -80,7 +81,8 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             :func:`~sbi_symmetry.emulate.builder.embed_emulate_classifier`.
         embedding_dim: Width of the default encoder.
         temperature: (Initial) temperature of the logits, > 0.
-        similarity: ``"cosine"`` (unit sphere, the default) or ``"dot"``.
+        similarity: ``"cosine"`` (unit sphere, the default), ``"scaled"`` (only the emulator's
+            embedding on the unit sphere) or ``"dot"`` (see the estimator).
         learn_temperature: Learn ``log(temperature)`` with the networks (the default; a fixed
             temperature caps every log-ratio at ``1 / temperature`` with cosine similarity,
             which left posteriors up to 30x too wide in ``benchmarks/results/ee_levers_*.md``).
@@ -97,6 +99,11 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         prior_negatives: Extra parameters drawn from the prior for every batch, candidates of
             each ``x -> theta`` softmax beside the batch's own (they cost no simulation; see
             :mod:`sbi_symmetry.losses.infonce`); 0 for the batch alone. Needs ``prior``.
+        local_negatives: Gaussian neighbours of each true parameter that it must be told from
+            (the local contrastive term of :mod:`sbi_symmetry.losses.local`, added to each
+            pair's loss; no simulation); 0 for none. Needs ``prior``.
+        local_scales: ``(low, high)``: each pair's neighbours are spread by a scale drawn
+            log-uniformly in this range, times the parameters' z-scoring std.
         device: Training device.
         logging_level: As in ``sbi``.
         summary_writer: Deprecated in ``sbi``; use ``tracker``.
@@ -123,6 +130,8 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         symmetry_weight: float = 0.0,
         vicreg_kwargs: dict[str, Any] | None = None,
         prior_negatives: int = 0,
+        local_negatives: int = 0,
+        local_scales: tuple[float, float] = (0.02, 0.5),
         device: str = "cpu",
         logging_level: int | str = "warning",
         summary_writer: SummaryWriter | None = None,
@@ -143,7 +152,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             build = classifier
         else:
             check_number(temperature, "temperature", positive=True)
-            check_choice(similarity, "similarity", ("cosine", "dot"))
+            check_choice(similarity, "similarity", SIMILARITIES)
             build = embed_emulate_classifier(
                 encoder,
                 emulator,
@@ -159,6 +168,10 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         check_int(prior_negatives, "prior_negatives", 0)
         if prior_negatives > 0 and prior is None:
             raise ValueError("`prior_negatives` > 0 draws from the prior: pass `prior`.")
+        check_int(local_negatives, "local_negatives", 0)
+        if local_negatives > 0 and prior is None:
+            raise ValueError("`local_negatives` > 0 needs the prior's density: pass `prior`.")
+        local_scales = _check_scales(local_scales)
         if symmetry_weight > 0 and views is None:
             raise ValueError("`symmetry_weight` > 0 needs `views` (e.g. ResimulatedViews).")
         if views is not None:
@@ -187,6 +200,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         self._symmetry_weight = float(symmetry_weight)
         self._vicreg_kwargs = dict(vicreg_kwargs or {})
         self._prior_negatives = prior_negatives
+        self._local = (local_negatives, local_scales)
         self._parallel_loss: nn.Module | None = None
 
     def append_simulations(
@@ -371,9 +385,22 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             self._vicreg_kwargs,
             self._prior,
             self._prior_negatives,
+            *self._local,
         )
         if distributed.is_distributed() and net.training and torch.is_grad_enabled():
             if self._parallel_loss is None or self._parallel_loss.module.net is not net:
                 self._parallel_loss = distributed.data_parallel(loss)
             return self._parallel_loss(theta, x)
         return loss(theta, x)
+
+
+def _check_scales(scales: Any) -> tuple[float, float]:
+    """``local_scales`` as two floats with ``0 < low <= high``, or a clear error."""
+    try:
+        low, high = (float(v) for v in scales)
+    except (TypeError, ValueError):
+        message = f"`local_scales` must be two numbers (low, high); got {scales!r}."
+        raise TypeError(message) from None
+    if not (0 < low <= high < math.inf):
+        raise ValueError(f"`local_scales` must satisfy 0 < low <= high < inf; got {scales!r}.")
+    return low, high

@@ -1,4 +1,4 @@
-"""Training losses: VICReg (plus an optional supervised term) and symmetric InfoNCE.
+"""Training losses: VICReg (plus an optional supervised term), symmetric and local InfoNCE.
 
 Example:
     >>> import torch
@@ -11,7 +11,15 @@ Example:
 from __future__ import annotations
 
 from sbi_symmetry.losses.infonce import symmetric_infonce
+from sbi_symmetry.losses.local import local_contrastive
 from sbi_symmetry.losses.supervised import supervised_term
 from sbi_symmetry.losses.vicreg import VICRegLoss, VICRegTerms, vicreg_loss
 
-__all__ = ["VICRegLoss", "VICRegTerms", "supervised_term", "symmetric_infonce", "vicreg_loss"]
+__all__ = [
+    "VICRegLoss",
+    "VICRegTerms",
+    "local_contrastive",
+    "supervised_term",
+    "symmetric_infonce",
+    "vicreg_loss",
+]
