@@ -5,10 +5,9 @@ An encoder ``f`` maps data to ``R^n``, an emulator ``g`` maps parameters to the 
     log r(theta, x) = <f(x), g(theta)> / temperature
 
 (with ``f`` and ``g`` projected to the unit sphere for ``similarity="cosine"``, only ``g`` for
-``"scaled"``). Because the
-towers only meet in the final inner product, a batch of ``B`` pairs needs ``B`` encoder and ``B``
-emulator passes for all ``B^2`` logits, and during MCMC the observation is encoded once and
-only the cheap emulator runs for each ``theta``.
+``"scaled"``). Because the towers only meet in the final inner product, a batch of ``B`` pairs
+needs ``B`` encoder and ``B`` emulator passes for all ``B^2`` logits, and during MCMC the
+observation is encoded once and only the cheap emulator runs for each ``theta``.
 
 ``sbi``'s shape contract: ``unnormalized_log_ratio(theta, x)`` takes ``theta`` of shape
 ``(*batch, theta_dim)`` and ``x`` of shape ``(*batch, *x_shape)`` (equal or broadcastable batch
