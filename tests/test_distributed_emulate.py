@@ -70,6 +70,9 @@ def _embed_emulate_worker(rank: int) -> dict[str, Any]:
     net = longer.train(training_batch_size=32, stop_after_epochs=2, max_num_epochs=30)
     out["longer"] = {"weights": weights(net), "epochs": longer.summary["epochs_trained"]}
     out["longer_val"] = longer.summary["validation_loss"]
+    # The refinement shuffles with each rank's own RNG; rank 0's result is kept everywhere.
+    torch.manual_seed(10 + rank)
+    out["refined"] = weights(longer.refine(training_batch_size=32, max_num_epochs=3))
     return out
 
 
@@ -81,6 +84,7 @@ def test_two_process_embed_emulate_matches_one_process_and_stops_together(tmp_pa
     assert ranks[0]["longer"]["epochs"] == ranks[1]["longer"]["epochs"]
     assert ranks[0]["longer_val"] == ranks[1]["longer_val"]
     assert ranks[0]["longer_val"][-1] < ranks[0]["longer_val"][0]
+    assert_same(ranks[0]["refined"], ranks[1]["refined"])
 
     steps = _record_optimizer_steps(monkeypatch.setattr)
     torch.manual_seed(0)

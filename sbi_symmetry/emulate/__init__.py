@@ -5,6 +5,8 @@
 * :func:`embed_emulate_classifier`: a builder for ``classifier=`` of ``NRE_B``/``NRE_C``;
   :func:`default_emulator` the ``g(theta)`` it builds (optionally behind Fourier features).
 * :class:`EmbedEmulate`: the NRE trainer with the symmetric InfoNCE loss over the whole batch.
+* :func:`refine_emulator`: an optional last phase (``EmbedEmulate.train(refine_emulator=True)``)
+  that retrains only the emulator on the frozen, cached ``f(x)`` with the ``x -> theta`` loss.
 * :class:`TwoTowerPosterior` / :func:`build_two_tower_posterior`: its posterior sampled without
   MCMC: ``x_o`` encoded once, the emulator and one matrix product over chunks of ``theta``
   (exact rejection from the prior or adaptive importance sampling, whose Gaussian-mixture
@@ -21,13 +23,16 @@ from __future__ import annotations
 from sbi_symmetry.emulate.builder import default_emulator, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.emulate.posterior import TwoTowerPosterior, build_two_tower_posterior
+from sbi_symmetry.emulate.refine import RefineSummary, refine_emulator
 from sbi_symmetry.emulate.trainer import EmbedEmulate
 
 __all__ = [
     "EmbedEmulate",
     "EmbedEmulateRatioEstimator",
+    "RefineSummary",
     "TwoTowerPosterior",
     "build_two_tower_posterior",
     "default_emulator",
     "embed_emulate_classifier",
+    "refine_emulator",
 ]

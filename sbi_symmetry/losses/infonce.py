@@ -36,6 +36,15 @@ needs ``B`` encoder and ``B`` emulator passes for all ``B^2`` pairs, both direct
 A batch in which every embedding is the same has all logits equal and ``loss_i = log B``:
 the loss of guessing.
 
+Weighting the two terms. ``row_weight = w`` gives ``w * row + (1 - w) * column``; for any ``w``
+strictly between 0 and 1 the argument above holds unchanged (the optimum is ``log r + C``).
+``w = 1`` is the row term alone, NRE-B's classification with the batch as candidates, optimum
+``log r + c(x)``: the posterior ``p(theta) exp(h(theta, x))`` is unchanged by ``c(x)``, so it
+is still exact, only ratios of different observations stop being comparable. With a critic of
+finite capacity the two terms pull differently: the column term also rewards telling data sets
+apart, which costs sharpness in ``x -> theta`` (measured in ``benchmarks/results/ee_loss_side.md``
+and used by :mod:`sbi_symmetry.emulate.refine`).
+
 Extra candidates from the prior. The row term can only tell ``theta_i`` from the ``B - 1``
 others, so it carries at most ``log B`` nats: once the true parameter beats the rest of the batch,
 nothing asks the critic to resolve the posterior more finely than the spacing of ``B`` prior
@@ -100,6 +109,7 @@ def symmetric_infonce(
     *,
     global_batch: bool = False,
     negatives: Tensor | None = None,
+    row_weight: float = 0.5,
 ) -> Tensor:
     """Per-pair symmetric InfoNCE losses of a batch of ``B`` matched embeddings.
 
@@ -116,9 +126,11 @@ def symmetric_infonce(
             same batch size. No effect in one process.
         negatives: Emulated extra candidates ``g(theta')`` for prior draws ``theta'``, shape
             ``(K, n)``, added to every row (``x -> theta``) softmax; ``None`` for none.
+        row_weight: Weight ``w`` in ``[0, 1]`` of the row term; the column term gets
+            ``1 - w`` (the default 1/2 is the symmetric loss; 1 is the row term alone).
 
     Returns:
-        Losses of shape ``(B,)``: the mean of the row (``x -> theta``) and column
+        Losses of shape ``(B,)``: the weighted mean of the row (``x -> theta``) and column
         (``theta -> x``) cross-entropies of each pair. Their mean is the training loss.
         With ``global_batch`` under ``W`` processes: this rank's ``B`` pairs, each against all
         ``W B`` candidates.
@@ -142,10 +154,15 @@ def symmetric_infonce(
             "`f_x` and `g_theta` must have the same shape (one row per joint pair, the same "
             f"embedding width); got {tuple(f_x.shape)} and {tuple(g_theta.shape)}."
         )
+    if isinstance(row_weight, bool) or not (
+        isinstance(row_weight, int | float) and 0 <= row_weight <= 1
+    ):
+        raise ValueError(f"`row_weight` must be a number in [0, 1]; got {row_weight!r}.")
     extra = _extra_logits(f_x, negatives, temperature)
     if global_batch and distributed.is_distributed():
         _check_temperature(temperature)
-        return _global_batch_infonce(f_x, g_theta, temperature, extra)
+        rows, columns = _global_batch_infonce(f_x, g_theta, temperature, extra)
+        return row_weight * rows + (1 - row_weight) * columns
     if f_x.shape[0] < 2:
         raise ValueError(
             f"symmetric InfoNCE needs a batch of at least 2 pairs (the others are the "
@@ -158,7 +175,7 @@ def symmetric_infonce(
     positive = torch.diagonal(logits)
     x_to_theta = torch.logsumexp(_with(logits, extra), dim=1) - positive
     theta_to_x = torch.logsumexp(logits, dim=0) - positive
-    return 0.5 * (x_to_theta + theta_to_x)
+    return row_weight * x_to_theta + (1 - row_weight) * theta_to_x
 
 
 def _extra_logits(
@@ -184,8 +201,8 @@ def _with(logits: Tensor, extra: Tensor | None) -> Tensor:
 
 def _global_batch_infonce(
     f_x: Tensor, g_theta: Tensor, temperature: float | Tensor, extra: Tensor | None = None
-) -> Tensor:
-    """This rank's rows and columns of the global ``WB x WB`` logit matrix, as per-pair losses.
+) -> tuple[Tensor, Tensor]:
+    """This rank's row and column losses of the global ``WB x WB`` logit matrix, per pair.
 
     Rank ``r`` holds pairs ``off + i`` (``off = r B``) of the gathered batch. Its row terms need
     ``f(x_i)`` against every ``g(theta_j)``, its column terms ``g(theta_i)`` against every
@@ -207,4 +224,4 @@ def _global_batch_infonce(
     theta_logits = (g_theta @ f_all.T) / temperature  # theta_i against every x
     x_to_theta = torch.logsumexp(_with(x_logits, extra), dim=1) - x_logits[rows, columns]
     theta_to_x = torch.logsumexp(theta_logits, dim=1) - theta_logits[rows, columns]
-    return 0.5 * (x_to_theta + theta_to_x)
+    return x_to_theta, theta_to_x
