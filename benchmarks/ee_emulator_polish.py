@@ -41,7 +41,9 @@ from sbi_symmetry.workflow.saved import load_posterior
 from sbi_symmetry.workflow.stages import reference_samples
 
 
-def polish(run: Path, row_weight: float, learning_rate: float, pairs: int, batch: int) -> None:
+def polish(
+    run: Path, row_weight: float, learning_rate: float, pairs: int, batch: int, refine: bool = True
+) -> None:
     """Print the scores before and after retraining the emulator of ``run``."""
     torch.manual_seed(0)
     stages = run / STAGES_DIR
@@ -71,6 +73,8 @@ def polish(run: Path, row_weight: float, learning_rate: float, pairs: int, batch
         )
 
     print(f"{run}: before: {scored()}, T {float(est.temperature.detach()):.4f}")
+    if not refine:
+        return
     done = refine_emulator(
         est,
         sims.theta,
@@ -93,9 +97,17 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--pairs", type=int, default=100, help="calibration pairs for SBC")
     parser.add_argument("--batch", type=int, default=200, help="pairs per batch (candidates)")
+    parser.add_argument("--score-only", action="store_true", help="score the run; no refining")
     args = parser.parse_args()
     for run in args.runs:
-        polish(run, 1.0 if args.loss == "row" else 0.5, args.learning_rate, args.pairs, args.batch)
+        polish(
+            run,
+            1.0 if args.loss == "row" else 0.5,
+            args.learning_rate,
+            args.pairs,
+            args.batch,
+            not args.score_only,
+        )
 
 
 if __name__ == "__main__":

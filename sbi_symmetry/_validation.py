@@ -213,3 +213,27 @@ def check_simulations(theta: object, x: object, prior: object = None) -> tuple[T
         )
     check_finite(theta, "theta")
     return theta.to(torch.float32), x.to(torch.float32)
+
+
+def check_row_weight(weight: object, interval: str = "[0, 1]") -> float:
+    """Raise ``ValueError`` unless ``weight`` is a number in ``interval``.
+
+    Args:
+        weight: The weight of a loss's ``x -> theta`` term.
+        interval: ``"[0, 1]"``, ``"(0, 1]"`` or ``"(0, 1)"`` (open ends exclude 0 or 1).
+
+    Returns:
+        ``weight`` as a float.
+
+    Example:
+        >>> check_row_weight(1, "(0, 1]")
+        1.0
+    """
+    ok = isinstance(weight, int | float) and not isinstance(weight, bool)
+    if ok:
+        above = weight > 0 if interval[0] == "(" else weight >= 0  # type: ignore[operator]
+        below = weight < 1 if interval[-1] == ")" else weight <= 1  # type: ignore[operator]
+        ok = above and below
+    if not ok:
+        raise ValueError(f"`row_weight` must be a number in {interval}; got {weight!r}.")
+    return float(weight)  # type: ignore[arg-type]

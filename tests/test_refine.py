@@ -182,3 +182,23 @@ def test_refine_leaves_a_plain_module_encoder_untouched():
     refine_emulator(est, theta, x, max_num_epochs=2)
     for name, value in weights(est.embedding_net_x).items():
         assert torch.equal(value, encoder[name])
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5, True])
+def test_trainer_row_weight_must_keep_both_terms(bad):
+    with pytest.raises(ValueError, match="row_weight"):
+        EmbedEmulate(BoxUniform(-torch.ones(2), torch.ones(2)), row_weight=bad)
+
+
+def test_trainer_trains_the_weighted_loss():
+    theta, x = _problem(100)
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    trainer = EmbedEmulate(prior, encoder=nn.Linear(2, 4), row_weight=0.8)
+    trainer.append_simulations(theta, x).train(max_num_epochs=1, refine_emulator=False)
+    net = trainer._neural_net
+    with torch.no_grad():
+        got = trainer.pair_loss(theta[:20], x[:20])
+        f, g = net.encode(x[:20]), net.emulate(theta[:20])
+        want = symmetric_infonce(f, g, net.temperature, row_weight=0.8)
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, symmetric_infonce(f, g, net.temperature))

@@ -396,6 +396,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         global_batch: bool = False,
         negatives: Tensor | None = None,
         local: LocalCandidates | None = None,
+        row_weight: float = 0.5,
         **kwargs: object,
     ) -> Tensor:
         """Per-pair symmetric InfoNCE over all ``B x B`` pairs of the batch (+ the local term).
@@ -411,6 +412,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
                 ``x -> theta`` softmax (they cost no simulation); ``None`` for none.
             local: Neighbours of each true parameter (:mod:`sbi_symmetry.losses.local`); their
                 local contrastive loss is added to each pair's; ``None`` for none.
+            row_weight: Weight of the ``x -> theta`` term (1/2: the symmetric loss).
             **kwargs: Ignored (``sbi`` passes loss arguments by keyword).
 
         Returns:
@@ -434,6 +436,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
             self.temperature,
             global_batch=global_batch,
             negatives=None if negatives is None else self.emulate(negatives),
+            row_weight=row_weight,
         )
         if local is None:
             return losses

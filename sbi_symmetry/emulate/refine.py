@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._validation import check_int, check_number
+from sbi_symmetry._validation import check_int, check_number, check_row_weight
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.losses.infonce import symmetric_infonce
 
@@ -118,10 +118,7 @@ def refine_emulator(
     check_number(learning_rate, "learning_rate", positive=True)
     check_int(stop_after_epochs, "stop_after_epochs", 1)
     check_int(max_num_epochs, "max_num_epochs", 1)
-    if isinstance(row_weight, bool) or not (
-        isinstance(row_weight, int | float) and 0 < row_weight <= 1
-    ):
-        raise ValueError(f"`row_weight` must be a number in (0, 1]; got {row_weight!r}.")
+    check_row_weight(row_weight, "(0, 1]")
     train_indices, val_indices = _split(theta.shape[0], train_indices, val_indices)
     start = time.perf_counter()
     modes = [m.training for m in estimator.modules()]

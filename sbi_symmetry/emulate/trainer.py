@@ -60,7 +60,13 @@ from sbi_symmetry._sbi_compat import (
     Tracker,
     appended_simulations,
 )
-from sbi_symmetry._validation import check_choice, check_int, check_number, check_simulations
+from sbi_symmetry._validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_row_weight,
+    check_simulations,
+)
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
 from sbi_symmetry.emulate.checks import check_settings, check_split
 from sbi_symmetry.emulate.estimator import SIMILARITIES, EmbedEmulateRatioEstimator, Similarity
@@ -106,6 +112,9 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             pair's loss; no simulation); 0 for none. Needs ``prior``.
         local_scales: ``(low, high)``: each pair's neighbours are spread by a scale drawn
             log-uniformly in this range, times the parameters' z-scoring std.
+        row_weight: Weight of the loss's ``x -> theta`` term during training, in ``(0, 1)``;
+            the ``theta -> x`` term gets ``1 - row_weight`` (1/2, the default, is the
+            symmetric loss; see :mod:`sbi_symmetry.losses.infonce`).
         device: Training device.
         logging_level: As in ``sbi``.
         summary_writer: Deprecated in ``sbi``; use ``tracker``.
@@ -134,6 +143,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         prior_negatives: int = 0,
         local_negatives: int = 0,
         local_scales: tuple[float, float] = (0.02, 0.5),
+        row_weight: float = 0.5,
         device: str = "cpu",
         logging_level: int | str = "warning",
         summary_writer: SummaryWriter | None = None,
@@ -169,6 +179,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         local_scales = check_settings(
             prior, views, symmetry_weight, prior_negatives, local_negatives, local_scales
         )
+        check_row_weight(row_weight, "(0, 1)")
         if tracker is None and summary_writer is None:
             tracker = NullTracker()
         super().__init__(
@@ -184,6 +195,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         self._symmetry_weight = float(symmetry_weight)
         self._vicreg_kwargs = dict(vicreg_kwargs or {})
         self._prior_negatives = prior_negatives
+        self._row_weight = float(row_weight)
         self._local = (local_negatives, local_scales)
         self._parallel_loss: nn.Module | None = None
         self.refinement: RefineSummary | None = None
@@ -418,6 +430,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             self._prior,
             self._prior_negatives,
             *self._local,
+            row_weight=self._row_weight,
         )
         if distributed.is_distributed() and net.training and torch.is_grad_enabled():
             if self._parallel_loss is None or self._parallel_loss.module.net is not net:

@@ -45,6 +45,7 @@ class TrainingLoss(nn.Module):
         prior_negatives: int = 0,
         local_negatives: int = 0,
         local_scales: tuple[float, float] = (0.02, 0.5),
+        row_weight: float = 0.5,
     ) -> None:
         super().__init__()
         self.net = net
@@ -55,6 +56,7 @@ class TrainingLoss(nn.Module):
         self.prior_negatives = prior_negatives
         self.local_negatives = local_negatives
         self.local_scales = local_scales
+        self.row_weight = row_weight
 
     def forward(self, theta: Tensor, x: Tensor) -> Tensor:
         """Per-pair symmetric InfoNCE (+ the weighted VICReg term while training)."""
@@ -64,7 +66,14 @@ class TrainingLoss(nn.Module):
             draws = self.prior.sample((self.prior_negatives,)).to(theta.device, theta.dtype)
             negatives = draws.reshape(self.prior_negatives, -1)
         local = self._local(theta) if self.local_negatives > 0 else None
-        losses = self.net.loss(theta, x, global_batch=True, negatives=negatives, local=local)
+        losses = self.net.loss(
+            theta,
+            x,
+            global_batch=True,
+            negatives=negatives,
+            local=local,
+            row_weight=self.row_weight,
+        )
         if self.symmetry_weight > 0 and self.net.training:
             batch = theta if self.views.input_kind == "theta" else x
             view_a, view_b = self.views(batch)

@@ -82,7 +82,7 @@ import torch
 from torch import Tensor
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._validation import check_finite, check_tensor
+from sbi_symmetry._validation import check_finite, check_row_weight, check_tensor
 
 
 def _check_temperature(temperature: float | Tensor) -> None:
@@ -154,10 +154,7 @@ def symmetric_infonce(
             "`f_x` and `g_theta` must have the same shape (one row per joint pair, the same "
             f"embedding width); got {tuple(f_x.shape)} and {tuple(g_theta.shape)}."
         )
-    if isinstance(row_weight, bool) or not (
-        isinstance(row_weight, int | float) and 0 <= row_weight <= 1
-    ):
-        raise ValueError(f"`row_weight` must be a number in [0, 1]; got {row_weight!r}.")
+    check_row_weight(row_weight)
     extra = _extra_logits(f_x, negatives, temperature)
     if global_batch and distributed.is_distributed():
         _check_temperature(temperature)
