@@ -179,7 +179,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         local_scales = check_settings(
             prior, views, symmetry_weight, prior_negatives, local_negatives, local_scales
         )
-        check_row_weight(row_weight, "(0, 1)")
+        row_weight = check_row_weight(row_weight, "(0, 1)")
         if tracker is None and summary_writer is None:
             tracker = NullTracker()
         super().__init__(
@@ -195,7 +195,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         self._symmetry_weight = float(symmetry_weight)
         self._vicreg_kwargs = dict(vicreg_kwargs or {})
         self._prior_negatives = prior_negatives
-        self._row_weight = float(row_weight)
+        self._row_weight = row_weight
         self._local = (local_negatives, local_scales)
         self._parallel_loss: nn.Module | None = None
         self.refinement: RefineSummary | None = None
