@@ -161,6 +161,7 @@ LAST_SHARED_STREAM = "c79cd9b"
 LATER_SUB_SETTINGS: dict[tuple[str, str], Any] = {
     ("npe_train", "anneal"): 0.0,
     ("ee_train", "anneal"): 0.0,
+    ("ee", "pretrain"): False,
 }
 
 

@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="methods trained at once, each in its own process (default 0: one per torch "
-        "thread on CPU, 1 on an accelerator; 1: in turn, in this process)",
+        help="methods trained at once, each in its own process (default 0: every method at "
+        "once on CPU, sharing the cores; 1 on an accelerator; 1: in turn, in this process)",
     )
     run.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"

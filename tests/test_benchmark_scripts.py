@@ -186,7 +186,10 @@ def test_config_changes_compares_a_stored_run_with_what_would_run_now():
     older = {k: v for k, v in stored.items() if k not in ("frozen_epochs", "ee")}
     older["pretrain"] = {k: v for k, v in stored["pretrain"].items() if k != "freeze"}
     changes, unnamed = script.config_changes(older, cfg)
-    assert changes == {"frozen_epochs": (0, 20)}  # not named then: its default ran
+    assert changes == {  # not named then: their defaults ran (no E&E pretraining)
+        "frozen_epochs": (0, 20),
+        "ee": ({"pretrain": False}, {"pretrain": "auto"}),
+    }
     assert unnamed == ["pretrain.freeze", "ee.emulator_kwargs"]  # cannot be checked: said
     same_ee = dataclasses.replace(cfg, frozen_epochs=0, ee={})  # "ee" not named: its default
     assert script.config_changes(older, same_ee)[0] == {}

@@ -105,6 +105,21 @@ def test_methods_that_cannot_go_to_a_worker_train_in_turn_with_a_warning(monkeyp
     assert {m.extra["pid"] for m in trained.values()} == {os.getpid()}
 
 
+@pytest.mark.parametrize("jobs", [1, 2, 3, 5, 64])
+def test_by_default_every_method_gets_a_worker_on_cpu_and_one_trains_at_a_time_on_a_gpu(jobs):
+    """More methods than cores still start together: the cores are shared, none idles."""
+    assert parallel.resolve_workers(0, jobs=jobs, device="cpu") == jobs
+    assert parallel.resolve_workers(0, jobs=jobs, device="cuda") == 1
+    assert parallel.resolve_workers(2, jobs=jobs, device="cpu") == min(2, jobs)
+
+
+def test_light_methods_start_last_and_the_others_keep_their_order():
+    names = ["raw_npe", "embed_emulate", "symmetry_npe", "nre_c", "end_to_end_npe"]
+    order = [spec.name for spec in parallel.start_order([METHODS[n] for n in names])]
+    assert order == ["embed_emulate", "symmetry_npe", "nre_c", "end_to_end_npe", "raw_npe"]
+    assert [name for name, spec in METHODS.items() if spec.light] == ["raw_npe"]
+
+
 def test_workers_must_be_a_non_negative_integer():
     assert parallel.resolve_workers(3, jobs=1, device="cpu") == 1
     with pytest.raises(ValueError, match="workers"):

@@ -243,10 +243,32 @@ def test_embed_emulate_can_pretrain_its_data_tower_first(task, expected):
     }
 
 
+@pytest.mark.parametrize(("task", "pretrains"), [(DampedOscillator(), True), (Lorenz96(), False)])
+def test_embed_emulate_pretrains_on_auto_only_where_views_are_free(task, pretrains):
+    """``ee={"pretrain": "auto"}`` (the fast presets): shift views yes, re-simulated ones no."""
+    from sbi_symmetry.simulation.counting import simulator_calls
+
+    cfg = RunConfig.from_preset(task.name, "fast", methods=("embed_emulate",), workers=1)
+    assert cfg.ee["pretrain"] == "auto"
+    cfg = dataclasses.replace(
+        cfg,
+        pretrain={**cfg.pretrain, "max_epochs": 1, "batch_size": 32},
+        ee_train={"max_num_epochs": 1, "training_batch_size": 50},
+    )
+    theta, x = task.sample_joint(200, generator=torch.Generator().manual_seed(0))
+    sims = stages.Simulations(theta, x, *[torch.zeros(1)] * 5)
+    counted = count_simulator_calls(task)
+    ctx = stages.training_context(counted, sims, cfg, False)
+    trained = stages.train_methods(ctx, "ratio")["embed_emulate"]
+    assert simulator_calls(counted) == 0  # never a call for views under "auto"
+    assert (trained.pretrain_seconds > 0) is pretrains
+    assert trained.extra.get("pretrain_views") == ("shift" if pretrains else None)
+
+
 @pytest.mark.parametrize(
     ("pretrain", "message"),
     [
-        ("yes", r"`ee.pretrain` must be True, False or a dict"),
+        ("yes", r"`ee.pretrain` must be True, False, 'auto' .* or a dict"),
         ({"max_epoch": 2}, r"`pretrain` setting\(s\) \['max_epoch'\] unknown"),
     ],
 )

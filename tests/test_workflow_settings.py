@@ -102,7 +102,7 @@ def test_the_default_fast_preset_keeps_its_values():
         "anneal": 0.1,
     }
     assert cfg.ee_train == {"max_num_epochs": 600, "training_batch_size": 200}
-    assert cfg.ee == {"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}}
+    assert cfg.ee == {"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}, "pretrain": "auto"}
     assert (cfg.num_simulations, cfg.pretrain_simulations) == (10_000, 30_000)
     assert cfg.methods == ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate")
     assert cfg.pretrain_views == "auto"

@@ -7,7 +7,8 @@
   :class:`Compose` and :class:`AugmentedViews` (transform stored data twice);
 * :mod:`~sbi_symmetry.views.noise_fill`: :class:`NoisyTimeShift` (shift, the entering samples
   drawn from the white-noise model) and :func:`shift_views` (views of a signal-in-noise task's
-  stored simulations at no simulator cost) and :func:`supports_shift_views`;
+  stored simulations at no simulator cost), :func:`supports_shift_views` and
+  :func:`resolve_pretrain_views`;
 * :mod:`~sbi_symmetry.views.budget`: :func:`split_budget` (simulator calls for the training set
   and for views) and :class:`BudgetSplit`.
 """
@@ -26,6 +27,7 @@ from sbi_symmetry.views.noise_fill import (
     NoisyTimeShift,
     default_max_shift,
     noise_filled_shift,
+    resolve_pretrain_views,
     shift_views,
     supports_shift_views,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "circular_shift",
     "default_max_shift",
     "noise_filled_shift",
+    "resolve_pretrain_views",
     "shift_views",
     "split_budget",
     "supports_shift_views",

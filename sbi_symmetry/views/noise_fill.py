@@ -304,6 +304,29 @@ def supports_shift_views(task: Any) -> bool:
     return True
 
 
+def resolve_pretrain_views(task: Any, choice: str) -> str:
+    """The views a ``pretrain_views`` setting means for ``task``: ``"shift"`` or ``"resimulated"``.
+
+    Args:
+        task: Any task object.
+        choice: ``"shift"``, ``"resimulated"`` or ``"auto"`` (shift views where
+            :func:`supports_shift_views` allows them, else re-simulated ones).
+
+    Returns:
+        ``choice`` itself unless it is ``"auto"``.
+
+    Example:
+        >>> from sbi_symmetry.tasks import DampedOscillator, Lorenz96
+        >>> resolve_pretrain_views(DampedOscillator(), "auto")
+        'shift'
+        >>> resolve_pretrain_views(Lorenz96(), "auto")
+        'resimulated'
+    """
+    if choice != "auto":
+        return choice
+    return "shift" if supports_shift_views(task) else "resimulated"
+
+
 def default_max_shift(task: Any) -> int:
     """Half the width of the task's shift prior, in samples of its time grid (rounded).
 

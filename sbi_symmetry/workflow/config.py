@@ -30,7 +30,7 @@ from typing import Any, Literal
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry._validation import check_choice, check_int
 from sbi_symmetry.tasks import TASKS, get_task
-from sbi_symmetry.views import split_budget, supports_shift_views
+from sbi_symmetry.views import resolve_pretrain_views, split_budget, supports_shift_views
 from sbi_symmetry.workflow.registry import METHODS
 from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs
 
@@ -90,7 +90,9 @@ class RunConfig:
             as for ``npe_train``.
         ee: ``EmbedEmulate`` keyword arguments, and ``pretrain``: ``True`` VICReg-pretrains
             Embed and Emulate's data tower first, on the views and with the ``pretrain``
-            settings symmetry NPE uses (a dict: ``pretrain`` overrides for it); off by default
+            settings symmetry NPE uses (a dict: ``pretrain`` overrides for it); ``"auto"`` (the
+            ``fast`` presets) does so only where those views are shifts of the training set,
+            which cost no simulator call; ``False`` (absent) never
             (``benchmarks/results/ee_pretrain.md``).
         methods: Which methods to run (names of :data:`~sbi_symmetry.workflow.registry.METHODS`).
         seed: Seed of every random draw; each method trains from its own stream derived from
@@ -100,7 +102,7 @@ class RunConfig:
             Vary it to see how much training alone moves the numbers. ``None`` (default): ``seed``.
         device: Torch device for training.
         workers: Methods trained at once, each in its own process with its share of torch's
-            threads: 0 (default) chooses (one per torch thread on CPU, 1 on an accelerator),
+            threads: 0 (default) chooses (every method at once on CPU, 1 on an accelerator),
             1 trains them in turn in this process.
     """
 
@@ -219,10 +221,10 @@ class RunConfig:
                 f"`methods` must be one or more of {list(METHODS)}; unknown: {sorted(unknown)}."
             )
         choice = self.ee.get("pretrain", False)
-        if not isinstance(choice, bool | dict):
+        if not (isinstance(choice, bool | dict) or choice == "auto"):
             raise ValueError(
-                f"`ee.pretrain` must be True, False or a dict of `pretrain` overrides; got "
-                f"{choice!r}."
+                f"`ee.pretrain` must be True, False, 'auto' (only where the views cost no "
+                f"simulator call) or a dict of `pretrain` overrides; got {choice!r}."
             )
         if isinstance(choice, dict):
             SUB_SETTINGS["pretrain"](choice)  # names an unknown key
@@ -239,8 +241,15 @@ class RunConfig:
 
     def _pretrains(self) -> bool:
         """Whether a selected method runs VICReg pretraining (symmetry NPE, or E&E's option)."""
-        ee = "embed_emulate" in self.methods and self.ee.get("pretrain", False) is not False
+        choice = self.ee.get("pretrain", False)
+        if choice == "auto":
+            choice = self._views() == "shift"
+        ee = "embed_emulate" in self.methods and choice is not False
         return "symmetry_npe" in self.methods or ee
+
+    def _views(self) -> str:
+        """The views ``pretrain_views`` means for this task: ``"shift"`` or ``"resimulated"``."""
+        return resolve_pretrain_views(get_task(self.task, "cpu"), self.pretrain_views)
 
     def _check_view_fraction(self) -> None:
         """``view_fraction`` splits ``num_simulations`` and needs one bank of re-simulated views."""
@@ -260,10 +269,7 @@ class RunConfig:
                 "`view_fraction` sizes one bank of views; fresh views (pretrain={'fresh_views': "
                 "True}) cost two calls per draw and epoch, which no split can bound. Drop one."
             )
-        shift = self.pretrain_views == "shift" or (
-            self.pretrain_views == "auto" and supports_shift_views(get_task(self.task, "cpu"))
-        )
-        if shift and self._pretrains():
+        if self._views() == "shift" and self._pretrains():
             raise ValueError(
                 f"`view_fraction` splits calls between training set and re-simulated views, but "
                 f"{self.task}'s views are shifts of the stored training set (pretrain_views="
@@ -368,6 +374,9 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # on 5 of 7 task-seed pairs (mean C2ST -0.008), calibrated on 6 of 7 (5 without), for 40% more
 # epochs. Embed and Emulate gained nothing from it (0.641 -> 0.640 and
 # 0.573 -> 0.573), so ee_train has none (benchmarks/results/npe_anneal.md).
+# Embed and Emulate pretrains its data tower where views are free shifts (ee.pretrain "auto"):
+# with the emulator's last phase, oscillator 0.676 -> 0.641 on 4 seeds, all calibrated;
+# sine-Gaussian level (benchmarks/results/ee_pretrain.md, section 5).
 _FAST_CONV = {"downsample": 8, "kernel_size": 5, "hidden_dim": 32}
 _FAST_SHO = RunConfig(
     task="damped-oscillator",
@@ -376,7 +385,7 @@ _FAST_SHO = RunConfig(
     pretrain_simulations=30_000,
     encoder={"output_dim": 8, "channels": 16, "num_blocks": 2, **_FAST_CONV},
     ee_encoder={"output_dim": 16, "channels": 16, "num_blocks": 2, **_FAST_CONV},
-    ee={"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}},
+    ee={"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}, "pretrain": "auto"},
     expander={"output_dim": 32, "hidden_dims": (64, 64)},
     flow={"hidden_features": 50},
     frozen_epochs=20,

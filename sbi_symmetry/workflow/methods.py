@@ -39,7 +39,7 @@ from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.symmetry.finetune import train_npe
 from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
-from sbi_symmetry.views import shift_views, supports_shift_views
+from sbi_symmetry.views import resolve_pretrain_views, shift_views
 from sbi_symmetry.workflow.trained import TrainedMethod
 from sbi_symmetry.workflow.trained import finish as _finish
 
@@ -225,9 +225,7 @@ def _pretrain(
     ``"resimulated"`` (the task's views of ``simulations`` fresh draws) or ``"auto"``.
     """
     start = time.perf_counter()
-    used = views
-    if views == "auto":
-        used = "shift" if supports_shift_views(task) else "resimulated"
+    used = resolve_pretrain_views(task, views)
     if used == "shift":  # views of the stored training set
         maker, inputs = shift_views(task), {"x": x, "theta": theta}
     else:

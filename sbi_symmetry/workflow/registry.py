@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from torch import Tensor, nn
 
 from sbi_symmetry.nets.heads import Expander
-from sbi_symmetry.views import split_budget
+from sbi_symmetry.views import resolve_pretrain_views, split_budget
 from sbi_symmetry.workflow import methods as M
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ class MethodSpec:
         label: Name shown in tables and figures.
         kind: ``"npe"`` or ``"ratio"`` (decides the shared tower and the calibration budget).
         train: Trains the method from a :class:`TrainingContext`.
+        light: Cheap to train (no encoder): side by side with others it starts last, so it
+            fills a worker that the long trainings left idle at the end.
 
     Example:
         >>> spec = METHODS["symmetry_npe"]
@@ -86,6 +88,7 @@ class MethodSpec:
     label: str
     kind: Kind
     train: Callable[[TrainingContext], M.TrainedMethod]
+    light: bool = False
 
     @property
     def tower_setting(self) -> str:
@@ -170,7 +173,9 @@ def _end_to_end_npe(ctx: TrainingContext) -> M.TrainedMethod:
 
 def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
     estimator, encoder, cfg = dict(ctx.config.ee), ctx.towers["ratio"], ctx.config
-    choice = estimator.pop("pretrain", False)  # True, or PretrainConfig overrides
+    choice = estimator.pop("pretrain", False)  # True, "auto", or PretrainConfig overrides
+    if choice == "auto":  # pretrain only where the views cost no simulator call
+        choice = resolve_pretrain_views(ctx.task, cfg.pretrain_views) == "shift"
     pretrain, theta, x, draws = None, ctx.theta, ctx.x, cfg.pretrain_simulations
     if choice is not False:
         overrides = dict(choice) if isinstance(choice, dict) else None
@@ -199,7 +204,7 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec("symmetry_npe", "symmetry NPE", "npe", _symmetry_npe),
-        MethodSpec("raw_npe", "NPE (raw data)", "npe", _raw_npe),
+        MethodSpec("raw_npe", "NPE (raw data)", "npe", _raw_npe, light=True),
         MethodSpec("end_to_end_npe", "NPE (same encoder, no pretraining)", "npe", _end_to_end_npe),
         MethodSpec("embed_emulate", "Embed and Emulate", "ratio", _embed_emulate),
         MethodSpec("nre_c", "NRE-C (same encoder)", "ratio", _nre_c),

@@ -158,7 +158,9 @@ class EESettings(CheckedKwargs):
     """``EmbedEmulate`` constructor arguments (prior and encoder: the run's), and ``pretrain``.
 
     ``pretrain``: ``True`` VICReg-pretrains the data tower first with the run's ``pretrain``
-    settings and views (as symmetry NPE); a dict also overrides some of those settings.
+    settings and views (as symmetry NPE); a dict also overrides some of those settings;
+    ``"auto"`` (the ``fast`` presets) pretrains only where the views are shifts of the stored
+    training set (no simulator call).
     """
 
     field = "ee"
