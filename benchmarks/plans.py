@@ -119,9 +119,8 @@ FULL_RESOLUTION: dict[str, Any] = {
     "kernel_size": 9,
 }
 #: E&E estimator settings used for both E&E variants (see the results file for why).
-#: (``pretrain`` is the workflow's choice, not an ``EmbedEmulate`` argument: left out.)
 EE_KWARGS: dict[str, Any] = {
-    **{key: value for key, value in _SHO.ee.items() if key != "pretrain"},
+    **_SHO.ee.arguments(),  # without the run's own `pretrain` choice
     "learn_temperature": True,
     "z_score_x": "structured",
 }

@@ -297,7 +297,9 @@ def test_sbc_on_the_damped_oscillator():
     theta = task.sample_prior(5000)
     x = task.simulate(theta)
     encoder = ConvEncoder1D.for_task(task, **cfg.ee_encoder)
-    trainer = EmbedEmulate(task.prior, encoder=encoder, show_progress_bars=False, **cfg.ee)
+    trainer = EmbedEmulate(
+        task.prior, encoder=encoder, show_progress_bars=False, **cfg.ee.arguments()
+    )
     trainer.append_simulations(theta, x).train(learning_rate=1e-3)
     posterior = trainer.build_posterior()  # the two-tower sampler: exact rejection / IS
     theta_test = task.sample_prior(100)

@@ -172,8 +172,8 @@ def _end_to_end_npe(ctx: TrainingContext) -> M.TrainedMethod:
 
 
 def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
-    estimator, encoder, cfg = dict(ctx.config.ee), ctx.towers["ratio"], ctx.config
-    choice = estimator.pop("pretrain", False)  # True, "auto", or PretrainConfig overrides
+    estimator, encoder, cfg = ctx.config.ee.arguments(), ctx.towers["ratio"], ctx.config
+    choice = cfg.ee.get("pretrain", False)  # True, "auto", or PretrainConfig overrides
     if choice == "auto":  # pretrain only where the views cost no simulator call
         choice = resolve_pretrain_views(ctx.task, cfg.pretrain_views) == "shift"
     pretrain, theta, x, draws = None, ctx.theta, ctx.x, cfg.pretrain_simulations

@@ -58,6 +58,15 @@ class CheckedKwargs(dict):
         """The keyword arguments allowed here."""
         return (_parameters(cls.target()) | cls.added) - cls.supplied
 
+    def arguments(self) -> dict[str, Any]:
+        """What goes to :meth:`target`: the settings without the run's own ``added`` keys.
+
+        Example:
+            >>> EESettings(pretrain="auto", temperature=0.1).arguments()
+            {'temperature': 0.1}
+        """
+        return {key: value for key, value in self.items() if key not in self.added}
+
 
 @cache
 def _parameters(target: Callable[..., Any]) -> frozenset[str]:
