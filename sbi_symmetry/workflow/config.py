@@ -376,7 +376,7 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # 0.573 -> 0.573), so ee_train has none (benchmarks/results/npe_anneal.md).
 # Embed and Emulate pretrains its data tower where views are free shifts (ee.pretrain "auto"):
 # with the emulator's last phase, oscillator 0.676 -> 0.641 on 4 seeds, all calibrated;
-# sine-Gaussian level (benchmarks/results/ee_pretrain.md, section 5).
+# sine-Gaussian 0.584 -> 0.591, within seed noise (benchmarks/results/ee_pretrain.md, s. 5).
 _FAST_CONV = {"downsample": 8, "kernel_size": 5, "hidden_dim": 32}
 _FAST_SHO = RunConfig(
     task="damped-oscillator",
