@@ -1,9 +1,10 @@
-"""Retrain only Embed and Emulate's emulator, on its frozen data summary: which loss sharpens it?
+"""Retrain Embed and Emulate's emulator and data-tower head on frozen features: which loss?
 
 For a finished ``sbi-symmetry run`` folder with a trained Embed and Emulate, run
-:func:`sbi_symmetry.emulate.refine_emulator` on the run's training set (``f(x)`` encoded once and
-cached; the emulator and the temperature trained further, early stopping on a random 10%
-validation split, patience 30 epochs, batch ``--batch``, Adam) with one of two losses:
+:func:`sbi_symmetry.emulate.refine_emulator` on the run's training set (the backbone's features
+encoded once and cached; the emulator, the data tower's head MLP (``--emulator-only``: not the
+head) and the temperature trained further, early stopping on a random 10% validation split,
+patience 30 epochs, batch ``--batch``, Adam) with one of two losses:
 
 * ``row`` (the library's refinement): the ``x -> theta`` half of symmetric InfoNCE only
   (NRE-B's classification with the batch as candidates);
@@ -12,7 +13,7 @@ validation split, patience 30 epochs, batch ``--batch``, Adam) with one of two l
 Both posteriors (before and after) are sampled with the run's ``TwoTowerPosterior`` and scored
 against the run's exact references, and checked for calibration (SBC KS p-values and the largest
 coverage error on the run's first ``--pairs`` calibration pairs, 200 posterior samples each).
-No simulation; the encoder never runs again after the cache, so a refinement takes seconds.
+No simulation; the backbone never runs again after the cache, so a refinement takes seconds.
 
     .venv/bin/python benchmarks/ee_emulator_polish.py RUN_FOLDER --loss row --pairs 100
 
@@ -42,7 +43,13 @@ from sbi_symmetry.workflow.stages import reference_samples
 
 
 def polish(
-    run: Path, row_weight: float, learning_rate: float, pairs: int, batch: int, refine: bool = True
+    run: Path,
+    row_weight: float,
+    learning_rate: float,
+    pairs: int,
+    batch: int,
+    refine: bool = True,
+    tune_head: bool = True,
 ) -> None:
     """Print the scores before and after retraining the emulator of ``run``."""
     torch.manual_seed(0)
@@ -82,9 +89,11 @@ def polish(
         training_batch_size=batch,
         learning_rate=learning_rate,
         row_weight=row_weight,
+        tune_head=tune_head,
     )
     print(
         f"{run}: after {done.epochs} epochs ({done.seconds:.0f} s, row weight {row_weight}, "
+        f"head tuned {done.tuned_head}, "
         f"batch {batch}): "
         f"{scored()}, T {float(est.temperature.detach()):.4f}"
     )
@@ -97,6 +106,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--pairs", type=int, default=100, help="calibration pairs for SBC")
     parser.add_argument("--batch", type=int, default=200, help="pairs per batch (candidates)")
+    parser.add_argument("--emulator-only", action="store_true", help="leave the head frozen")
     parser.add_argument("--score-only", action="store_true", help="score the run; no refining")
     args = parser.parse_args()
     for run in args.runs:
@@ -107,6 +117,7 @@ def main() -> None:
             args.pairs,
             args.batch,
             not args.score_only,
+            not args.emulator_only,
         )
 
 

@@ -26,7 +26,7 @@ def num_params(module: torch.nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("pooling", ["mean", "max", "flatten"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "meanstd", "flatten"])
 @pytest.mark.parametrize("batch", [1, 7])
 def test_output_shape_for_2d_and_3d_inputs(pooling, batch):
     enc = tiny(pooling=pooling, output_dim=5)
@@ -70,7 +70,7 @@ def test_per_block_dilation_and_padding_mode_are_applied():
 # ------------------------------------------------------------------------------- invariance
 @given(
     shift=st.integers(-80, 80),
-    pooling=st.sampled_from(["mean", "max"]),
+    pooling=st.sampled_from(["mean", "max", "meanstd"]),
     kernel=st.sampled_from([3, 4, 7]),
     dilation=st.sampled_from([1, 2]),
     norm=st.sampled_from(["none", "group"]),
@@ -106,7 +106,7 @@ def test_flatten_head_is_not_shift_invariant():
     assert diff > 1e-3  # so the invariance property above is a real check
 
 
-@given(shift=st.integers(-8, 8), pooling=st.sampled_from(["mean", "max"]))
+@given(shift=st.integers(-8, 8), pooling=st.sampled_from(["mean", "max", "meanstd"]))
 def test_pooled_zero_padded_encoder_is_invariant_away_from_the_edges(shift, pooling):
     # With zero padding, features near the window's edges differ from those in the middle, but a
     # signal that stays clear of the edges (by more than the receptive field) moves freely.
@@ -154,7 +154,7 @@ def test_average_pooling_front_end_feeds_window_means_to_the_first_convolution()
     factor=st.sampled_from([2, 4, 5]),
     which=st.sampled_from(["downsample", "stride"]),
     steps=st.integers(-8, 8),
-    pooling=st.sampled_from(["mean", "max"]),
+    pooling=st.sampled_from(["mean", "max", "meanstd"]),
 )
 def test_front_end_keeps_exact_invariance_to_rolls_by_its_factor(factor, which, steps, pooling):
     torch.manual_seed(0)
@@ -313,3 +313,15 @@ def test_expander_options_and_errors():
         Expander(3, 6, hidden_dims=(0,))
     with pytest.raises(ValueError, match="input_dim"):
         Expander(0)
+
+
+def test_meanstd_pooling_is_the_mean_then_the_std_over_time():
+    torch.manual_seed(0)
+    enc = tiny(pooling="meanstd")
+    h = torch.randn(3, 4, 9)
+    pooled = enc.head[0](h)
+    expected = torch.cat([h.mean(-1), (h.var(-1, unbiased=False) + 1e-6).sqrt()], dim=-1)
+    torch.testing.assert_close(pooled, expected)
+    constant = torch.ones(2, 4, 9, requires_grad=True)
+    enc.head[0](constant).sum().backward()
+    assert torch.isfinite(constant.grad).all()

@@ -3,6 +3,8 @@ weighted InfoNCE it trains (``symmetric_infonce(row_weight=...)``)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from _helpers_nets import weights
@@ -13,7 +15,9 @@ from torch import nn
 
 from sbi_symmetry.emulate import EmbedEmulate, EmbedEmulateRatioEstimator, refine_emulator
 from sbi_symmetry.losses.infonce import symmetric_infonce
+from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.nets.mlp import ResidualMLP
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,6 +105,7 @@ def test_refine_trains_only_the_emulator_and_keeps_its_best_state(similarity, le
     summary = refine_emulator(est, theta, x, train, val, training_batch_size=32, max_num_epochs=15)
 
     assert est.training  # modes restored
+    assert not summary.tuned_head  # a ResidualMLP has no head to split off
     for name, value in weights(est.embedding_net_x).items():
         assert torch.equal(value, encoder[name]), name
     assert any(not torch.equal(v, emulator[k]) for k, v in weights(est.embedding_net_theta).items())
@@ -202,3 +207,70 @@ def test_trainer_trains_the_weighted_loss():
         want = symmetric_infonce(f, g, net.temperature, row_weight=0.8)
     torch.testing.assert_close(got, want)
     assert not torch.allclose(got, symmetric_infonce(f, g, net.temperature))
+
+
+def _conv_estimator(pooling="mean", wrap=None):
+    theta, _ = _problem(300)
+    gen = torch.Generator().manual_seed(2)
+    x = theta.repeat(1, 8) + 0.1 * torch.randn(300, 16, generator=gen)
+    torch.manual_seed(0)
+    encoder = ConvEncoder1D(16, 6, channels=3, num_blocks=1, kernel_size=3, pooling=pooling)
+    tower = encoder if wrap is None else wrap(encoder)
+    est = EmbedEmulateRatioEstimator(tower, ResidualMLP(2, 6, hidden_dim=16), theta, x)
+    return est, encoder, theta, x
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "meanstd", "flatten"])
+def test_tune_head_trains_the_head_mlp_on_cached_features_and_not_the_backbone(pooling):
+    est, encoder, theta, x = _conv_estimator(pooling)
+    backbone, head = weights(encoder.backbone), weights(encoder.head)
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(1))
+    train, val = order[30:], order[:30]
+    summary = refine_emulator(est, theta, x, train, val, training_batch_size=32, max_num_epochs=8)
+
+    assert summary.tuned_head
+    for name, value in weights(encoder.backbone).items():
+        assert torch.equal(value, backbone[name]), name
+    assert any(not torch.equal(v, head[k]) for k, v in weights(encoder.head).items())
+    # The cached path scores what the whole tower scores: the kept state is the best one.
+    assert _row_loss(est, theta, x, val, 32) == pytest.approx(
+        summary.best_validation_loss, rel=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda enc: SymmetryEmbedding(enc, freeze="all"), id="frozen head"),
+        pytest.param(lambda enc: _Wrapped(enc, 2.0), id="output changed after the head"),
+        pytest.param(lambda enc: _Wrapped(enc, spare=True), id="two heads"),
+    ],
+)
+def test_tune_head_falls_back_to_the_emulator_where_the_head_cannot_be_split(wrap):
+    est, _, theta, x = _conv_estimator(wrap=wrap)
+    before = weights(est.embedding_net_x)
+    summary = refine_emulator(est, theta, x, max_num_epochs=2)
+    assert not summary.tuned_head
+    for name, value in weights(est.embedding_net_x).items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_tune_head_false_leaves_the_whole_encoder_untouched():
+    est, encoder, theta, x = _conv_estimator()
+    before = weights(encoder)
+    summary = refine_emulator(est, theta, x, max_num_epochs=2, tune_head=False)
+    assert not summary.tuned_head
+    for name, value in weights(encoder).items():
+        assert torch.equal(value, before[name]), name
+
+
+class _Wrapped(nn.Module):
+    """``scale * encoder(x)``, with an unused copy of the encoder (a second head) if ``spare``."""
+
+    def __init__(self, encoder: nn.Module, scale: float = 1.0, spare: bool = False) -> None:
+        super().__init__()
+        self.encoder, self.scale = encoder, scale
+        self.spare = copy.deepcopy(encoder) if spare else None
+
+    def forward(self, x):
+        return self.scale * self.encoder(x)

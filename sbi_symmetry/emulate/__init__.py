@@ -5,8 +5,9 @@
 * :func:`embed_emulate_classifier`: a builder for ``classifier=`` of ``NRE_B``/``NRE_C``;
   :func:`default_emulator` the ``g(theta)`` it builds (optionally behind Fourier features).
 * :class:`EmbedEmulate`: the NRE trainer with the symmetric InfoNCE loss over the whole batch.
-* :func:`refine_emulator`: an optional last phase (``EmbedEmulate.train(refine_emulator=True)``)
-  that retrains only the emulator on the frozen, cached ``f(x)`` with the ``x -> theta`` loss.
+* :func:`refine_emulator`: the last phase of ``EmbedEmulate.train`` (``refine_emulator=False``
+  skips it) that retrains the emulator and the data tower's head MLP on the frozen backbone's
+  cached features with the ``x -> theta`` loss.
 * :class:`TwoTowerPosterior` / :func:`build_two_tower_posterior`: its posterior sampled without
   MCMC: ``x_o`` encoded once, the emulator and one matrix product over chunks of ``theta``
   (exact rejection from the prior or adaptive importance sampling, whose Gaussian-mixture

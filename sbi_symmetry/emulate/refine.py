@@ -1,8 +1,9 @@
-r"""Refine the emulator on the frozen data summary with the ``x -> theta`` term alone.
+r"""Refine the emulator (and the data tower's head) on frozen features with the ``x -> theta`` term.
 
 After :class:`~sbi_symmetry.emulate.EmbedEmulate` has trained both towers with the symmetric
-InfoNCE loss, the data tower is frozen: every training ``x`` is encoded once, ``f(x)`` is cached,
-and only the emulator ``g`` (and a learned temperature ``tau``) train further, on
+InfoNCE loss, the data tower's backbone is frozen: every training ``x`` runs through it once, its
+features are cached, and only the emulator ``g``, the last layers of the data tower's head (the
+MLP after the pooling; ``tune_head``) and a learned temperature ``tau`` train further, on
 
     loss_i = -L_ii + logsumexp_j L_ij,        L_ij = <f(x_i), g(theta_j)> / tau,
 
@@ -17,8 +18,15 @@ Why: the column term (``theta -> x``) also asks the critic to tell data sets apa
 of finite capacity it trades sharpness in ``x -> theta`` for that. Retraining only the emulator on
 the row term narrowed every one of four damped-oscillator runs (posterior std in the frequency
 2.13x -> 1.70x the exact one on average, mean C2ST 0.689 -> 0.674), with SBC still passing
-(``benchmarks/results/ee_loss_side.md``). The encoder never runs again after the cache, so the
-phase costs a few emulator epochs: seconds.
+(``benchmarks/results/ee_loss_side.md``). Letting the head's MLP retrain too, on the cached
+pooled features, narrowed the pretrained oscillator towers further (mean std in the frequency
+1.69x -> 1.51x, widest observation 4.92x -> 2.56x, mean C2ST 0.639 -> 0.634; sine-Gaussian and
+phase-nuisance runs level or better, all calibrated; ``benchmarks/results/ee_head_refine.md``).
+The backbone never runs again after the cache, so the phase costs seconds.
+
+Where the head cannot be split off (no ``head`` ``nn.Sequential`` in the tower, several, frozen
+layers, or a tower that changes the head's output), the data tower is left as it is and the
+emulator trains alone, as with ``tune_head=False``; ``RefineSummary.tuned_head`` says which.
 
 Early stopping is on the same validation rows as the main training, scored with the same row
 loss; the starting point counts as a candidate, so the refined estimator never has a worse
@@ -60,12 +68,15 @@ class RefineSummary:
         initial_validation_loss: Mean validation row loss before refining.
         best_validation_loss: The best one reached (the estimator keeps its weights).
         seconds: Wall time, encoding included.
+        tuned_head: Whether the data tower's head trained too (``tune_head`` and a head
+            that could be split off; see :func:`refine_emulator`).
     """
 
     epochs: int
     initial_validation_loss: float
     best_validation_loss: float
     seconds: float
+    tuned_head: bool = False
 
 
 def refine_emulator(
@@ -81,9 +92,10 @@ def refine_emulator(
     max_num_epochs: int = 1000,
     clip_max_norm: float | None = 5.0,
     row_weight: float = 1.0,
+    tune_head: bool = True,
     show_progress_bar: bool = False,
 ) -> RefineSummary:
-    """Train the emulator (and a learned temperature) on the cached ``f(x)`` with the row loss.
+    """Train the emulator, the data tower's head and the temperature on cached features.
 
     Args:
         estimator: A trained estimator; changed in place (its encoder is left untouched).
@@ -100,6 +112,12 @@ def refine_emulator(
         row_weight: Weight of the ``x -> theta`` term; 1 (the default) is the row term alone,
             1/2 the symmetric training loss (for comparison: it leaves the posterior as it was
             in ``benchmarks/results/ee_loss_side.md``).
+        tune_head: Also retrain the last layers of the data tower's ``head`` (those after its
+            parameter-free pooling, e.g. the MLP of
+            :class:`~sbi_symmetry.nets.conv.ConvEncoder1D`), on cached pooled features: the
+            backbone still runs once. Needs exactly one ``head`` ``nn.Sequential`` in the tower,
+            whose trainable layers are not frozen; otherwise only the emulator trains
+            (``RefineSummary.tuned_head`` says which happened).
         show_progress_bar: Print the epoch count.
 
     Returns:
@@ -123,56 +141,67 @@ def refine_emulator(
     start = time.perf_counter()
     modes = [m.training for m in estimator.modules()]
     try:
-        phase = _RowPhase(estimator, theta, _cached_summary(estimator, x), row_weight)
+        cached = _cached_summary(estimator, x, tune_head)
+        phase = _RowPhase(estimator, theta, cached, row_weight)
         optimizer = torch.optim.Adam(phase.params, lr=learning_rate)
         initial = best = phase.validate(val_indices, training_batch_size)
-        state, waited, epoch = _snapshot(estimator), 0, 0
+        state, waited, epoch = phase.snapshot(), 0, 0
         while waited < stop_after_epochs and epoch < max_num_epochs:
             phase.epoch(train_indices, training_batch_size, optimizer, clip_max_norm)
             epoch += 1
             value = phase.validate(val_indices, training_batch_size)
             if value < best:
-                best, waited, state = value, 0, _snapshot(estimator)
+                best, waited, state = value, 0, phase.snapshot()
             else:
                 waited += 1
             if show_progress_bar:
                 print(f"\r Refining the emulator: epoch {epoch}, best {best:.4f}", end="")
         if show_progress_bar:
             print()
-        _restore(estimator, state)
+        phase.restore(state)
     finally:
         for module, mode in zip(estimator.modules(), modes, strict=True):
             module.training = mode
         estimator.clear_cache()
     distributed.broadcast_module(estimator)  # rank 0's refinement everywhere
-    return RefineSummary(epoch, initial, best, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return RefineSummary(epoch, initial, best, seconds, phase.head is not None)
 
 
 class _RowPhase:
-    """The emulator's training on cached summaries: its loss, one epoch, one validation."""
+    """The refinement's trainable part, its loss, one epoch, one validation, snapshots."""
 
     def __init__(
-        self, estimator: EmbedEmulateRatioEstimator, theta: Tensor, f_x: Tensor, row_weight: float
+        self,
+        estimator: EmbedEmulateRatioEstimator,
+        theta: Tensor,
+        cached: tuple[Tensor, nn.Module | None],
+        row_weight: float,
     ) -> None:
-        self.estimator, self.theta, self.f_x, self.row_weight = estimator, theta, f_x, row_weight
-        self.tower = estimator.embedding_net_theta
-        self.params = [*self.tower.parameters()]
+        self.estimator, self.theta, self.row_weight = estimator, theta, row_weight
+        self.features, self.head = cached
+        self.modules = [estimator.embedding_net_theta] + ([] if self.head is None else [self.head])
+        self.params = [p for module in self.modules for p in module.parameters()]
         if isinstance(estimator.log_temperature, nn.Parameter):
             self.params.append(estimator.log_temperature)
 
     def loss(self, idx: Tensor) -> Tensor:
         """Mean loss of the pairs ``idx``, each against the others as candidates."""
         est = self.estimator
-        g = est.emulate(self.theta[idx])
+        f = self.features[idx] if self.head is None else self.head(self.features[idx])
         return symmetric_infonce(
-            self.f_x[idx], g, est.temperature, row_weight=self.row_weight
+            est._project(f, "x"),
+            est.emulate(self.theta[idx]),
+            est.temperature,
+            row_weight=self.row_weight,
         ).mean()
 
     def epoch(
         self, rows: Tensor, batch: int, optimizer: torch.optim.Optimizer, clip: float | None
     ) -> None:
         """One pass over ``rows`` in shuffled batches (a last batch of one row is skipped)."""
-        self.tower.train()
+        for module in self.modules:
+            module.train()
         for idx in rows[torch.randperm(len(rows))].split(batch):
             if len(idx) < 2:
                 continue
@@ -184,11 +213,24 @@ class _RowPhase:
 
     def validate(self, rows: Tensor, batch: int) -> float:
         """Mean loss over ``rows`` in fixed batches, weighted by batch size."""
-        self.tower.eval()
+        for module in self.modules:
+            module.eval()
         with torch.no_grad():
             batches = [i for i in rows.split(batch) if len(i) > 1]
             total = sum(float(self.loss(i)) * len(i) for i in batches)
             return total / sum(len(i) for i in batches)
+
+    def snapshot(self) -> tuple[list[dict[str, Tensor]], Tensor]:
+        """A copy of everything the refinement changes."""
+        states = [copy.deepcopy(module.state_dict()) for module in self.modules]
+        return states, self.estimator.log_temperature.detach().clone()
+
+    def restore(self, state: tuple[list[dict[str, Tensor]], Tensor]) -> None:
+        """Put back a :meth:`snapshot`."""
+        for module, saved in zip(self.modules, state[0], strict=True):
+            module.load_state_dict(saved)
+        with torch.no_grad():
+            self.estimator.log_temperature.copy_(state[1])
 
 
 def _split(
@@ -210,27 +252,57 @@ def _split(
     return train_indices, val_indices
 
 
-def _cached_summary(estimator: EmbedEmulateRatioEstimator, x: Tensor, chunk: int = 1000) -> Tensor:
-    """``f(x)`` of every row (projected as the similarity asks), in eval mode, without grad."""
+def _head_tail(tower: nn.Module) -> tuple[nn.Module | None, nn.Sequential] | None:
+    """The trainable tail of the data tower's ``head``, and the layer whose output feeds it.
+
+    The tower must hold exactly one module with a ``head`` that is an ``nn.Sequential`` (as
+    :class:`~sbi_symmetry.nets.conv.ConvEncoder1D`, also inside a ``SymmetryEmbedding``); the
+    tail starts at its first layer with parameters (after the pooling), and every parameter
+    of the tail must be trainable. ``None`` otherwise.
+    """
+    heads = [m.head for m in tower.modules() if isinstance(getattr(m, "head", None), nn.Sequential)]
+    if len(heads) != 1:
+        return None
+    head = heads[0]
+    first = next((i for i, m in enumerate(head) if next(m.parameters(), None) is not None), None)
+    if first is None or not all(p.requires_grad for p in head[first:].parameters()):
+        return None
+    return (head[first - 1] if first else None), head[first:]
+
+
+def _cached_summary(
+    estimator: EmbedEmulateRatioEstimator, x: Tensor, tune_head: bool, chunk: int = 1000
+) -> tuple[Tensor, nn.Module | None]:
+    """What the refinement caches: ``(f(x), None)``, or ``(features, tail)`` to tune the head.
+
+    Every row runs through the data tower once, in eval mode and without grad. With
+    ``tune_head``, the input of the head's trainable tail (:func:`_head_tail`) is kept instead of
+    the summary, if the tail applied to it reproduces the tower's output; otherwise the refinement
+    falls back to the emulator alone.
+    """
+    tower = estimator.embedding_net_x
+    split = _head_tail(tower) if tune_head else None
+    captured: list[Tensor] = []
+    hook = None
+    if split is not None:
+        cut, tail = split
+        hook = (
+            cut.register_forward_hook(lambda _m, _i, out: captured.append(out))
+            if cut is not None
+            else tail.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        )
     estimator.eval()
-    enabled, estimator.cache_enabled = estimator.cache_enabled, False
     try:
         with torch.no_grad():
-            return torch.cat([estimator.encode(part) for part in x.split(chunk)])
+            f_x = torch.cat([tower(part) for part in x.split(chunk)])
+            if split is None:
+                return f_x, None
+            features = torch.cat(captured)
+            if features.shape[0] == f_x.shape[0] and torch.allclose(
+                split[1](features[:64]), f_x[:64], rtol=1e-4, atol=1e-5
+            ):
+                return features, split[1]
+            return f_x, None
     finally:
-        estimator.cache_enabled = enabled
-
-
-def _snapshot(estimator: EmbedEmulateRatioEstimator) -> tuple[dict[str, Tensor], Tensor]:
-    return (
-        copy.deepcopy(estimator.embedding_net_theta.state_dict()),
-        estimator.log_temperature.detach().clone(),
-    )
-
-
-def _restore(
-    estimator: EmbedEmulateRatioEstimator, state: tuple[dict[str, Tensor], Tensor]
-) -> None:
-    estimator.embedding_net_theta.load_state_dict(state[0])
-    with torch.no_grad():
-        estimator.log_temperature.copy_(state[1])
+        if hook is not None:
+            hook.remove()

@@ -16,8 +16,8 @@ batch (``views``; e.g. ``ResimulatedViews``: the same ``theta`` re-simulated wit
 nuisance and noise) pushes the encoder towards invariance under the nuisance while it learns the
 ratio. It is added during training only: the validation loss that drives early stopping is the
 pure InfoNCE, i.e. the quality of the ratio. After early stopping, ``train`` refines the emulator
-alone on the frozen, cached ``f(x)`` with the ``x -> theta`` term
-(:mod:`sbi_symmetry.emulate.refine`; ``refine_emulator=False`` skips it).
+and the data tower's head MLP on the frozen backbone's cached features with the ``x -> theta``
+term (:mod:`sbi_symmetry.emulate.refine`; ``refine_emulator=False`` skips it).
 
 Several processes (``torchrun --nproc_per_node=N``): ``train`` runs unchanged. Its hooks into
 ``sbi``'s loop, active only when ``torch.distributed`` is initialised with more than one process:
@@ -253,11 +253,13 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         in ``sbi`` 0.27, ``max_num_epochs=N`` runs ``N + 1`` epochs.
 
         Then, unless ``refine_emulator=False``, a last phase (:meth:`refine`, seconds): the
-        encoder frozen and its ``f(x)`` cached, only the emulator and temperature trained further
-        on the ``x -> theta`` term alone, on the same split (:mod:`sbi_symmetry.emulate.refine`).
-        On 12 runs (damped oscillator, sine-Gaussian, a phase nuisance; 4 training seeds each)
-        it lowered C2ST on every run and left all 12 calibrated on 200 SBC pairs
-        (``benchmarks/results/ee_loss_side.md``).
+        encoder's backbone frozen and its features cached, only the emulator, the encoder's head
+        MLP (where it can be split off) and the temperature trained further on the
+        ``x -> theta`` term alone, on the same split (:mod:`sbi_symmetry.emulate.refine`). With
+        the emulator alone, on 12 runs (damped oscillator, sine-Gaussian, a phase nuisance; 4
+        training seeds each), it lowered C2ST on every run and left all 12 calibrated on 200
+        SBC pairs (``benchmarks/results/ee_loss_side.md``); the head narrows the posteriors
+        further (``benchmarks/results/ee_head_refine.md``).
 
         Args:
             training_batch_size: Pairs per batch (also the number of candidates per softmax).
@@ -325,8 +327,9 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         max_num_epochs: int = 1000,
         clip_max_norm: float | None = 5.0,
         starting_round: int = 0,
+        tune_head: bool = True,
     ) -> EmbedEmulateRatioEstimator:
-        """Retrain only the emulator on the frozen ``f(x)`` with the ``x -> theta`` term.
+        """Retrain the emulator and the data tower's head on frozen features, ``x -> theta`` term.
 
         Uses the last :meth:`train`'s training and validation split; the summary of what it
         did is kept in ``self.refinement``. See :mod:`sbi_symmetry.emulate.refine`.
@@ -338,6 +341,8 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             max_num_epochs: Upper bound on the epochs.
             clip_max_norm: Gradient-norm clipping (``None`` for none).
             starting_round: First round of simulations, as the training used.
+            tune_head: Retrain the data tower's head MLP too, on cached pooled features
+                (see :func:`~sbi_symmetry.emulate.refine.refine_emulator`).
 
         Returns:
             The refined estimator (the same object, changed in place).
@@ -357,6 +362,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             stop_after_epochs=stop_after_epochs,
             max_num_epochs=max_num_epochs,
             clip_max_norm=clip_max_norm,
+            tune_head=tune_head,
             show_progress_bar=self._show_progress_bars and distributed.is_main_process(),
         )
         return net

@@ -10,29 +10,40 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
-Pooling = Literal["flatten", "mean", "max"]
+Pooling = Literal["flatten", "mean", "max", "meanstd"]
 PaddingMode = Literal["zeros", "circular"]
 Activation = Literal["relu", "gelu"]
 Norm = Literal["none", "group"]
 
-_POOLINGS = ("flatten", "mean", "max")
+_POOLINGS = ("flatten", "mean", "max", "meanstd")
 _PADDING_MODES = ("zeros", "circular")
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 _NORMS = ("none", "group")
 
 
 class _GlobalPool(nn.Module):
-    """Mean or max over the last (time) axis: ``(B, C, L) -> (B, C)``."""
+    """Pooling over the last (time) axis: ``(B, C, L) -> (B, C)``, or ``(B, 2C)`` for meanstd.
 
-    def __init__(self, mode: Literal["mean", "max"]) -> None:
+    ``"mean"``, ``"max"``, or ``"meanstd"``: the mean and then the standard deviation,
+    ``sqrt(var + 1e-6)`` so that constant channels keep finite gradients.
+    """
+
+    def __init__(self, mode: Literal["mean", "max", "meanstd"]) -> None:
         super().__init__()
         self.mode = mode
 
     def forward(self, h: Tensor) -> Tensor:
         """Pool over time."""
-        return h.mean(dim=-1) if self.mode == "mean" else h.amax(dim=-1)
+        if self.mode == "max":
+            return h.amax(dim=-1)
+        mean = h.mean(dim=-1)
+        if self.mode == "mean":
+            return mean
+        spread = (h.var(dim=-1, unbiased=False) + 1e-6).sqrt()
+        return torch.cat([mean, spread], dim=-1)
 
     def extra_repr(self) -> str:
         """Settings shown by ``repr``."""

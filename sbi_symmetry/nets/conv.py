@@ -18,6 +18,9 @@ The network is ``head(backbone(x))``:
     an invariant vector, so the summary is shift-invariant *by construction* (exactly for cyclic
     shifts with circular padding, up to boundary effects with zero padding). The head then has
     ``channels * hidden_dim`` input weights, independent of ``L``.
+  - ``"meanstd"``: the mean and the standard deviation over time of each channel (twice the
+    features, still invariant): the second moment keeps how much a feature varies along the
+    window, which the mean averages away.
   - ``"flatten"``: the symmetry-embedding paper's head, ``Linear(channels * L -> hidden_dim)``. It
     sees where in the window a feature sits, so it is *not* shift-invariant; any invariance must
     be learned from the views during pretraining. It also costs ``channels * L * hidden_dim``
@@ -178,7 +181,9 @@ class ConvEncoder1D(nn.Module):
         stride: Stride of the input convolution (padding ``(kernel_size - 1) // 2`` on both
             sides). ``1`` (default) keeps the length.
         pooling: ``"mean"`` (default) or ``"max"`` global pooling over time (shift-invariant),
-            or ``"flatten"`` (the paper's ``Linear(channels * L -> hidden_dim)``, not invariant).
+            ``"meanstd"`` (mean and standard deviation over time, ``2 * channels`` features,
+            shift-invariant), or ``"flatten"`` (the paper's ``Linear(channels * L ->
+            hidden_dim)``, not invariant).
         hidden_dim: Width of the head's hidden layer.
         padding_mode: ``"zeros"`` or ``"circular"`` (exact invariance to cyclic shifts with a
             pooling head).
@@ -283,7 +288,7 @@ class ConvEncoder1D(nn.Module):
             features = channels * feature_length
         else:
             reduce = _GlobalPool(pooling)
-            features = channels
+            features = 2 * channels if pooling == "meanstd" else channels
         self.head = nn.Sequential(
             reduce, nn.Linear(features, hidden_dim), act(), nn.Linear(hidden_dim, output_dim)
         )
