@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.nets.heads import Expander
+from sbi_symmetry.nets.split import split_head
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.tasks import DampedOscillator, SineGaussian
 
 TINY = {"channels": 4, "num_blocks": 2, "kernel_size": 5, "hidden_dim": 16}
@@ -325,3 +327,40 @@ def test_meanstd_pooling_is_the_mean_then_the_std_over_time():
     constant = torch.ones(2, 4, 9, requires_grad=True)
     enc.head[0](constant).sum().backward()
     assert torch.isfinite(constant.grad).all()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "meanstd", "flatten"])
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_split_head_cuts_after_the_pooling_and_reproduces_the_output(pooling, wrapped):
+    enc = tiny(pooling=pooling)
+    module = SymmetryEmbedding(enc, freeze="none") if wrapped else enc
+    split = split_head(module)
+    assert split is not None and split.cut is enc.head[0]  # the pooling stays on the cached side
+    assert [type(m) for m in split.tail] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]
+    x = torch.randn(5, 40)
+    with split.capture([]) as captured:
+        out = module(x)
+    assert len(captured) == 1
+    torch.testing.assert_close(split.tail(captured[0]), out)
+    assert split_head(module) is not None and not enc.head[0]._forward_hooks  # hook removed
+
+
+class _PlainHead(torch.nn.Module):
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.body, self.head = torch.nn.Linear(6, 4), head
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_split_head_takes_a_plain_head_whole_and_refuses_none_or_two():
+    plain = _PlainHead(torch.nn.Linear(4, 2))
+    split = split_head(plain)
+    assert split is not None and split.cut is None and split.tail is plain.head
+    with split.capture([]) as captured:
+        out = plain(torch.randn(3, 6))
+    torch.testing.assert_close(split.tail(captured[0]), out)
+    assert split_head(torch.nn.Linear(2, 2)) is None  # no head
+    assert split_head(_PlainHead(torch.nn.Sequential(torch.nn.ReLU()))) is None  # no parameters
+    assert split_head(torch.nn.Sequential(tiny(), tiny())) is None  # two heads

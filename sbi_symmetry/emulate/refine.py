@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ import sbi_symmetry.distributed as distributed
 from sbi_symmetry._validation import check_int, check_number, check_row_weight
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.losses.infonce import symmetric_infonce
+from sbi_symmetry.nets.split import split_head
 
 
 @dataclass(frozen=True)
@@ -252,57 +254,32 @@ def _split(
     return train_indices, val_indices
 
 
-def _head_tail(tower: nn.Module) -> tuple[nn.Module | None, nn.Sequential] | None:
-    """The trainable tail of the data tower's ``head``, and the layer whose output feeds it.
-
-    The tower must hold exactly one module with a ``head`` that is an ``nn.Sequential`` (as
-    :class:`~sbi_symmetry.nets.conv.ConvEncoder1D`, also inside a ``SymmetryEmbedding``); the
-    tail starts at its first layer with parameters (after the pooling), and every parameter
-    of the tail must be trainable. ``None`` otherwise.
-    """
-    heads = [m.head for m in tower.modules() if isinstance(getattr(m, "head", None), nn.Sequential)]
-    if len(heads) != 1:
-        return None
-    head = heads[0]
-    first = next((i for i, m in enumerate(head) if next(m.parameters(), None) is not None), None)
-    if first is None or not all(p.requires_grad for p in head[first:].parameters()):
-        return None
-    return (head[first - 1] if first else None), head[first:]
-
-
 def _cached_summary(
     estimator: EmbedEmulateRatioEstimator, x: Tensor, tune_head: bool, chunk: int = 1000
 ) -> tuple[Tensor, nn.Module | None]:
     """What the refinement caches: ``(f(x), None)``, or ``(features, tail)`` to tune the head.
 
     Every row runs through the data tower once, in eval mode and without grad. With
-    ``tune_head``, the input of the head's trainable tail (:func:`_head_tail`) is kept instead of
-    the summary, if the tail applied to it reproduces the tower's output; otherwise the refinement
-    falls back to the emulator alone.
+    ``tune_head``, the input of the head's trainable tail (:func:`~sbi_symmetry.nets.split.
+    split_head`) is kept instead of the summary, if every parameter of the tail is trainable and
+    the tail applied to it reproduces the tower's output; otherwise the refinement falls back to
+    the emulator alone.
     """
     tower = estimator.embedding_net_x
-    split = _head_tail(tower) if tune_head else None
+    split = split_head(tower) if tune_head else None
+    if split is not None and not all(p.requires_grad for p in split.tail.parameters()):
+        split = None
     captured: list[Tensor] = []
-    hook = None
-    if split is not None:
-        cut, tail = split
-        hook = (
-            cut.register_forward_hook(lambda _m, _i, out: captured.append(out))
-            if cut is not None
-            else tail.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        )
+    capture = split.capture(captured) if split is not None else contextlib.nullcontext()
     estimator.eval()
-    try:
-        with torch.no_grad():
+    with torch.no_grad():
+        with capture:
             f_x = torch.cat([tower(part) for part in x.split(chunk)])
-            if split is None:
-                return f_x, None
-            features = torch.cat(captured)
-            if features.shape[0] == f_x.shape[0] and torch.allclose(
-                split[1](features[:64]), f_x[:64], rtol=1e-4, atol=1e-5
-            ):
-                return features, split[1]
+        if split is None:
             return f_x, None
-    finally:
-        if hook is not None:
-            hook.remove()
+        features = torch.cat(captured)
+        if features.shape[0] == f_x.shape[0] and torch.allclose(
+            split.tail(features[:64]), f_x[:64], rtol=1e-4, atol=1e-5
+        ):
+            return features, split.tail
+    return f_x, None

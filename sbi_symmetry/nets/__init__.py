@@ -1,4 +1,4 @@
-"""Networks: convolutional encoders, projector heads and emulators.
+"""Networks: convolutional encoders, projector heads and emulators, and where a head begins.
 
 Example:
     >>> from sbi_symmetry.nets import ConvEncoder1D
@@ -12,5 +12,6 @@ from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.nets.fourier import FourierFeatures
 from sbi_symmetry.nets.heads import Expander
 from sbi_symmetry.nets.mlp import ResidualMLP
+from sbi_symmetry.nets.split import HeadSplit, split_head
 
-__all__ = ["ConvEncoder1D", "Expander", "FourierFeatures", "ResidualMLP"]
+__all__ = ["ConvEncoder1D", "Expander", "FourierFeatures", "HeadSplit", "ResidualMLP", "split_head"]

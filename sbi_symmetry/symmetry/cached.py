@@ -10,9 +10,10 @@ through the embedding (same loss, same data, same data loader order); only the f
 passes are taken out of the loop.
 
 What is frozen follows the embedding's ``freeze`` mode: ``"all"`` caches the summaries and
-trains the flow alone; ``"backbone"`` caches the input of the encoder's ``head`` (checked to
-reproduce the embedding's output) and trains the head with the flow; ``"none"`` has nothing to
-cache and is refused.
+trains the flow alone; ``"backbone"`` caches the input of the head's first layer with
+parameters (:func:`~sbi_symmetry.nets.split.split_head`: after a global pooling, one number per
+channel), checked to reproduce the embedding's output, and trains that part of the head with
+the flow; ``"none"`` has nothing to cache and is refused.
 
 Example:
     >>> import torch
@@ -45,27 +46,22 @@ from torch.distributions import Distribution
 
 from sbi_symmetry._sbi_compat import NullTracker
 from sbi_symmetry._validation import check_int, check_simulations
+from sbi_symmetry.nets.split import HeadSplit, split_head
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 
 __all__ = ["FeatureConditionedEstimator", "cached_npe", "frozen_features"]
 
 
-class _HeadInput(nn.Module):
-    """The input of ``embedding.encoder.head`` for raw ``x`` (the frozen backbone's features)."""
+class _TailInput(nn.Module):
+    """The input of the encoder head's trainable tail for raw ``x`` (the frozen features)."""
 
-    def __init__(self, embedding: SymmetryEmbedding) -> None:
+    def __init__(self, embedding: SymmetryEmbedding, split: HeadSplit) -> None:
         super().__init__()
-        self.embedding = embedding
+        self.embedding, self.split = embedding, split
 
     def forward(self, x: Tensor) -> Tensor:
-        captured: list[Tensor] = []
-        hook = self.embedding.encoder.head.register_forward_pre_hook(
-            lambda _module, args: captured.append(args[0])
-        )
-        try:
+        with self.split.capture([]) as captured:
             self.embedding(x)
-        finally:
-            hook.remove()
         return captured[-1]
 
 
@@ -89,13 +85,12 @@ def frozen_features(embedding: SymmetryEmbedding) -> tuple[nn.Module, nn.Module]
         parameter.requires_grad_(False)
     if embedding.freeze == "all":
         return frozen, nn.Identity()
-    if embedding.freeze == "backbone" and isinstance(
-        getattr(frozen.encoder, "head", None), nn.Module
-    ):
-        head = copy.deepcopy(embedding.encoder.head)
+    split, frozen_split = split_head(embedding.encoder), split_head(frozen.encoder)
+    if embedding.freeze == "backbone" and split is not None and frozen_split is not None:
+        head = copy.deepcopy(split.tail)
         for parameter in head.parameters():
             parameter.requires_grad_(True)
-        return _HeadInput(frozen), head.train()
+        return _TailInput(frozen, frozen_split), head.train()
     raise ValueError(
         f"Cached features need a frozen backbone: the embedding has freeze={embedding.freeze!r}"
         + ("" if embedding.freeze == "none" else " and its encoder has no `head` module")
