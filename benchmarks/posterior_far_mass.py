@@ -13,13 +13,10 @@ simulation and no training.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sbi_symmetry.workflow.checkpoints import STAGES_DIR
 from sbi_symmetry.workflow.saved import load_posterior
