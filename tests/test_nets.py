@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.nets.heads import Expander
-from sbi_symmetry.nets.split import split_head
+from sbi_symmetry.nets.split import split_head, tail_reproduces
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.tasks import DampedOscillator, SineGaussian
 
@@ -364,3 +364,18 @@ def test_split_head_takes_a_plain_head_whole_and_refuses_none_or_two():
     assert split_head(torch.nn.Linear(2, 2)) is None  # no head
     assert split_head(_PlainHead(torch.nn.Sequential(torch.nn.ReLU()))) is None  # no parameters
     assert split_head(torch.nn.Sequential(tiny(), tiny())) is None  # two heads
+
+
+def test_tail_reproduces_accepts_the_tail_and_refuses_a_changed_output():
+    torch.manual_seed(0)
+    enc = tiny()
+    split = split_head(enc)
+    x = torch.randn(6, 40)
+    with split.capture([]) as captured, torch.no_grad():
+        out = enc(x)
+    enc.train()
+    assert tail_reproduces(split.tail, captured[0], out)
+    assert split.tail.training  # its mode is restored
+    assert not tail_reproduces(split.tail, captured[0], 2 * out)  # a wrapper rescaled the output
+    assert not tail_reproduces(split.tail, captured[0][:5], out)  # row counts differ
+    assert tail_reproduces(torch.nn.Identity(), out, out.clone())

@@ -12,6 +12,14 @@ from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.nets.fourier import FourierFeatures
 from sbi_symmetry.nets.heads import Expander
 from sbi_symmetry.nets.mlp import ResidualMLP
-from sbi_symmetry.nets.split import HeadSplit, split_head
+from sbi_symmetry.nets.split import HeadSplit, split_head, tail_reproduces
 
-__all__ = ["ConvEncoder1D", "Expander", "FourierFeatures", "HeadSplit", "ResidualMLP", "split_head"]
+__all__ = [
+    "ConvEncoder1D",
+    "Expander",
+    "FourierFeatures",
+    "HeadSplit",
+    "ResidualMLP",
+    "split_head",
+    "tail_reproduces",
+]

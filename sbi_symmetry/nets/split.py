@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["HeadSplit", "split_head"]
+__all__ = ["HeadSplit", "split_head", "tail_reproduces"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,38 @@ def split_head(module: nn.Module) -> HeadSplit | None:
     if first is None:
         return None
     return HeadSplit(head[first - 1] if first else None, head[first:])
+
+
+def tail_reproduces(tail: nn.Module, features: Tensor, output: Tensor, rows: int = 64) -> bool:
+    """Whether ``tail`` maps the first ``rows`` cached ``features`` to the encoder's ``output``.
+
+    The check that caching is safe: a wrapper that changes the encoder's output after its head,
+    or a head that is not applied last, makes it fail. ``tail`` runs in eval mode without grad
+    (its mode is restored); the tolerance allows float32 round-off only.
+
+    Args:
+        tail: The part that trains on the cached features (``HeadSplit.tail``, a copy of it, or
+            ``nn.Identity`` when the whole encoder is frozen).
+        features: Cached features, one row per data row.
+        output: The encoder's output for the same data rows (at least the first ``rows``).
+        rows: How many leading rows to compare.
+
+    Returns:
+        ``True`` if the rows agree, ``False`` otherwise (also for mismatched row counts).
+
+    Example:
+        >>> import torch
+        >>> tail = torch.nn.Linear(3, 2)
+        >>> features = torch.randn(5, 3)
+        >>> tail_reproduces(tail, features, tail(features).detach())
+        True
+    """
+    if features.shape[0] != output.shape[0]:
+        return False
+    was_training = tail.training
+    tail.eval()
+    try:
+        with torch.no_grad():
+            return torch.allclose(tail(features[:rows]), output[:rows], rtol=1e-4, atol=1e-5)
+    finally:
+        tail.train(was_training)

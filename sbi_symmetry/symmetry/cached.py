@@ -46,7 +46,7 @@ from torch.distributions import Distribution
 
 from sbi_symmetry._sbi_compat import NullTracker
 from sbi_symmetry._validation import check_int, check_simulations
-from sbi_symmetry.nets.split import HeadSplit, split_head
+from sbi_symmetry.nets.split import HeadSplit, split_head, tail_reproduces
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 
 __all__ = ["FeatureConditionedEstimator", "cached_npe", "frozen_features"]
@@ -183,15 +183,14 @@ def cached_npe(
     check_int(encode_batch_size, "encode_batch_size", 1)
     features, head = frozen_features(embedding)
     cached = _encode_all(features, x, encode_batch_size)
+    rows = min(64, x.shape[0])
     with torch.no_grad():
-        expected = copy.deepcopy(embedding).eval()(x[:8])
-        reproduced = head.eval()(cached[:8])
-    if not torch.allclose(reproduced, expected, rtol=1e-4, atol=1e-5):
+        expected = copy.deepcopy(embedding).eval()(x[:rows])
+    if not tail_reproduces(head, cached[:rows], expected):
         raise ValueError(
             "The encoder's `head` applied to the cached features does not reproduce the "
             "embedding's output; use freeze='all' for this encoder."
         )
-    head.train()
     kwargs = {k: v for k, v in (flow_kwargs or {}).items() if k != "z_score_x"}
     builder = posterior_nn(model, embedding_net=head, z_score_x="none", **kwargs)
     trainer = NPE(
