@@ -17,6 +17,7 @@ from sbi_symmetry.tasks import DampedOscillator
 from sbi_symmetry.workflow import parallel, stages
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.registry import METHODS
+from sbi_symmetry.workflow.trained import TrainedMethod
 
 
 @given(st.integers(0, 2**40), st.text(max_size=20), st.text(max_size=20))
@@ -124,3 +125,41 @@ def test_workers_must_be_a_non_negative_integer():
     assert parallel.resolve_workers(3, jobs=1, device="cpu") == 1
     with pytest.raises(ValueError, match="workers"):
         RunConfig.from_preset("damped-oscillator", workers=-1)
+
+
+class _GlobalStreamPosterior:
+    """Samples from torch's global generator, as sbi's samplers do; ``waste`` extra draws first."""
+
+    def __init__(self, waste: int) -> None:
+        self.waste = waste
+
+    def sample(self, shape, x, show_progress_bars=False):
+        torch.rand(self.waste)  # e.g. rejected samples: how many depends on the posterior
+        return torch.rand(*shape, 2)
+
+
+class _PriorOnly:
+    def sample_prior(self, num, generator=None):
+        return torch.rand(num, 2, generator=generator)
+
+
+def test_each_method_samples_the_observations_from_its_own_stream():
+    config = RunConfig.from_preset("damped-oscillator", "fast", posterior_samples=20)
+    x_o = torch.zeros(config.num_observations, 64)
+    sims = stages.Simulations(*[torch.zeros(1)] * 3, torch.zeros(1, 1), x_o, torch.zeros(1), x_o)
+
+    def method(name: str, waste: int) -> TrainedMethod:
+        history = {"train": [0.0], "validation": [0.0]}
+        posterior = _GlobalStreamPosterior(waste)
+        return TrainedMethod(name, posterior, torch.nn.Identity(), 1.0, 0.0, 1, 1, 1, 1, history)
+
+    def samples(*methods: TrainedMethod) -> dict:
+        trained = {m.name: m for m in methods}
+        gen = torch.Generator().manual_seed(0)
+        return stages.accuracy(_PriorOnly(), sims, trained, [], config, gen, False).samples
+
+    alone = samples(method("raw_npe", 0))["raw_npe"]
+    for waste in (0, 7, 1000):  # the method sampled before it drew more or fewer numbers
+        after = samples(method("symmetry_npe", waste), method("raw_npe", 0))
+        assert all(torch.equal(a, b) for a, b in zip(alone, after["raw_npe"], strict=True))
+    assert not torch.equal(alone[0], after["symmetry_npe"][0])  # and the streams differ

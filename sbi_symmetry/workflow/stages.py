@@ -10,8 +10,9 @@
 6. :func:`calibration`: SBC, expected coverage and TARP with sbi's own diagnostics.
 
 The random stream is seeded once by the pipeline and then consumed by the stages in this order;
-each method trains from its own stream derived from the seed. So the same seed gives the same
-numbers, and a method's numbers do not depend on which others run.
+each method trains, is sampled at the observations and is calibrated from streams of its own
+derived from the seed. So the same seed gives the same numbers, and a method's numbers do not
+depend on which others run (nor on whether the run was resumed between stages).
 
 Example:
     >>> import torch
@@ -272,7 +273,9 @@ def accuracy(
     result = Accuracy({}, {k: {"costs": v.summary()} for k, v in trained.items()}, crb)
     for name, method in trained.items():
         start = time.perf_counter()
-        with naming_failures(name):
+        # its own stream: how many draws another method's sampler used must not matter
+        stream = seeded(derived_seed(config.seed, "accuracy", name), config.device)
+        with naming_failures(name), stream:
             draws = [
                 method.sample(
                     sims.x_o[i : i + 1],
