@@ -30,10 +30,11 @@ QUICK_PRETRAIN: dict[str, Any] = {"batch_size": 64, "max_epochs": 2}
 #: Symmetry NPE's settings in the fast preset when the recorded pages were made (until
 #: 2026-12-04): a flow of 25 hidden units, fine-tuned from the first epoch, and (but on
 #: Lorenz-96) 6 channels and 1 block. The preset now has 16 channels, 2 blocks, a flow of 50
-#: and ``frozen_epochs=20``; benchmarks keep the recorded values so that every page's command
-#: still makes that page, and name the new ones where they measure them.
+#: and ``frozen_epochs=20`` (and, since 2026-12-06, a dilated second block); benchmarks keep the
+#: recorded values so that every page's command still makes that page, and name the new ones
+#: where they measure them.
 RECORDED_NPE: dict[str, Any] = {"flow": {"hidden_features": 25}, "frozen_epochs": 0}
-RECORDED_ENCODER: dict[str, Any] = {"channels": 6, "num_blocks": 1}
+RECORDED_ENCODER: dict[str, Any] = {"channels": 6, "num_blocks": 1, "dilation": 1}
 #: Embed and Emulate's likewise (until 2026-12-04): a data tower of 6 channels and 1 block (but
 #: on Lorenz-96) and ``EmbedEmulate``'s default emulator, 64 wide with 2 blocks. The preset now
 #: has 16 channels and 2 blocks and an emulator 128 wide with 3 blocks.
