@@ -10,9 +10,9 @@
 6. :func:`calibration`: SBC, expected coverage and TARP with sbi's own diagnostics.
 
 The random stream is seeded once by the pipeline and then consumed by the stages in this order;
-each method trains, is sampled at the observations and is calibrated from streams of its own
-derived from the seed. So the same seed gives the same numbers, and a method's numbers do not
-depend on which others run (nor on whether the run was resumed between stages).
+each method trains, is sampled at the observations and is calibrated from streams seeded afresh
+from the seed (training and sampling from its name too). So the same seed gives the same
+numbers, and a method's numbers do not depend on which others run.
 
 Example:
     >>> import torch
