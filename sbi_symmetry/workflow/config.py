@@ -369,9 +369,8 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # see sbi_symmetry.emulate.builder.DEFAULT_EMULATOR): calibrated on all 7 task-seed
 # pairs tried, where the 64-wide emulator behind it failed SBC on one and was biased towards the
 # prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
-# Symmetry NPE's second block is dilated (1, 2): same weights and MACs, a whole-window reach;
-# level or closer on 16 paired runs over 3 tasks, calibrated in 15 against 12 (not for Embed and
-# Emulate's tower: benchmarks/results/symmetry_npe_flow_width.md, sections 4 and 7).
+# Symmetry NPE's second block is dilated (1, 2), at no cost: level or closer on 16 paired runs,
+# calibrated in 15 against 12; not for E&E (benchmarks/results/symmetry_npe_flow_width.md).
 # Every NPE, once early stopping ends its training, goes on at a tenth of its learning rate until
 # early stopping ends that too (npe_train.anneal): symmetry NPE was closer to the exact posterior
 # on 5 of 7 task-seed pairs (mean C2ST -0.008), calibrated on 6 of 7 (5 without), for 40% more
