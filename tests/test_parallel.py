@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 import torch
-from _helpers_parallel import draws
+from _helpers_parallel import draws, slow_draws
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -163,3 +164,56 @@ def test_each_method_samples_the_observations_from_its_own_stream():
         after = samples(method("symmetry_npe", waste), method("raw_npe", 0))
         assert all(torch.equal(a, b) for a, b in zip(alone, after["raw_npe"], strict=True))
     assert not torch.equal(alone[0], after["symmetry_npe"][0])  # and the streams differ
+
+
+@pytest.fixture
+def one_slow(monkeypatch, tmp_path):
+    """Stand-ins again; symmetry NPE's finishes only once ``tmp_path / "go"`` exists (made by
+    the work beside training: proof that the two overlapped); two torch threads."""
+    monkeypatch.setenv("SLOW_DRAWS_UNTIL", str(tmp_path / "go"))
+    for name in METHODS:
+        fake = slow_draws if name == "symmetry_npe" else draws
+        monkeypatch.setitem(METHODS, name, dataclasses.replace(METHODS[name], train=fake))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _side_by_side(meanwhile, done=None) -> dict:
+    cfg = RunConfig.from_preset("damped-oscillator", methods=("symmetry_npe", "raw_npe"))
+    sims = stages.Simulations(*[torch.zeros(1)] * 7)
+    ctx = stages.training_context(DampedOscillator(), sims, cfg, show_progress=False)
+    return stages.train_methods(ctx, "npe", done=done, meanwhile=meanwhile)
+
+
+def test_work_beside_training_starts_when_a_core_idles_with_the_idle_threads(one_slow):
+    finished, seen = [], []
+
+    def meanwhile():
+        seen.append((list(finished), torch.get_num_threads(), os.getpid()))
+        Path(os.environ["SLOW_DRAWS_UNTIL"]).touch()  # now symmetry NPE may finish
+
+    trained = _side_by_side(meanwhile, done=lambda name, method: finished.append(name))
+    assert seen == [(["raw_npe"], 1, os.getpid())]  # symmetry NPE still trained on one core
+    assert finished == ["raw_npe", "symmetry_npe"] and torch.get_num_threads() == 2
+    assert trained["symmetry_npe"].extra["pid"] != os.getpid()
+
+
+def test_work_beside_training_fails_after_every_method_is_kept(one_slow):
+    finished = []
+
+    def meanwhile():
+        Path(os.environ["SLOW_DRAWS_UNTIL"]).touch()
+        raise RuntimeError("the reference failed")
+
+    with pytest.raises(RuntimeError, match="the reference failed"):
+        _side_by_side(meanwhile, done=lambda name, method: finished.append(name))
+    assert sorted(finished) == ["raw_npe", "symmetry_npe"]
+
+
+def test_no_work_beside_training_when_the_methods_train_in_turn(standins):
+    cfg = RunConfig.from_preset("damped-oscillator", methods=("raw_npe",), workers=1)
+    sims = stages.Simulations(*[torch.zeros(1)] * 7)
+    ctx = stages.training_context(DampedOscillator(), sims, cfg, show_progress=False)
+    stages.train_methods(ctx, "npe", meanwhile=lambda: pytest.fail("nothing to overlap"))

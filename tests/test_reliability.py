@@ -279,7 +279,9 @@ def test_an_interrupted_run_resumes_from_its_finished_stages(tmp_path, monkeypat
 
     cfg = _tiny_run_config()
     quiet = {"show_progress": False, "log": lambda _: None}
-    whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
+    first: list[str] = []
+    whole = pipeline.run(cfg, tmp_path / "whole", show_progress=False, log=first.append)
+    assert "beside the training" in first[3]  # two workers: the references while they train
 
     real_references = stages.references
 

@@ -30,6 +30,12 @@ four methods on the 2-core machine the training stage took 236 s this way agains
 two workers (each method one thread in both, so the numbers are identical;
 ``benchmarks/results/parallel_training.md``).
 
+**Work beside training.** Meanwhile this process waits; ``meanwhile`` gives it work that does
+not depend on training (the run's exact reference posteriors), started as soon as a core would
+idle: when fewer methods still train than there are threads. With the fast preset the last
+method (Embed and Emulate) trains alone, one thread, for the final 40 s or so, time in which the
+other core computes the references.
+
 Example:
     >>> resolve_workers(0, jobs=3, device="cpu")
     3
@@ -141,6 +147,7 @@ def train_methods(
     names: Sequence[str],
     workers: int,
     done: Callable[[str, TrainedMethod], None] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> dict[str, TrainedMethod]:
     """Train ``names``, up to ``workers`` at once.
 
@@ -155,6 +162,11 @@ def train_methods(
         done: Called in this process with each method as soon as it has trained (e.g. to save
             it); when one method fails, the others still finish and are passed here before
             the error is raised.
+        meanwhile: Work for this process that does not depend on the training, called once
+            when methods train in workers: as soon as fewer of them train than there are
+            threads, with the threads they leave idle. Its error, like a method's, is raised
+            once every method has finished. Not called when the methods train in turn here
+            (nothing to overlap): the caller does that work afterwards.
 
     Returns:
         The trained methods by name, in the order of ``names``.
@@ -180,7 +192,7 @@ def train_methods(
         for spec in specs:
             finished(spec.name, train_method(spec, ctx))
         return trained
-    _side_by_side(specs, quiet, workers, ctx.show_progress, finished)
+    _side_by_side(specs, quiet, workers, ctx.show_progress, finished, meanwhile)
     return {name: trained[name] for name in names}
 
 
@@ -190,9 +202,11 @@ def _side_by_side(
     workers: int,
     show_progress: bool,
     finished: Callable[[str, TrainedMethod], None],
+    meanwhile: Callable[[], None] | None = None,
 ) -> None:
     """Train ``specs`` in ``workers`` spawned processes; hand each result to ``finished``."""
-    threads = max(1, torch.get_num_threads() // workers)
+    cores = torch.get_num_threads()
+    threads = max(1, cores // workers)
     errors: list[BaseException] = []
     desc = f"training {len(specs)} methods, {workers} at once"
     with (
@@ -208,6 +222,10 @@ def _side_by_side(
                 finished(futures[future], future.result())
             except Exception as error:  # the others still finish and are kept
                 errors.append(error)
+            busy = min(workers, sum(not f.done() for f in futures)) * threads
+            if meanwhile is not None and busy < cores:
+                _on_idle_threads(meanwhile, cores - busy, errors)
+                meanwhile = None
     if errors and isinstance(errors[0], BrokenProcessPool):
         raise RuntimeError(
             "a training worker process died (out of memory, or a script that starts a run "
@@ -215,3 +233,19 @@ def _side_by_side(
         ) from errors[0]
     if errors:
         raise errors[0]
+
+
+def _on_idle_threads(work: Callable[[], None], idle: int, errors: list[BaseException]) -> None:
+    """Run ``work`` here with ``idle`` torch threads (then the caller's again); keep its error.
+
+    A Ctrl-C in ``work`` is kept too: the methods still training are then collected (and saved
+    by the caller, for ``--resume``) before it is raised.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(idle)
+    try:
+        work()
+    except BaseException as error:  # raised once the methods have finished
+        errors.append(error)
+    finally:
+        torch.set_num_threads(before)

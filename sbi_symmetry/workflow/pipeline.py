@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from sbi_symmetry.workflow.report import MARKER, RunResults, write_report
 from sbi_symmetry.workflow.trained import TrainedMethod
 
 NUM_STAGES = 7
+#: The stopwatch's name for the references when they were computed while methods trained.
+BESIDE_TRAINING = "reference (beside training)"
 _KINDS = {"npe": "density estimators", "ratio": "ratio estimators"}
 
 
@@ -121,7 +124,16 @@ def _run_stages(
 ) -> dict[str, Any]:
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
     task = count_simulator_calls(get_task(config.task, device=config.device))
-    watch = Stopwatch()
+    watch, start = Stopwatch(), time.perf_counter()
+    refs: list[list[Any]] = []  # filled once: beside the training where a core would idle
+
+    def references(stage: str = BESIDE_TRAINING) -> None:
+        if not refs:
+            with watch(stage):
+                bar = show_progress and stage != BESIDE_TRAINING  # not under the training's bar
+                refs.append(
+                    saved.run("references", lambda: stages.references(task, sims, config, bar), gen)
+                )
 
     def say(stage: int, name: str, text: str) -> None:
         """One stage's summary line, e.g. ``[1/7] simulate: ...``."""
@@ -132,16 +144,14 @@ def _run_stages(
     say(1, "simulate", f"simulate: {_sizes(config, sims)} ({watch.seconds['simulate']:.1f} s)")
     ctx = stages.training_context(task, sims, config, show_progress)
     with watch("train"):
-        trained = _train(ctx, saved, gen)
+        trained = _train(ctx, saved, gen, references)
     for stage, (kind, what) in enumerate(_KINDS.items(), start=2):
         group = [m for name, m in trained.items() if METHODS[name].kind == kind]
         done = "; ".join(_training_line(m) for m in group) or "none selected"
         resumed = group and all(f"train_{m.name}" in saved.resumed for m in group)
         log(f"[{stage}/{NUM_STAGES}] trained {what}: {done}{' (resumed)' if resumed else ''}")
-    with watch("reference"):
-        refs = saved.run(
-            "references", lambda: stages.references(task, sims, config, show_progress), gen
-        )
+    references("reference")  # unless it ran beside the training
+    refs = refs[0]
     say(4, "references", _reference_line(config, refs, watch))
     with watch("accuracy"):
         acc = saved.run(
@@ -164,24 +174,32 @@ def _run_stages(
     with watch("report"):
         results = RunResults(config, task, sims, trained, refs, acc, cal, watch)
         metrics = write_report(folder, results)
-    say(7, "report", f"report: {folder / 'report.md'} ({sum(watch.seconds.values()):.0f} s in all)")
+    say(7, "report", f"report: {folder / 'report.md'} ({time.perf_counter() - start:.0f} s in all)")
     return metrics
 
 
 def _train(
-    ctx: TrainingContext, saved: StageCheckpoints, gen: torch.Generator
+    ctx: TrainingContext,
+    saved: StageCheckpoints,
+    gen: torch.Generator,
+    meanwhile: Callable[[], None] | None = None,
 ) -> dict[str, TrainedMethod]:
     """Every selected method, in registry order: loaded if saved, else trained and saved.
 
     A resumed run loads the methods an earlier run finished; each method that trains now is
     saved as soon as it is done, so an interruption loses only the methods still training.
+    ``meanwhile`` runs in this process while workers train, once a core would idle (not at all
+    when the methods train in turn here).
     """
     loaded = {}
     for name in ctx.config.methods:
         if (got := saved.load(f"train_{name}")) is not None:
             loaded[name] = got["value"]
     fresh = stages.train_methods(
-        ctx, skip=loaded, done=lambda name, method: saved.save(f"train_{name}", method, gen)
+        ctx,
+        skip=loaded,
+        done=lambda name, method: saved.save(f"train_{name}", method, gen),
+        meanwhile=meanwhile,
     )
     return {name: loaded.get(name) or fresh[name] for name in METHODS if name in ctx.config.methods}
 
@@ -206,10 +224,12 @@ def _training_line(method: TrainedMethod) -> str:
 
 def _reference_line(config: RunConfig, refs: list[Any], watch: Stopwatch) -> str:
     if refs:
-        seconds = watch.seconds["reference"]
+        beside = BESIDE_TRAINING in watch.seconds
+        seconds = watch.seconds[BESIDE_TRAINING if beside else "reference"]
         kind = getattr(refs[0], "method", "the task's own reference posterior")
         kind = "exact quadrature" if kind == "quadrature" else kind
-        return f"reference: {kind} for {len(refs)} observations ({seconds:.1f} s)"
+        when = ", beside the training" if beside else ""
+        return f"reference: {kind} for {len(refs)} observations ({seconds:.1f} s{when})"
     return (
         f"reference: none for {config.task} (no tractable likelihood); accuracy is judged by "
         "calibration and contraction"

@@ -148,6 +148,7 @@ def train_methods(
     *,
     skip: Collection[str] = (),
     done: Callable[[str, TrainedMethod], None] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> dict[str, TrainedMethod]:
     """Train the selected methods (of one kind, or all) from the same simulations, side by side.
 
@@ -162,6 +163,9 @@ def train_methods(
         kind: ``"npe"``, ``"ratio"`` or ``None`` (every selected method).
         skip: Methods not to train (e.g. loaded from a checkpoint).
         done: Called with each method as soon as it has trained.
+        meanwhile: Work for this process while the methods train in workers, started when a
+            core would idle; not called when they train in turn here
+            (see :func:`sbi_symmetry.workflow.parallel.train_methods`).
 
     Returns:
         The trained methods by name, in registry order.
@@ -175,7 +179,7 @@ def train_methods(
         needed = METHODS[name].kind
         if kind in (None, needed) and needed not in ctx.towers:
             ctx.towers[needed] = _tower(ctx.task, ctx.config, needed)
-    return parallel.train_methods(ctx, names, ctx.config.workers, done)
+    return parallel.train_methods(ctx, names, ctx.config.workers, done, meanwhile)
 
 
 def references(task: Any, sims: Simulations, config: RunConfig, show_progress: bool) -> list[Any]:
