@@ -27,14 +27,14 @@ def test_every_method_has_a_name_a_label_a_kind_and_a_trainer():
     assert len({spec.label for spec in METHODS.values()}) == len(METHODS)
 
 
-def test_the_kind_decides_the_calibration_budget_and_the_tower():
+def test_mcmc_sampling_decides_the_calibration_budget_and_the_kind_the_tower():
     cfg = RunConfig(sbc_pairs=120, sbc_pairs_ratio=40)
     pairs = {name: spec.calibration_pairs(cfg) for name, spec in METHODS.items()}
     assert pairs == {
         "symmetry_npe": 120,
         "raw_npe": 120,
         "end_to_end_npe": 120,
-        "embed_emulate": 40,
+        "embed_emulate": 120,  # its own sampler: as fast as a flow's
         "nre_c": 40,
     }
     assert METHODS["end_to_end_npe"].tower_setting == "encoder"

@@ -72,7 +72,7 @@ class RunConfig:
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
-        sbc_pairs_ratio: Test pairs for the ratio method (sampled by MCMC, slower).
+        sbc_pairs_ratio: Test pairs for a method sampled by MCMC (``nre_c``; slower).
         sbc_posterior_samples: Posterior samples per SBC pair.
         encoder: ``ConvEncoder1D`` keyword arguments for the summary network (symmetry NPE and
             the end-to-end baseline); ``input_length`` and ``in_channels`` come from the task.
@@ -369,24 +369,24 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # see sbi_symmetry.emulate.builder.DEFAULT_EMULATOR): calibrated on all 7 task-seed
 # pairs tried, where the 64-wide emulator behind it failed SBC on one and was biased towards the
 # prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
-# Symmetry NPE's second block is dilated (1, 2), at no cost: level or closer on 16 paired runs,
-# calibrated in 15 against 12; not for E&E (benchmarks/results/symmetry_npe_flow_width.md).
+# Both towers dilate their second block (1, 2), at no cost: symmetry NPE level or closer on 16
+# paired runs, E&E on 13 runs of 3 tasks (benchmarks/results/symmetry_npe_flow_width.md, 7, 9).
 # Every NPE, once early stopping ends its training, goes on at a tenth of its learning rate until
 # early stopping ends that too (npe_train.anneal): symmetry NPE was closer to the exact posterior
-# on 5 of 7 task-seed pairs (mean C2ST -0.008), calibrated on 6 of 7 (5 without), for 40% more
-# epochs. Embed and Emulate gained nothing from it (0.641 -> 0.640 and
-# 0.573 -> 0.573), so ee_train has none (benchmarks/results/npe_anneal.md).
+# on 5 of 7 task-seed pairs (mean C2ST -0.008), calibrated on 6 of 7 (5 without); E&E gained
+# nothing (0.641 -> 0.640, 0.573 -> 0.573): ee_train has none (benchmarks/results/npe_anneal.md).
 # Embed and Emulate pretrains its data tower where views are free shifts (ee.pretrain "auto"):
 # with the emulator's last phase, oscillator 0.676 -> 0.641 on 4 seeds, all calibrated;
 # sine-Gaussian 0.584 -> 0.591, within seed noise (benchmarks/results/ee_pretrain.md, s. 5).
-_FAST_CONV = {"downsample": 8, "kernel_size": 5, "hidden_dim": 32}
+_FAST_TOWER = {"channels": 16, "num_blocks": 2, "dilation": (1, 2), "downsample": 8}
+_FAST_TOWER |= {"kernel_size": 5, "hidden_dim": 32}
 _FAST_SHO = RunConfig(
     task="damped-oscillator",
     preset="fast",
     num_simulations=10_000,
     pretrain_simulations=30_000,
-    encoder={"output_dim": 8, "channels": 16, "num_blocks": 2, "dilation": (1, 2), **_FAST_CONV},
-    ee_encoder={"output_dim": 16, "channels": 16, "num_blocks": 2, **_FAST_CONV},
+    encoder={"output_dim": 8, **_FAST_TOWER},
+    ee_encoder={"output_dim": 16, **_FAST_TOWER},
     ee={"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}, "pretrain": "auto"},
     expander={"output_dim": 32, "hidden_dims": (64, 64)},
     flow={"hidden_features": 50},

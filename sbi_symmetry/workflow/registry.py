@@ -1,9 +1,10 @@
 """The compared methods, one entry each: the pipeline, the report and the CLI read this table.
 
 Adding a method is one :class:`MethodSpec` in :data:`METHODS`: its name (for ``--methods``), its
-label (tables and figures), its kind (``"npe"``: a density estimator sampled directly; ``"ratio"``:
-a ratio estimator sampled by MCMC, which gets ``sbc_pairs_ratio`` calibration pairs) and the
-function that trains it from a :class:`TrainingContext`. The order of the table is the order in
+label (tables and figures), its kind (``"npe"``: a density estimator; ``"ratio"``: a ratio
+estimator; the kind decides which encoder it shares) and the function that trains it from a
+:class:`TrainingContext`; ``mcmc=True`` marks a method sampled by MCMC, which gets
+``sbc_pairs_ratio`` calibration pairs. The order of the table is the order in
 which methods start training; each draws from its own random stream
 (:mod:`sbi_symmetry.workflow.parallel`).
 
@@ -73,10 +74,11 @@ class MethodSpec:
     Attributes:
         name: Identifier (``--methods``, ``metrics.json``).
         label: Name shown in tables and figures.
-        kind: ``"npe"`` or ``"ratio"`` (decides the shared tower and the calibration budget).
+        kind: ``"npe"`` or ``"ratio"`` (decides the shared tower).
         train: Trains the method from a :class:`TrainingContext`.
         light: Cheap to train (no encoder): side by side with others it starts last, so it
             fills a worker that the long trainings left idle at the end.
+        mcmc: Sampled by MCMC (slow): calibrated on ``sbc_pairs_ratio`` pairs, not ``sbc_pairs``.
 
     Example:
         >>> spec = METHODS["symmetry_npe"]
@@ -89,6 +91,7 @@ class MethodSpec:
     kind: Kind
     train: Callable[[TrainingContext], M.TrainedMethod]
     light: bool = False
+    mcmc: bool = False
 
     @property
     def tower_setting(self) -> str:
@@ -101,21 +104,22 @@ class MethodSpec:
         return TOWER_SETTINGS[self.kind]
 
     def calibration_pairs(self, config: RunConfig) -> int:
-        """Test pairs for its SBC / coverage / TARP: fewer for MCMC-sampled ratio methods.
+        """Test pairs for its SBC / coverage / TARP: fewer for a method sampled by MCMC.
 
         Args:
             config: The run's settings.
 
         Returns:
-            ``config.sbc_pairs_ratio`` for ratio methods, else ``config.sbc_pairs``.
+            ``config.sbc_pairs_ratio`` for MCMC-sampled methods (``NRE_C``), else
+            ``config.sbc_pairs`` (Embed and Emulate's own sampler is as fast as a flow's).
 
         Example:
             >>> from sbi_symmetry.workflow.config import RunConfig
             >>> cfg = RunConfig(sbc_pairs=200, sbc_pairs_ratio=100)
-            >>> METHODS["raw_npe"].calibration_pairs(cfg), METHODS["nre_c"].calibration_pairs(cfg)
-            (200, 100)
+            >>> [METHODS[name].calibration_pairs(cfg) for name in ("embed_emulate", "nre_c")]
+            [200, 100]
         """
-        return config.sbc_pairs_ratio if self.kind == "ratio" else config.sbc_pairs
+        return config.sbc_pairs_ratio if self.mcmc else config.sbc_pairs
 
 
 def _pretraining(
@@ -207,7 +211,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("raw_npe", "NPE (raw data)", "npe", _raw_npe, light=True),
         MethodSpec("end_to_end_npe", "NPE (same encoder, no pretraining)", "npe", _end_to_end_npe),
         MethodSpec("embed_emulate", "Embed and Emulate", "ratio", _embed_emulate),
-        MethodSpec("nre_c", "NRE-C (same encoder)", "ratio", _nre_c),
+        MethodSpec("nre_c", "NRE-C (same encoder)", "ratio", _nre_c, mcmc=True),
     )
 }
 

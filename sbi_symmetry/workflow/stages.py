@@ -327,8 +327,8 @@ def calibration(
 ) -> dict[str, CalibrationResult]:
     """SBC, expected coverage and TARP of every method on the calibration pairs.
 
-    Ratio methods (sampled by MCMC) get ``config.sbc_pairs_ratio`` pairs, the others
-    ``config.sbc_pairs``.
+    Methods sampled by MCMC (``nre_c``) get ``config.sbc_pairs_ratio`` pairs, the others
+    ``config.sbc_pairs`` (:meth:`~sbi_symmetry.workflow.registry.MethodSpec.calibration_pairs`).
 
     Args:
         task: The task (prior).
