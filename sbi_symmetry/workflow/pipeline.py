@@ -125,13 +125,13 @@ def _run_stages(
     gen = torch.Generator(device=config.device).manual_seed(config.seed)
     task = count_simulator_calls(get_task(config.task, device=config.device))
     watch, start = Stopwatch(), time.perf_counter()
-    refs: list[list[Any]] = []  # filled once: beside the training where a core would idle
+    computed: list[list[Any]] = []  # the references, once: beside the training if a core idles
 
     def references(stage: str = BESIDE_TRAINING) -> None:
-        if not refs:
+        if not computed:
             with watch(stage):
                 bar = show_progress and stage != BESIDE_TRAINING  # not under the training's bar
-                refs.append(
+                computed.append(
                     saved.run("references", lambda: stages.references(task, sims, config, bar), gen)
                 )
 
@@ -151,7 +151,7 @@ def _run_stages(
         resumed = group and all(f"train_{m.name}" in saved.resumed for m in group)
         log(f"[{stage}/{NUM_STAGES}] trained {what}: {done}{' (resumed)' if resumed else ''}")
     references("reference")  # unless it ran beside the training
-    refs = refs[0]
+    refs = computed[0]
     say(4, "references", _reference_line(config, refs, watch))
     with watch("accuracy"):
         acc = saved.run(
