@@ -36,7 +36,9 @@ def standins(monkeypatch):
         monkeypatch.setitem(METHODS, name, dataclasses.replace(METHODS[name], train=draws))
 
 
-def _trained(methods: tuple[str, ...], workers: int, seed: int = 0, **settings) -> dict:
+def _trained(
+    methods: tuple[str, ...], workers: int, seed: int = 0, *, done=None, meanwhile=None, **settings
+) -> dict:
     cfg = RunConfig.from_preset(
         "damped-oscillator", methods=methods, workers=workers, seed=seed, **settings
     )
@@ -44,7 +46,7 @@ def _trained(methods: tuple[str, ...], workers: int, seed: int = 0, **settings) 
     sims = stages.Simulations(*[torch.zeros(1)] * 7)
     torch.manual_seed(0)
     ctx = stages.training_context(task, sims, cfg, show_progress=False)
-    return stages.train_methods(ctx, "npe")
+    return stages.train_methods(ctx, "npe", done=done, meanwhile=meanwhile)
 
 
 def test_a_method_draws_the_same_alone_or_beside_others(standins):
@@ -181,10 +183,8 @@ def one_slow(monkeypatch, tmp_path):
 
 
 def _side_by_side(meanwhile, done=None) -> dict:
-    cfg = RunConfig.from_preset("damped-oscillator", methods=("symmetry_npe", "raw_npe"))
-    sims = stages.Simulations(*[torch.zeros(1)] * 7)
-    ctx = stages.training_context(DampedOscillator(), sims, cfg, show_progress=False)
-    return stages.train_methods(ctx, "npe", done=done, meanwhile=meanwhile)
+    """Both stand-ins, each in a worker of its own (workers=0), with work beside them."""
+    return _trained(("symmetry_npe", "raw_npe"), workers=0, done=done, meanwhile=meanwhile)
 
 
 def test_work_beside_training_starts_when_a_core_idles_with_the_idle_threads(one_slow):
@@ -213,7 +213,4 @@ def test_work_beside_training_fails_after_every_method_is_kept(one_slow):
 
 
 def test_no_work_beside_training_when_the_methods_train_in_turn(standins):
-    cfg = RunConfig.from_preset("damped-oscillator", methods=("raw_npe",), workers=1)
-    sims = stages.Simulations(*[torch.zeros(1)] * 7)
-    ctx = stages.training_context(DampedOscillator(), sims, cfg, show_progress=False)
-    stages.train_methods(ctx, "npe", meanwhile=lambda: pytest.fail("nothing to overlap"))
+    _trained(("raw_npe",), workers=1, meanwhile=lambda: pytest.fail("nothing to overlap"))
