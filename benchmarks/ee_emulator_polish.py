@@ -8,7 +8,8 @@ patience 30 epochs, batch ``--batch``, Adam) with one of two losses:
 
 * ``row`` (the library's refinement): the ``x -> theta`` half of symmetric InfoNCE only
   (NRE-B's classification with the batch as candidates);
-* ``symmetric``: the training loss itself (:mod:`sbi_symmetry.losses.infonce`), for comparison.
+* ``symmetric``: the training loss itself (:mod:`sbi_symmetry.losses.infonce`), for comparison;
+* ``nrec``: NRE-C's loss (:mod:`sbi_symmetry.losses.nrec`), whose optimum has no free ``c(x)``.
 
 Both posteriors (before and after) are sampled with the run's ``TwoTowerPosterior`` and scored
 against the run's exact references, and checked for calibration (SBC KS p-values and the largest
@@ -50,6 +51,7 @@ def polish(
     batch: int,
     refine: bool = True,
     tune_head: bool = True,
+    loss: str = "row",
 ) -> None:
     """Print the scores before and after retraining the emulator of ``run``."""
     torch.manual_seed(0)
@@ -90,9 +92,11 @@ def polish(
         learning_rate=learning_rate,
         row_weight=row_weight,
         tune_head=tune_head,
+        loss="nrec" if loss == "nrec" else "row",
     )
     print(
-        f"{run}: after {done.epochs} epochs ({done.seconds:.0f} s, row weight {row_weight}, "
+        f"{run}: after {done.epochs} epochs ({done.seconds:.0f} s, loss {loss}, "
+        f"row weight {row_weight}, "
         f"head tuned {done.tuned_head}, "
         f"batch {batch}): "
         f"{scored()}, T {float(est.temperature.detach()):.4f}"
@@ -102,7 +106,7 @@ def polish(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--loss", choices=("symmetric", "row"), default="row")
+    parser.add_argument("--loss", choices=("symmetric", "row", "nrec"), default="row")
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--pairs", type=int, default=100, help="calibration pairs for SBC")
     parser.add_argument("--batch", type=int, default=200, help="pairs per batch (candidates)")
@@ -112,12 +116,13 @@ def main() -> None:
     for run in args.runs:
         polish(
             run,
-            1.0 if args.loss == "row" else 0.5,
+            0.5 if args.loss == "symmetric" else 1.0,
             args.learning_rate,
             args.pairs,
             args.batch,
             not args.score_only,
             not args.emulator_only,
+            args.loss,
         )
 
 

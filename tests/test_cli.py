@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sbi_symmetry.cli import main
 from sbi_symmetry.workflow.config import RunConfig
@@ -122,7 +123,10 @@ def test_end_to_end_run_writes_every_artefact(tmp_path):
         assert 0.4 <= entry["c2st"]["mean"] <= 1.0
         assert entry["costs"]["macs_per_1000"] > 0
         assert len(entry["calibration"]["ks_pvals"]) == 2
+        widths = torch.tensor(entry["interval_over_reference"])  # one row per observation
+        assert widths.shape == (config.num_observations, 2) and bool((widths > 0).all())
     assert "| symmetry NPE |" in (out / "report.md").read_text()
+    assert "| 90% interval / reference |" in (out / "report.md").read_text()
     assert "<table>" in (out / "report.html").read_text()
     # rerunning into the same folder needs --overwrite
     with pytest.raises(FileExistsError):
@@ -140,3 +144,8 @@ def test_run_on_lorenz96_reports_contraction_without_reference(tmp_path):
     entry = metrics["methods"]["symmetry_npe"]
     assert "c2st" not in entry and len(entry["contraction"]) == 2
     assert metrics["reference"] == []
+    # no reference: contraction stands in for C2ST and every width column
+    assert (
+        "| method | posterior contraction | SBC (KS p-values) |"
+        in (tmp_path / "l96" / "report.md").read_text()
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 from torch.distributions import MultivariateNormal
 
@@ -13,6 +15,7 @@ from sbi_symmetry.evaluation import (
     count_macs,
     count_parameters,
     coverage_from_ranks,
+    interval_ratio,
     std_ratio,
     summarise,
 )
@@ -109,6 +112,24 @@ def test_c2st_score_is_the_same_on_any_number_of_threads():
     a, b = torch.randn(400, 2, generator=g), 1.3 * torch.randn(400, 2, generator=g)
     scores = {c2st_score(a, b, seed=3, n_jobs=n) for n in (1, 2, -1)}
     assert len(scores) == 1 and 0.5 < scores.pop() < 0.8
+
+
+@given(st.integers(0, 10_000), st.floats(0.1, 10.0), st.floats(-100.0, 100.0))
+def test_interval_ratio_follows_scale_and_ignores_shift(seed, scale, shift):
+    g = torch.Generator().manual_seed(seed)
+    ref = torch.randn(2000, 2, generator=g, dtype=torch.float64)
+    moved = scale * ref + shift
+    torch.testing.assert_close(interval_ratio(moved, ref), torch.full((2,), scale).double())
+
+
+def test_interval_ratio_is_blind_to_a_far_speck_that_the_std_sees():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(10_000, 2, generator=g)
+    speck = torch.cat([ref[:9_950], torch.full((50, 2), 40.0)])  # 0.5% of the mass far away
+    assert (std_ratio(speck, ref) > 2.5).all()
+    assert ((interval_ratio(speck, ref) - 1).abs() < 0.05).all()
+    with pytest.raises(ValueError, match="mass"):
+        interval_ratio(ref, ref, mass=1.0)
 
 
 def test_std_ratio_and_summary():

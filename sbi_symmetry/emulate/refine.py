@@ -50,14 +50,16 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._validation import check_int, check_number, check_row_weight
+from sbi_symmetry._validation import check_choice, check_int, check_number, check_row_weight
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.losses.infonce import symmetric_infonce
+from sbi_symmetry.losses.nrec import contrastive_nrec
 from sbi_symmetry.nets.split import split_head, tail_reproduces
 
 
@@ -95,6 +97,7 @@ def refine_emulator(
     clip_max_norm: float | None = 5.0,
     row_weight: float = 1.0,
     tune_head: bool = True,
+    loss: Literal["row", "nrec"] = "row",
     show_progress_bar: bool = False,
 ) -> RefineSummary:
     """Train the emulator, the data tower's head and the temperature on cached features.
@@ -120,6 +123,10 @@ def refine_emulator(
             backbone still runs once. Needs exactly one ``head`` ``nn.Sequential`` in the tower,
             whose trainable layers are not frozen; otherwise only the emulator trains
             (``RefineSummary.tuned_head`` says which happened).
+        loss: ``"row"`` (the default): the row term weighted by ``row_weight``; ``"nrec"``:
+            NRE-C's loss (:func:`~sbi_symmetry.losses.nrec.contrastive_nrec`, ``K = B - 1``,
+            ``gamma = 1``; ``row_weight`` unused), whose optimum is ``log r`` itself. Measured
+            in ``benchmarks/results/ee_loss_side.md`` section 6 (not the default).
         show_progress_bar: Print the epoch count.
 
     Returns:
@@ -139,12 +146,13 @@ def refine_emulator(
     check_int(stop_after_epochs, "stop_after_epochs", 1)
     check_int(max_num_epochs, "max_num_epochs", 1)
     check_row_weight(row_weight, "(0, 1]")
+    check_choice(loss, "loss", ("row", "nrec"))
     train_indices, val_indices = _split(theta.shape[0], train_indices, val_indices)
     start = time.perf_counter()
     modes = [m.training for m in estimator.modules()]
     try:
         cached = _cached_summary(estimator, x, tune_head)
-        phase = _RowPhase(estimator, theta, cached, row_weight)
+        phase = _RowPhase(estimator, theta, cached, row_weight, loss)
         optimizer = torch.optim.Adam(phase.params, lr=learning_rate)
         initial = best = phase.validate(val_indices, training_batch_size)
         state, waited, epoch = phase.snapshot(), 0, 0
@@ -179,8 +187,10 @@ class _RowPhase:
         theta: Tensor,
         cached: tuple[Tensor, nn.Module | None],
         row_weight: float,
+        loss: str = "row",
     ) -> None:
         self.estimator, self.theta, self.row_weight = estimator, theta, row_weight
+        self.kind, self.offsets = loss, None  # offsets: NRE-C's draws (fixed in validation)
         self.features, self.head = cached
         self.modules = [estimator.embedding_net_theta] + ([] if self.head is None else [self.head])
         self.params = [p for module in self.modules for p in module.parameters()]
@@ -191,6 +201,9 @@ class _RowPhase:
         """Mean loss of the pairs ``idx``, each against the others as candidates."""
         est = self.estimator
         f = self.features[idx] if self.head is None else self.head(self.features[idx])
+        if self.kind == "nrec":
+            f_x, g_theta = est._project(f, "x"), est.emulate(self.theta[idx])
+            return contrastive_nrec(f_x, g_theta, est.temperature, generator=self.offsets).mean()
         return symmetric_infonce(
             est._project(f, "x"),
             est.emulate(self.theta[idx]),
@@ -217,10 +230,14 @@ class _RowPhase:
         """Mean loss over ``rows`` in fixed batches, weighted by batch size."""
         for module in self.modules:
             module.eval()
-        with torch.no_grad():
-            batches = [i for i in rows.split(batch) if len(i) > 1]
-            total = sum(float(self.loss(i)) * len(i) for i in batches)
-            return total / sum(len(i) for i in batches)
+        self.offsets = torch.Generator().manual_seed(0)  # the same candidates every time
+        try:
+            with torch.no_grad():
+                batches = [i for i in rows.split(batch) if len(i) > 1]
+                total = sum(float(self.loss(i)) * len(i) for i in batches)
+        finally:
+            self.offsets = None
+        return total / sum(len(i) for i in batches)
 
     def snapshot(self) -> tuple[list[dict[str, Tensor]], Tensor]:
         """A copy of everything the refinement changes."""

@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from sbi_symmetry.evaluation.accuracy import c2st_score, std_ratio, summarise
+from sbi_symmetry.evaluation.accuracy import c2st_score, interval_ratio, std_ratio, summarise
 from sbi_symmetry.evaluation.calibration import (
     CalibrationResult,
     calibrate,
@@ -25,6 +25,7 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "coverage_from_ranks",
+    "interval_ratio",
     "std_ratio",
     "summarise",
 ]

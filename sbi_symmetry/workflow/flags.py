@@ -185,13 +185,29 @@ def _trend(validation: Sequence[float]) -> str:
 
 
 def too_wide(entry: Mapping[str, Any], names: Sequence[str]) -> Flag | None:
-    """Flag posteriors more than :data:`TOO_WIDE` times wider than the reference."""
+    """Flag posteriors more than :data:`TOO_WIDE` times wider than the reference.
+
+    With the central 90% intervals in ``entry``, the summary says whether the bulk is wide too
+    or the std comes from a small mass far away.
+
+    Example:
+        >>> entry = {"calibration": {"calibrated": True}, "std_over_reference": [[4.0, 1.0]],
+        ...          "interval_over_reference": [[1.2, 1.0]]}
+        >>> print(too_wide(entry, ["a", "b"])["summary"])
+        calibrated but 4.0 x too wide in a (central 90% interval 1.2 x: a small mass far away)
+    """
     wide = widest(entry, names)
     if wide is None:
         return None
+    summary = f"{verdict(entry, names)} in {wide[1]}"
+    intervals = _means(entry.get("interval_over_reference"))
+    if intervals is not None:
+        ratio = intervals[names.index(wide[1])]
+        bulk = "the bulk is wide too" if ratio > TOO_WIDE else "a small mass far away"
+        summary += f" (central 90% interval {ratio:.1f} x: {bulk})"
     return _flag(
         "too_wide",
-        f"{verdict(entry, names)} in {wide[1]}",
+        summary,
         "Posterior std over the reference's, mean over observations, for the widest parameter. "
         "SBC and coverage cannot see excess width (a posterior as wide as the prior is "
         "calibrated too); C2ST and std / reference can.",

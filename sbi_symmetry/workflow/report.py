@@ -49,6 +49,7 @@ _HEADER = [
     "method",
     "C2ST vs reference (mean ± sem)",
     "std / reference",
+    "90% interval / reference",
     "std / Cramér-Rao",
     "SBC (KS p-values)",
     "max coverage error",
@@ -133,9 +134,9 @@ def _table(
     rows = [_row(name, entry, names) for name, entry in methods.items()]
     if reference:
         return _HEADER, rows
-    header = [_HEADER[0], "posterior contraction", *_HEADER[4:]]
+    header = [_HEADER[0], "posterior contraction", *_HEADER[5:]]  # no C2ST, no widths
     return header, [
-        [row[0], _mean_columns(methods[name].get("contraction")), *row[4:]]
+        [row[0], _mean_columns(methods[name].get("contraction")), *row[5:]]
         for name, row in zip(methods, rows, strict=True)
     ]
 
@@ -165,6 +166,7 @@ def _row(name: str, entry: dict[str, Any], names: list[str]) -> list[str]:
         label(name),
         f"{c['mean']:.3f} ± {c['sem']:.3f}" if c else "n/a",
         _mean_columns(entry.get("std_over_reference")),
+        _mean_columns(entry.get("interval_over_reference")),
         _mean_columns(entry.get("std_over_crb")),
         ", ".join(format_pvalue(p) for p in cal["ks_pvals"]),
         f"{cal['max_coverage_error']:.3f}",
@@ -229,8 +231,9 @@ def _metrics_note(task: Any, reference: bool) -> str:
         accuracy = (
             "C2ST: random-forest classifier two-sample test (sbi's default) between each "
             "method's samples and the reference posterior; 0.5 is indistinguishable. Widths are "
-            f"per-parameter posterior standard deviations averaged over observations (order: "
-            f"{order}). "
+            "per-parameter posterior standard deviations, and widths of the central 90% "
+            "interval (blind to a small mass far away, which can inflate a std), over the "
+            f"reference's, averaged over observations (order: {order}). "
         )
         if is_signal_model(task):
             accuracy += "The Cramér-Rao bound profiles the nuisance out (and ignores the prior). "

@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sbi_symmetry._random import derived_seed, seeded
-from sbi_symmetry.evaluation import c2st_score, calibrate, std_ratio, summarise
+from sbi_symmetry.evaluation import c2st_score, calibrate, interval_ratio, std_ratio, summarise
 from sbi_symmetry.evaluation.calibration import CalibrationResult
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.reference.protocol import is_signal_model
@@ -306,12 +306,12 @@ def accuracy(
 def _against_references(
     draws: list[Tensor], refs: list[Any], crb: Tensor | None, seed: int
 ) -> dict[str, Any]:
-    ref_samples = [reference_samples(r) for r in refs]
-    scores = [c2st_score(s, r, seed=seed) for s, r in zip(draws, ref_samples, strict=True)]
-    ratios = [std_ratio(s, r).tolist() for s, r in zip(draws, ref_samples, strict=True)]
+    pairs = list(zip(draws, [reference_samples(r) for r in refs], strict=True))
+    scores = [c2st_score(s, r, seed=seed) for s, r in pairs]
     out: dict[str, Any] = {
         "c2st": {**summarise(scores), "per_observation": scores},
-        "std_over_reference": ratios,
+        "std_over_reference": [std_ratio(s, r).tolist() for s, r in pairs],
+        "interval_over_reference": [interval_ratio(s, r).tolist() for s, r in pairs],
     }
     if crb is not None:
         out["std_over_crb"] = [(s.double().std(0) / crb[i]).tolist() for i, s in enumerate(draws)]
