@@ -8,6 +8,8 @@
 * :func:`refine_emulator`: the last phase of ``EmbedEmulate.train`` (``refine_emulator=False``
   skips it) that retrains the emulator and the data tower's head MLP on the frozen backbone's
   cached features with the ``x -> theta`` loss.
+* :func:`product_estimator`: several trained estimators as one, their log-ratios averaged (a
+  geometric-mean ensemble, again a two-tower critic).
 * :class:`TwoTowerPosterior` / :func:`build_two_tower_posterior`: its posterior sampled without
   MCMC: ``x_o`` encoded once, the emulator and one matrix product over chunks of ``theta``
   (exact rejection from the prior or adaptive importance sampling, whose Gaussian-mixture
@@ -24,6 +26,7 @@ from __future__ import annotations
 from sbi_symmetry.emulate.builder import default_emulator, embed_emulate_classifier
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.emulate.posterior import TwoTowerPosterior, build_two_tower_posterior
+from sbi_symmetry.emulate.product import product_estimator
 from sbi_symmetry.emulate.refine import RefineSummary, refine_emulator
 from sbi_symmetry.emulate.trainer import EmbedEmulate
 
@@ -35,5 +38,6 @@ __all__ = [
     "build_two_tower_posterior",
     "default_emulator",
     "embed_emulate_classifier",
+    "product_estimator",
     "refine_emulator",
 ]
