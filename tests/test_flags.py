@@ -74,6 +74,8 @@ def test_the_too_wide_flag_tells_a_wide_bulk_from_a_far_speck():
     assert flags.too_wide(bulk, NAMES)["summary"].endswith(
         "(central 90% interval 3.1 x: the bulk is wide too)"
     )
+    neither = {**entry, "interval_over_reference": [[2.2, 0.9], [1.8, 1.0]]}  # 2.0 of 3.0
+    assert flags.too_wide(neither, NAMES)["summary"].endswith("(central 90% interval 2.0 x)")
     assert flags.verdict(speck, NAMES) == flags.verdict(entry, NAMES)  # the verdict is the std's
 
 

@@ -187,8 +187,9 @@ def _trend(validation: Sequence[float]) -> str:
 def too_wide(entry: Mapping[str, Any], names: Sequence[str]) -> Flag | None:
     """Flag posteriors more than :data:`TOO_WIDE` times wider than the reference.
 
-    With the central 90% intervals in ``entry``, the summary says whether the bulk is wide too
-    or the std comes from a small mass far away.
+    With the central 90% intervals in ``entry``, the summary gives the interval's ratio too and
+    says whether the bulk is wide (interval over :data:`TOO_WIDE`) or the std comes from a small
+    mass far away (interval under two thirds of the std's ratio).
 
     Example:
         >>> entry = {"calibration": {"calibrated": True}, "std_over_reference": [[4.0, 1.0]],
@@ -203,8 +204,13 @@ def too_wide(entry: Mapping[str, Any], names: Sequence[str]) -> Flag | None:
     intervals = _means(entry.get("interval_over_reference"))
     if intervals is not None:
         ratio = intervals[names.index(wide[1])]
-        bulk = "the bulk is wide too" if ratio > TOO_WIDE else "a small mass far away"
-        summary += f" (central 90% interval {ratio:.1f} x: {bulk})"
+        if ratio > TOO_WIDE:
+            cause = ": the bulk is wide too"
+        elif ratio < wide[0] / 1.5:  # the std well above what the interval of the bulk says
+            cause = ": a small mass far away"
+        else:
+            cause = ""
+        summary += f" (central 90% interval {ratio:.1f} x{cause})"
     return _flag(
         "too_wide",
         summary,
