@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from plans import TRAINING
 from torch import Tensor
 
 from sbi_symmetry._io import atomic_write_text, versions
 from sbi_symmetry.evaluation import c2st_score
 from sbi_symmetry.tasks import SignalInNoiseTask
+from sbi_symmetry.workflow.checkpoints import STAGES_DIR
 
 #: A progress printer: ``log("text")``.
 Log = Callable[[str], None]
@@ -135,6 +137,11 @@ def c2st_scores(
         c2st_score(s, r, max_samples=max_samples, seed=seed)
         for s, r, seed in zip(samples, references, seeds, strict=True)
     ]
+
+
+def stage_value(run: Path, name: str) -> Any:
+    """What stage ``name`` of a finished ``sbi-symmetry run`` folder saved (``.stages/``)."""
+    return torch.load(run / STAGES_DIR / f"{name}.pt", weights_only=False)["value"]
 
 
 # ----------------------------------------------------------------------------------- output

@@ -26,11 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp, table, write_page
+from _common import command_line, platform_stamp, stage_value, table, write_page
 
 from sbi_symmetry.emulate import build_two_tower_posterior, product_estimator
 from sbi_symmetry.evaluation import c2st_score, calibrate, interval_ratio, std_ratio
-from sbi_symmetry.workflow.checkpoints import STAGES_DIR
 from sbi_symmetry.workflow.saved import load_posterior
 from sbi_symmetry.workflow.stages import reference_samples
 
@@ -45,10 +44,6 @@ HEADER = [
     "max coverage error",
     "s per 10^4 samples",
 ]
-
-
-def _stage(run: Path, name: str) -> Any:
-    return torch.load(run / STAGES_DIR / f"{name}.pt", weights_only=False)["value"]
 
 
 def score(
@@ -83,11 +78,11 @@ def score(
 
 def group_rows(runs: list[Path], samples: int, pairs: int) -> list[list[str]]:
     """Every member's row, then the product's."""
-    sims = _stage(runs[0], "simulate")
+    sims = stage_value(runs[0], "simulate")
     for run in runs[1:]:
-        if not torch.equal(_stage(run, "simulate").theta, sims.theta):
+        if not torch.equal(stage_value(run, "simulate").theta, sims.theta):
             raise SystemExit(f"{run} was not trained on the simulations of {runs[0]}.")
-    refs = [reference_samples(r) for r in _stage(runs[0], "references")]
+    refs = [reference_samples(r) for r in stage_value(runs[0], "references")]
     posteriors = [load_posterior(run / "posteriors" / "embed_emulate.pt") for run in runs]
     name = " + ".join(run.name for run in runs)
     rows = [

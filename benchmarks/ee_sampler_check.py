@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import stage_value
 from _levers import variant_config
 from fast_encoder_seeds import CANDIDATES
 
@@ -51,10 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (run / ".stages" / "calibration.pt").exists():
         pipeline.run(cfg, run, show_progress=False)
 
-    def stage(name: str) -> object:
-        return torch.load(run / ".stages" / f"{name}.pt", weights_only=False)["value"]
-
-    sims, trained = stage("simulate"), stage("train_ratio")
+    sims, trained = stage_value(run, "simulate"), stage_value(run, "train_ratio")
     posterior = trained["embed_emulate"].posterior
     pairs = METHODS["embed_emulate"].calibration_pairs(cfg)
     for method in ("auto", "rejection"):
