@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of the methods' training only (default: --seed); the data keep --seed",
     )
+    run.add_argument(
+        "--ee-members",
+        type=int,
+        default=None,
+        help="Embed and Emulate: train this many estimators on the same simulations and use "
+        "their product (default: the preset's, 1); each adds one training's time",
+    )
     run.add_argument("--device", default=None, help="torch device for training (default cpu)")
     run.add_argument(
         "--workers",
@@ -168,10 +175,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if args.config is not None:
         if args.task is not None or args.preset is not None:
             raise ValueError("--config sets the task and preset; do not combine it with them.")
-        saved = RunConfig.from_json(_config_file(args.config)).to_dict()
-        return RunConfig.from_dict({**saved, **overrides})
-    task = args.task or "damped-oscillator"
-    return RunConfig.from_preset(task, args.preset or "fast", **overrides)
+        cfg = RunConfig.from_json(_config_file(args.config))
+    else:
+        cfg = RunConfig.from_preset(args.task or "damped-oscillator", args.preset or "fast")
+    settings = cfg.to_dict()
+    if getattr(args, "ee_members", None) is not None:
+        overrides["ee"] = {**settings["ee"], "members": args.ee_members}
+    return RunConfig.from_dict({**settings, **overrides})
 
 
 def _config_file(path: Path) -> Path:

@@ -64,3 +64,19 @@ def shift_view_symmetry_npe(task, theta, x, max_num_epochs: int = 1, pretrain=No
         max_num_epochs=max_num_epochs,
         **changes,
     )
+
+
+def train_ratio_method(task, cfg, name: str = "embed_emulate", size: int = 200):
+    """Train method ``name`` of ``cfg`` through the workflow's stage on ``size`` joint draws.
+
+    Returns the trained method, the simulator calls it made and the training ``x``.
+    """
+    from sbi_symmetry.simulation.counting import count_simulator_calls, simulator_calls
+    from sbi_symmetry.workflow import stages
+
+    theta, x = task.sample_joint(size, generator=torch.Generator().manual_seed(0))
+    sims = stages.Simulations(theta, x, *[torch.zeros(1)] * 5)
+    counted = count_simulator_calls(task)
+    ctx = stages.training_context(counted, sims, cfg, False)
+    trained = stages.train_methods(ctx, "ratio")[name]
+    return trained, simulator_calls(counted), x

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from sbi_symmetry.workflow.report import RANDOM_STREAMS
 
@@ -331,3 +332,49 @@ def test_ee_summary_check_feeds_npe_the_standardised_direction_of_the_summary():
     same = [torch.randn(500, 2)]
     scores = script.score(same, same)
     assert scores["c2st"] < 0.55 and scores["std_largest"] == pytest.approx(1.0)
+
+
+def test_ee_members_runs_each_count_once_and_tabulates_the_metrics(tmp_path, monkeypatch):
+    script = load_script("ee_members")
+    calls = []
+
+    def fake_run(cfg, folder, **kwargs):
+        calls.append((cfg.seed, cfg.ee["members"]))
+        k = cfg.ee["members"]
+        metrics = {
+            "c2st": {"mean": 0.6 + 0.01 * k},
+            "std_over_reference": [[1.5, 1.1], [2.5, 1.0]],
+            "interval_over_reference": [[1.2, 1.0], [1.4, 1.2]],
+            "calibration": {"calibrated": True, "ks_pvals": [0.3, 0.2], "max_coverage_error": 0.05},
+            "costs": {
+                "epochs": 10 * k,
+                **({"epochs_per_phase": [10] * k} if k > 1 else {}),
+                "train_seconds": 5.0 * k,
+                "pretrain_seconds": 1.0 * k,
+                "simulator_calls": {"total": 10_000},
+            },
+        }
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"methods": {"embed_emulate": metrics}}))
+
+    monkeypatch.setattr(script, "run", fake_run)
+    argv = ["--seeds", "3", "--members", "1", "2", "--runs", str(tmp_path / "runs")]
+    argv += ["--out", str(tmp_path / "page.md")]
+    rows = script.main(argv)
+    assert calls == [(3, 1), (3, 2)]
+    assert rows[1][:6] == ["3", "2", "0.620", "2.00, 1.05", "1.30, 1.10", "1 of 2"]
+    assert rows[1][6:] == ["yes (0.200, 0.05)", "10, 10", "12", "10,000"]
+    assert rows[0][7] == "10"
+    assert script.main(argv) == rows and len(calls) == 2  # finished runs are read, not re-run
+    assert "--members 1 2" in (tmp_path / "page.md").read_text()
+
+
+def test_reference_sbc_counts_true_parameters_per_fifth_of_the_prior_box():
+    from sbi.utils import BoxUniform
+
+    script = load_script("reference_sbc")
+    prior = BoxUniform(torch.tensor([0.0, 10.0]), torch.tensor([1.0, 20.0]))
+    thetas = torch.tensor([[0.05, 10.0], [0.5, 19.99], [0.99, 20.0], [0.21, 14.5]])
+    assert script._fifths(thetas, prior) == ["1 / 1 / 1 / 0 / 1", "1 / 0 / 1 / 0 / 2"]
+    with pytest.raises(SystemExit):
+        script.main(["/nonexistent", "--pairs", "5"])

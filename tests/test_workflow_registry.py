@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from _helpers_pretrain import shift_view_symmetry_npe
+from _helpers_pretrain import shift_view_symmetry_npe, train_ratio_method
 
 from sbi_symmetry.nets.conv import ConvEncoder1D
 from sbi_symmetry.simulation.counting import count_simulator_calls
@@ -213,7 +213,6 @@ def test_view_fraction_needs_re_simulated_views():
     ("task", "expected"), [(DampedOscillator(), "shift"), (Lorenz96(), "resimulated")]
 )
 def test_embed_emulate_can_pretrain_its_data_tower_first(task, expected):
-    from sbi_symmetry.simulation.counting import simulator_calls
     from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 
     cfg = RunConfig.from_preset(
@@ -226,16 +225,12 @@ def test_embed_emulate_can_pretrain_its_data_tower_first(task, expected):
         ee_train={"max_num_epochs": 1, "training_batch_size": 50},
         workers=1,
     )
-    theta, x = task.sample_joint(200, generator=torch.Generator().manual_seed(0))
-    sims = stages.Simulations(theta, x, *[torch.zeros(1)] * 5)
-    counted = count_simulator_calls(task)
-    ctx = stages.training_context(counted, sims, cfg, False)
-    trained = stages.train_methods(ctx, "ratio")["embed_emulate"]
+    trained, made, _ = train_ratio_method(task, cfg)
     tower = trained.estimator.encoder
     assert isinstance(tower, SymmetryEmbedding) and tower.freeze == "none"
     assert trained.pretrain_seconds > 0 and trained.extra["pretrain_views"] == expected
     calls = 0 if expected == "shift" else 2 * 48  # one bank of re-simulated view pairs
-    assert simulator_calls(counted) == calls
+    assert made == calls
     assert trained.extra["simulator_calls"] == {
         "training_set": 200,
         "views": calls,
@@ -246,7 +241,6 @@ def test_embed_emulate_can_pretrain_its_data_tower_first(task, expected):
 @pytest.mark.parametrize(("task", "pretrains"), [(DampedOscillator(), True), (Lorenz96(), False)])
 def test_embed_emulate_pretrains_on_auto_only_where_views_are_free(task, pretrains):
     """``ee={"pretrain": "auto"}`` (the fast presets): shift views yes, re-simulated ones no."""
-    from sbi_symmetry.simulation.counting import simulator_calls
 
     cfg = RunConfig.from_preset(task.name, "fast", methods=("embed_emulate",), workers=1)
     assert cfg.ee["pretrain"] == "auto"
@@ -255,12 +249,8 @@ def test_embed_emulate_pretrains_on_auto_only_where_views_are_free(task, pretrai
         pretrain={**cfg.pretrain, "max_epochs": 1, "batch_size": 32},
         ee_train={"max_num_epochs": 1, "training_batch_size": 50},
     )
-    theta, x = task.sample_joint(200, generator=torch.Generator().manual_seed(0))
-    sims = stages.Simulations(theta, x, *[torch.zeros(1)] * 5)
-    counted = count_simulator_calls(task)
-    ctx = stages.training_context(counted, sims, cfg, False)
-    trained = stages.train_methods(ctx, "ratio")["embed_emulate"]
-    assert simulator_calls(counted) == 0  # never a call for views under "auto"
+    trained, made, _ = train_ratio_method(task, cfg)
+    assert made == 0  # never a call for views under "auto"
     assert (trained.pretrain_seconds > 0) is pretrains
     assert trained.extra.get("pretrain_views") == ("shift" if pretrains else None)
 

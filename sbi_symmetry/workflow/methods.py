@@ -34,13 +34,14 @@ from sbi.neural_nets import classifier_nn, posterior_nn
 from torch import Tensor, nn
 
 from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker, anneal, training_summary
-from sbi_symmetry.emulate import EmbedEmulate
+from sbi_symmetry._validation import check_int
+from sbi_symmetry.emulate import EmbedEmulate, product_estimator
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.symmetry.finetune import train_npe
 from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
 from sbi_symmetry.views import resolve_pretrain_views, shift_views
-from sbi_symmetry.workflow.trained import TrainedMethod
+from sbi_symmetry.workflow.trained import TrainedMethod, combine
 from sbi_symmetry.workflow.trained import finish as _finish
 
 
@@ -326,6 +327,7 @@ def embed_emulate(
     pretrain_kwargs: dict[str, Any] | None = None,
     pretrain_views: str = "auto",
     pretrain_simulations: int = 20_000,
+    members: int = 1,
     **train_kwargs: Any,
 ) -> TrainedMethod:
     """Train :class:`~sbi_symmetry.emulate.EmbedEmulate`; its posterior is a ``TwoTowerPosterior``.
@@ -342,30 +344,40 @@ def embed_emulate(
             whole pretrained embedding (its input scaling included) with the ratio.
         pretrain_views: Views of that pretraining, as in :func:`symmetry_npe`.
         pretrain_simulations: Parameter draws for re-simulated views, as in :func:`symmetry_npe`.
+        members: Estimators to train on the same simulations, one after another, each with its
+            own pretraining (seed ``pretrain_kwargs["seed"] + k``; re-simulated views are drawn
+            again) and a fresh emulator; more than one: the posterior is their product
+            (:func:`~sbi_symmetry.emulate.product_estimator`), costs add up.
         **train_kwargs: Passed to ``EmbedEmulate.train``.
 
     Returns:
         The trained method; with pretraining, ``extra["pretrain_views"]`` says which views ran.
     """
-    tower, pretrain_seconds, extra = copy.deepcopy(encoder), 0.0, {}
-    if pretrain_kwargs is not None:
-        kwargs = {"show_progress_bar": show_progress_bars, **pretrain_kwargs}
-        tower, pretrain_seconds, used = _pretrain(
-            task, theta, x, encoder, pretrain_views, pretrain_simulations, kwargs
+    check_int(members, "members", 1)
+    trained, estimator_kwargs = [], estimator_kwargs or {}
+    for k in range(members):  # one after another, each from its own pretraining
+        tower, pretrain_seconds, extra = copy.deepcopy(encoder), 0.0, {}
+        if pretrain_kwargs is not None:
+            kwargs = {"show_progress_bar": show_progress_bars, **pretrain_kwargs}
+            if kwargs.get("seed") is not None:
+                kwargs["seed"] += k  # member 0: the seed given
+            tower, pretrain_seconds, used = _pretrain(
+                task, theta, x, encoder, pretrain_views, pretrain_simulations, kwargs
+            )
+            tower.freeze = "none"  # the ratio trains all of it
+            extra["pretrain_views"] = used
+        trainer = EmbedEmulate(
+            task.prior, encoder=tower, show_progress_bars=show_progress_bars, **estimator_kwargs
         )
-        tower.freeze = "none"  # the ratio trains all of it
-        extra["pretrain_views"] = used
-    trainer = EmbedEmulate(
-        task.prior,
-        encoder=tower,
-        show_progress_bars=show_progress_bars,
-        **(estimator_kwargs or {}),
-    )
-    estimator, seconds = _train(trainer, theta, x, train_kwargs)
+        estimator, seconds = _train(trainer, theta, x, train_kwargs)
+        args = (trainer, estimator, seconds, theta, x, None, pretrain_seconds, extra)
+        trained.append(_finish("embed_emulate", *args))
+    if members == 1:
+        estimator = trained[0].estimator
+    else:
+        estimator = product_estimator([m.estimator for m in trained])
     posterior = trainer.build_posterior(estimator)  # two-tower sampler, MCMC only as fallback
-    return _finish(
-        "embed_emulate", trainer, estimator, seconds, theta, x, posterior, pretrain_seconds, extra
-    )
+    return combine(trained, estimator, posterior)
 
 
 def nre_c(

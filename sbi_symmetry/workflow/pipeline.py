@@ -213,6 +213,8 @@ def _sizes(config: RunConfig, sims: stages.Simulations) -> str:
 
 def _training_line(method: TrainedMethod) -> str:
     text = f"{label(method.name)} {method.epochs} epochs in {method.train_seconds:.0f} s"
+    if method.extra.get("members", 1) > 1:  # a product: its members' epochs one after another
+        text = text.replace(" epochs", f" epochs over {method.extra['members']} members", 1)
     views = method.extra.get("simulator_calls", {}).get("views", 0)
     if method.pretrain_seconds:
         text += f" (after {method.pretrain_seconds:.0f} s of pretraining"

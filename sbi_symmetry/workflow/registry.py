@@ -193,6 +193,7 @@ def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
         pretrain_kwargs=pretrain,
         pretrain_views=cfg.pretrain_views,
         pretrain_simulations=draws,
+        members=cfg.ee.get("members", 1),
         **ctx.ratio_kwargs(),
     )
     method.extra["training_simulations"] = len(theta)

@@ -389,6 +389,8 @@ def _loss_figure(results: RunResults) -> Any:
         entry = results.accuracy.metrics[name]
         if any(f["code"] == "epoch_cap" for f in entry.get("flags", [])):
             titles[label(name)] = f"{label(name)} (stopped at its epoch cap)"
+        if method.extra.get("members", 1) > 1:  # a product: the members' curves in turn
+            titles[label(name)] = f"{label(name)} ({method.extra['members']} members in turn)"
     if "symmetry_npe" in results.trained:
         h = results.trained["symmetry_npe"].history
         curves["VICReg pretraining"] = {

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, ClassVar
 
+from sbi_symmetry._validation import check_int
+
 
 class CheckedKwargs(dict):
     """Keyword arguments for one callable, checked against its signature when built.
@@ -169,12 +171,24 @@ class EESettings(CheckedKwargs):
     ``pretrain``: ``True`` VICReg-pretrains the data tower first with the run's ``pretrain``
     settings and views (as symmetry NPE); a dict also overrides some of those settings;
     ``"auto"`` (the ``fast`` presets) pretrains only where the views are shifts of the stored
-    training set (no simulator call).
+    training set (no simulator call). ``members``: train that many estimators on the same
+    simulations, from one pretrained tower, and use their product
+    (:func:`~sbi_symmetry.emulate.product_estimator`; default 1: one estimator).
+
+    Example:
+        >>> EESettings(members=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `ee.members` must be an integer >= 1 (estimators in the product); got 0.
     """
 
     field = "ee"
     supplied = frozenset({"prior", "encoder", "show_progress_bars"})
-    added = frozenset({"pretrain"})
+    added = frozenset({"pretrain", "members"})
+
+    def __init__(self, values: Any = (), /, **kwargs: Any) -> None:
+        super().__init__(values, **kwargs)
+        check_int(self.get("members", 1), "ee.members", 1, " (estimators in the product)")
 
     @staticmethod
     def target() -> Callable[..., Any]:  # noqa: D102

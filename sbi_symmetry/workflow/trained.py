@@ -147,3 +147,41 @@ def finish(
         extra=extra or {},
         phase_epochs=tuple(b - a for a, b in zip([0, *ends], ends, strict=False)),
     )
+
+
+def combine(members: list[TrainedMethod], estimator: nn.Module, posterior: Any) -> TrainedMethod:
+    """One :class:`TrainedMethod` for estimators trained one after another and their product.
+
+    Each member trained once, so costs add up: (pre)training seconds, epochs, parameters, MACs;
+    the curves are the members' one after the other, ``phase_epochs`` every member's phases in
+    turn; ``extra`` is the first member's. With more than one member, ``extra["members"]``
+    counts them and ``extra["member_epochs"]`` lists each one's epochs.
+
+    Args:
+        members: The members' methods (from :func:`finish`).
+        estimator: Their product (:func:`~sbi_symmetry.emulate.product_estimator`).
+        posterior: Its posterior.
+
+    Returns:
+        The combined method, named as the first member.
+    """
+    first = members[0]
+    history = {key: [v for m in members for v in m.history[key]] for key in first.history}
+    epochs = [m.epochs for m in members]
+    return TrainedMethod(
+        name=first.name,
+        posterior=posterior,
+        estimator=estimator,
+        train_seconds=sum(m.train_seconds for m in members),
+        pretrain_seconds=sum(m.pretrain_seconds for m in members),
+        trainable_parameters=sum(m.trainable_parameters for m in members),
+        total_parameters=sum(m.total_parameters for m in members),
+        macs_per_1000=sum(m.macs_per_1000 for m in members),
+        epochs=sum(epochs),
+        history=history,
+        extra={
+            **first.extra,
+            **({"members": len(members), "member_epochs": epochs} if len(members) > 1 else {}),
+        },
+        phase_epochs=tuple(p for m in members for p in m.phase_epochs),
+    )

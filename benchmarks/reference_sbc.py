@@ -1,0 +1,115 @@
+"""SBC of the exact posterior on a run's own calibration pairs: what a perfect method would score.
+
+SBC's pairs are one random draw. A method's ranks are uniform on average over draws, but a run
+whose parameters happen to lean one way (say a quarter of them in the top fifth of a prior) can
+fail the KS test with an exact posterior too, and every method of that run shares the draw. This
+script takes a finished ``sbi-symmetry run`` folder, draws exact quadrature reference samples
+(the task's ``reference_posterior``) for its first ``--pairs`` calibration pairs, as many per
+pair as the run gave each method, and runs the package's own calibration on them (sbi's
+``run_sbc``/``check_sbc``, coverage, TARP). It prints the reference's KS p-values and verdict
+beside every method's from the run's ``metrics.json``, and how the true parameters of the
+pairs fall in fifths of the prior box. No training; about 3 s per pair on one core.
+
+    .venv/bin/python benchmarks/reference_sbc.py /tmp/aug/npebase/training_seed_0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import command_line, platform_stamp, stage_value, table, write_page
+
+from sbi_symmetry.evaluation import calibrate
+from sbi_symmetry.tasks import get_task
+from sbi_symmetry.workflow.stages import reference_samples
+
+
+def reference_calibration(run: Path, pairs: int) -> tuple[object, torch.Tensor, float]:
+    """The calibration of exact reference samples on the run's first ``pairs`` pairs."""
+    config = json.loads((run / "config.json").read_text())
+    task = get_task(config["task"], device="cpu")
+    sims = stage_value(run, "simulate")
+    thetas, xs = sims.theta_cal[:pairs], sims.x_cal[:pairs]
+    per_pair = config["sbc_posterior_samples"]
+    start = time.perf_counter()
+    samples = torch.stack(
+        [
+            reference_samples(task.reference_posterior(xs[i : i + 1], num_samples=per_pair, seed=i))
+            for i in tqdm(range(len(thetas)), desc="reference posteriors")
+        ],
+        dim=1,
+    )
+    result = calibrate(
+        None, task.prior, thetas, xs, num_posterior_samples=per_pair, samples=samples
+    )
+    return result, thetas, time.perf_counter() - start
+
+
+def _fifths(thetas: torch.Tensor, prior: object) -> list[str]:
+    """Per parameter: how many true values fall in each fifth of the prior box."""
+    low, high = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
+    fifth = ((thetas - low) / (high - low) * 5).long().clamp(0, 4)  # the upper edge: the last
+    counts = [torch.bincount(fifth[:, j], minlength=5) for j in range(thetas.shape[1])]
+    return [" / ".join(str(int(c)) for c in count) for count in counts]
+
+
+def main(argv: list[str] | None = None) -> list[list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reference_sbc.md"))
+    args = parser.parse_args(argv)
+    if args.pairs < 10:
+        parser.error(f"--pairs must be at least 10 (TARP's histogram); got {args.pairs}.")
+    argv = sys.argv[1:] if argv is None else argv
+    metrics = json.loads((args.run / "metrics.json").read_text())
+    result, thetas, seconds = reference_calibration(args.run, args.pairs)
+    rows = [
+        [
+            "exact reference (quadrature)",
+            ", ".join(f"{p:.3f}" for p in result.ks_pvals.tolist()),
+            "yes" if result.is_calibrated() else "**no**",
+            f"{result.max_coverage_error():.3f}",
+        ]
+    ]
+    for name, entry in metrics["methods"].items():
+        cal = entry["calibration"]
+        rows.append(
+            [
+                name,
+                ", ".join(f"{p:.3f}" for p in cal["ks_pvals"]),
+                "yes" if cal["calibrated"] else "**no**",
+                f"{cal['max_coverage_error']:.3f}",
+            ]
+        )
+    prior = get_task(metrics["config"]["task"], device="cpu").prior
+    lines = [
+        f"# SBC of the exact posterior on a run's own pairs: {args.run}",
+        "",
+        f"Script: `benchmarks/reference_sbc.py`. {platform_stamp(sbi=True)}",
+        "",
+        f"    {command_line('reference_sbc.py', argv)}",
+        "",
+        f"{len(thetas)} pairs, {result.num_posterior_samples} samples each, references in "
+        f"{seconds:.0f} s. True parameters per fifth of the prior box (expected "
+        f"{len(thetas) / 5:.0f} each): " + "; ".join(_fifths(thetas, prior)) + ".",
+        "",
+        *table(["posterior", "SBC KS p-values", "calibrated", "largest coverage error"], rows),
+        "",
+    ]
+    print("\n".join(lines))
+    write_page(args.out, "\n".join(lines))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
