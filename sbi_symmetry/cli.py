@@ -97,13 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of the methods' training only (default: --seed); the data keep --seed",
     )
-    run.add_argument(
-        "--ee-members",
-        type=int,
-        default=None,
-        help="Embed and Emulate: train this many estimators on the same simulations and use "
-        "their product (default: the preset's, 1); each adds one training's time",
-    )
+    members = "Embed and Emulate: train it this many times on the same simulations and sample "
+    members += "the product (default: the preset's, 1); each adds one training's time"
+    run.add_argument("--ee-members", type=int, default=None, help=members)
     run.add_argument("--device", default=None, help="torch device for training (default cpu)")
     run.add_argument(
         "--workers",
