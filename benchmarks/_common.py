@@ -151,6 +151,18 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def page_head(title: str, script: str, argv: Iterable[str]) -> list[str]:
+    """A results page's first lines: its title, the script and machine, the command to repeat."""
+    return [
+        f"# {title}",
+        "",
+        f"Script: `benchmarks/{script}`. {platform_stamp(sbi=True)}",
+        "",
+        f"    {command_line(script, argv)}",
+        "",
+    ]
+
+
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)

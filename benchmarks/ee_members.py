@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp, table, write_page
+from _common import page_head, table, write_page
 
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.pipeline import run
@@ -98,17 +98,8 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         for k in args.members:
             folder = args.runs / args.task / f"members{k}_seed{seed}"
             rows.append(_row(seed, k, _run(args.task, k, seed, args.observations, folder)))
-    lines = [
-        f"# Embed and Emulate, the product of K trainings: {args.task}, {args.observations} "
-        "observations",
-        "",
-        f"Script: `benchmarks/ee_members.py`. {platform_stamp(sbi=True)}",
-        "",
-        f"    {command_line('ee_members.py', argv)}",
-        "",
-        *table(HEADER, rows),
-        "",
-    ]
+    title = f"Embed and Emulate, the product of K trainings: {args.task}, {args.observations} "
+    lines = [*page_head(title + "observations", "ee_members.py", argv), *table(HEADER, rows), ""]
     print("\n".join(lines))
     write_page(args.out, "\n".join(lines))
     return rows

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp, stage_value, table, write_page
+from _common import page_head, stage_value, table, write_page
 
 from sbi_symmetry.emulate import build_two_tower_posterior, product_estimator
 from sbi_symmetry.evaluation import c2st_score, calibrate, interval_ratio, std_ratio
@@ -111,18 +111,8 @@ def main() -> None:
     for i in range(0, len(args.runs), args.members):
         rows += group_rows(args.runs[i : i + args.members], args.samples, args.pairs)
         print("\n".join(table(HEADER, rows)), flush=True)
-    text = "\n".join(
-        [
-            "# Embed and Emulate: the product of several training runs",
-            "",
-            f"Script: `benchmarks/ee_product.py`. {platform_stamp(sbi=True)}",
-            "",
-            "    " + command_line("ee_product.py", sys.argv[1:]),
-            "",
-            *table(HEADER, rows),
-            "",
-        ]
-    )
+    title = "Embed and Emulate: the product of several training runs"
+    text = "\n".join([*page_head(title, "ee_product.py", sys.argv[1:]), *table(HEADER, rows), ""])
     write_page(args.out, text)
 
 

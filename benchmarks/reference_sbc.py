@@ -26,11 +26,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp, stage_value, table, write_page
+from _common import page_head, stage_value, table, write_page
 
 from sbi_symmetry.evaluation import calibrate
 from sbi_symmetry.tasks import get_task
 from sbi_symmetry.workflow.stages import reference_samples
+
+SCRIPT = "reference_sbc.py"
 
 
 def reference_calibration(run: Path, pairs: int) -> tuple[object, torch.Tensor, float]:
@@ -93,12 +95,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         )
     prior = get_task(metrics["config"]["task"], device="cpu").prior
     lines = [
-        f"# SBC of the exact posterior on a run's own pairs: {args.run}",
-        "",
-        f"Script: `benchmarks/reference_sbc.py`. {platform_stamp(sbi=True)}",
-        "",
-        f"    {command_line('reference_sbc.py', argv)}",
-        "",
+        *page_head(f"SBC of the exact posterior on a run's own pairs: {args.run}", SCRIPT, argv),
         f"{len(thetas)} pairs, {result.num_posterior_samples} samples each, references in "
         f"{seconds:.0f} s. True parameters per fifth of the prior box (expected "
         f"{len(thetas) / 5:.0f} each): " + "; ".join(_fifths(thetas, prior)) + ".",

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, platform_stamp, write_page
+from _common import page_head, write_page
 
 from sbi_symmetry.evaluation import c2st_score
 from sbi_symmetry.workflow import pipeline
@@ -128,14 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or RESULTS / name)
     results = [run_seed(args, s) for s in args.training_seeds]
     runs, folders = [r for r, _ in results], [f for _, f in results]
+    title = f"Training noise: {args.task}, fast preset, data seed {args.seed}"
+    title += f", with {args.changes}" if args.changes != "{}" else ""
     lines = [
-        f"# Training noise: {args.task}, fast preset, data seed {args.seed}"
-        + (f", with {args.changes}" if args.changes != "{}" else ""),
-        "",
-        f"Script: `benchmarks/training_noise.py`. {platform_stamp(sbi=True)}",
-        "",
-        f"    {command_line('training_noise.py', sys.argv[1:] if argv is None else argv)}",
-        "",
+        *page_head(title, "training_noise.py", sys.argv[1:] if argv is None else argv),
         "| method | run | C2ST (mean ± sem over observations) | calibrated (SBC smallest p) | "
         "epochs (trainings) |",
         "|---|---|---|---|---|",
