@@ -91,10 +91,9 @@ class RunConfig:
         ee: ``EmbedEmulate`` keyword arguments, and ``pretrain``: ``True`` VICReg-pretrains
             Embed and Emulate's data tower first, on the views and with the ``pretrain``
             settings symmetry NPE uses (a dict: ``pretrain`` overrides for it); ``"auto"`` (the
-            ``fast`` presets) does so only where those views are shifts of the training set,
-            which cost no simulator call; ``False`` (absent) never
-            (``benchmarks/results/ee_pretrain.md``); ``members``: that many trainings, their
-            product sampled (default 1; ``benchmarks/results/ee_members.md``).
+            ``fast`` presets) only where those views are shifts of the training set (no
+            simulator call); ``False`` (absent) never. ``members``: that many trainings, their
+            product sampled (default 1; ``benchmarks/results/ee_{pretrain,members}.md``).
         methods: Which methods to run (names of :data:`~sbi_symmetry.workflow.registry.METHODS`).
         seed: Seed of every random draw; each method trains from its own stream derived from
             it (:mod:`sbi_symmetry.workflow.parallel`).
