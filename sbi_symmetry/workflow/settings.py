@@ -172,7 +172,7 @@ class EESettings(CheckedKwargs):
     settings and views (as symmetry NPE); a dict also overrides some of those settings;
     ``"auto"`` (the ``fast`` presets) pretrains only where the views are shifts of the stored
     training set (no simulator call). ``members``: train that many estimators on the same
-    simulations, from one pretrained tower, and use their product
+    simulations, one after another, each with its own pretraining, and use their product
     (:func:`~sbi_symmetry.emulate.product_estimator`; default 1: one estimator).
 
     Example:
