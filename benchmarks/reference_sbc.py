@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -35,13 +36,12 @@ from sbi_symmetry.workflow.stages import reference_samples
 SCRIPT = "reference_sbc.py"
 
 
-def reference_calibration(run: Path, pairs: int) -> tuple[object, torch.Tensor, float]:
-    """The calibration of exact reference samples on the run's first ``pairs`` pairs."""
-    config = json.loads((run / "config.json").read_text())
-    task = get_task(config["task"], device="cpu")
+def reference_calibration(
+    run: Path, task: Any, per_pair: int, pairs: int
+) -> tuple[Any, torch.Tensor, float]:
+    """Calibration of ``per_pair`` exact reference samples on the run's first ``pairs`` pairs."""
     sims = stage_value(run, "simulate")
     thetas, xs = sims.theta_cal[:pairs], sims.x_cal[:pairs]
-    per_pair = config["sbc_posterior_samples"]
     start = time.perf_counter()
     samples = torch.stack(
         [
@@ -54,6 +54,12 @@ def reference_calibration(run: Path, pairs: int) -> tuple[object, torch.Tensor, 
         None, task.prior, thetas, xs, num_posterior_samples=per_pair, samples=samples
     )
     return result, thetas, time.perf_counter() - start
+
+
+def _row(name: str, ks_pvals: list[float], calibrated: bool, coverage_error: float) -> list[str]:
+    """One table row: the posterior, its SBC KS p-values, its verdict, its coverage error."""
+    verdict = "yes" if calibrated else "**no**"
+    return [name, ", ".join(f"{p:.3f}" for p in ks_pvals), verdict, f"{coverage_error:.3f}"]
 
 
 def _fifths(thetas: torch.Tensor, prior: object) -> list[str]:
@@ -74,31 +80,19 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         parser.error(f"--pairs must be at least 10 (TARP's histogram); got {args.pairs}.")
     argv = sys.argv[1:] if argv is None else argv
     metrics = json.loads((args.run / "metrics.json").read_text())
-    result, thetas, seconds = reference_calibration(args.run, args.pairs)
-    rows = [
-        [
-            "exact reference (quadrature)",
-            ", ".join(f"{p:.3f}" for p in result.ks_pvals.tolist()),
-            "yes" if result.is_calibrated() else "**no**",
-            f"{result.max_coverage_error():.3f}",
-        ]
-    ]
+    task = get_task(metrics["config"]["task"], device="cpu")
+    per_pair = metrics["config"]["sbc_posterior_samples"]
+    result, thetas, seconds = reference_calibration(args.run, task, per_pair, args.pairs)
+    exact = result.ks_pvals.tolist(), result.is_calibrated(), result.max_coverage_error()
+    rows = [_row("exact reference (quadrature)", *exact)]
     for name, entry in metrics["methods"].items():
         cal = entry["calibration"]
-        rows.append(
-            [
-                name,
-                ", ".join(f"{p:.3f}" for p in cal["ks_pvals"]),
-                "yes" if cal["calibrated"] else "**no**",
-                f"{cal['max_coverage_error']:.3f}",
-            ]
-        )
-    prior = get_task(metrics["config"]["task"], device="cpu").prior
+        rows.append(_row(name, cal["ks_pvals"], cal["calibrated"], cal["max_coverage_error"]))
     lines = [
         *page_head(f"SBC of the exact posterior on a run's own pairs: {args.run}", SCRIPT, argv),
         f"{len(thetas)} pairs, {result.num_posterior_samples} samples each, references in "
         f"{seconds:.0f} s. True parameters per fifth of the prior box (expected "
-        f"{len(thetas) / 5:.0f} each): " + "; ".join(_fifths(thetas, prior)) + ".",
+        f"{len(thetas) / 5:.0f} each): " + "; ".join(_fifths(thetas, task.prior)) + ".",
         "",
         *table(["posterior", "SBC KS p-values", "calibrated", "largest coverage error"], rows),
         "",
