@@ -85,7 +85,8 @@ def test_the_default_fast_preset_keeps_its_values():
     conv = {"downsample": 8, "kernel_size": 5, "hidden_dim": 32}
     dilated = {"num_blocks": 2, "dilation": (1, 2)}
     assert cfg.encoder == {"output_dim": 8, "channels": 16, **dilated, **conv}
-    assert cfg.ee_encoder == {"output_dim": 16, "channels": 16, **dilated, **conv}
+    ee_tower = {"num_blocks": 3, "dilation": (1, 2, 4)}  # a third block dilated 4
+    assert cfg.ee_encoder == {"output_dim": 16, "channels": 16, **ee_tower, **conv}
     assert cfg.expander == {"output_dim": 32, "hidden_dims": (64, 64)}
     assert cfg.flow == {"hidden_features": 50}
     assert cfg.frozen_epochs == 20

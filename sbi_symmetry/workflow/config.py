@@ -370,14 +370,14 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # pairs tried, where the 64-wide emulator behind it failed SBC on one and was biased towards the
 # prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
 # Both towers dilate their second block (1, 2), at no cost: symmetry NPE level or closer on 16
-# paired runs, E&E on 13 runs of 3 tasks (benchmarks/results/symmetry_npe_flow_width.md, 7, 9).
-# Every NPE, once early stopping ends its training, goes on at a tenth of its learning rate until
-# early stopping ends that too (npe_train.anneal): symmetry NPE was closer to the exact posterior
-# on 5 of 7 task-seed pairs (mean C2ST -0.008), calibrated on 6 of 7 (5 without); E&E gained
-# nothing (0.641 -> 0.640, 0.573 -> 0.573): ee_train has none (benchmarks/results/npe_anneal.md).
-# Embed and Emulate pretrains its data tower where views are free shifts (ee.pretrain "auto"):
-# with the emulator's last phase, oscillator 0.676 -> 0.641 on 4 seeds, all calibrated;
-# sine-Gaussian 0.584 -> 0.591, within seed noise (benchmarks/results/ee_pretrain.md, s. 5).
+# paired runs, E&E on 13 runs of 3 tasks. E&E's adds a third block dilated 4 (+26-36% MACs):
+# oscillator 0.636 -> 0.609 (4 seeds), sine-Gaussian and phase level (4 each), observations over
+# 2x the exact width 16 -> 10 of 120 (benchmarks/results/symmetry_npe_flow_width.md, 7, 9, 11).
+# Every NPE, once early stopping ends its training, goes on at a tenth of its learning rate
+# (npe_train.anneal): symmetry NPE closer on 5 of 7 task-seed pairs (mean C2ST -0.008), E&E level
+# (ee_train has none; benchmarks/results/npe_anneal.md).
+# E&E pretrains its data tower where views are free shifts (ee.pretrain "auto"): oscillator
+# 0.676 -> 0.641 (4 seeds), sine-Gaussian level (benchmarks/results/ee_pretrain.md, s. 5).
 _FAST_TOWER = {"channels": 16, "num_blocks": 2, "dilation": (1, 2), "downsample": 8}
 _FAST_TOWER |= {"kernel_size": 5, "hidden_dim": 32}
 _FAST_SHO = RunConfig(
@@ -386,7 +386,7 @@ _FAST_SHO = RunConfig(
     num_simulations=10_000,
     pretrain_simulations=30_000,
     encoder={"output_dim": 8, **_FAST_TOWER},
-    ee_encoder={"output_dim": 16, **_FAST_TOWER},
+    ee_encoder={"output_dim": 16, **_FAST_TOWER, "num_blocks": 3, "dilation": (1, 2, 4)},
     ee={"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}, "pretrain": "auto"},
     expander={"output_dim": 32, "hidden_dims": (64, 64)},
     flow={"hidden_features": 50},
