@@ -372,9 +372,7 @@ def embed_emulate(
         estimator, seconds = _train(trainer, theta, x, train_kwargs)
         args = (trainer, estimator, seconds, theta, x, None, pretrain_seconds, extra)
         trained.append(_finish("embed_emulate", *args))
-    if members == 1:
-        estimator = trained[0].estimator
-    else:
+    if members > 1:  # one member: its estimator as trained
         estimator = product_estimator([m.estimator for m in trained])
     posterior = trainer.build_posterior(estimator)  # two-tower sampler, MCMC only as fallback
     return combine(trained, estimator, posterior)
