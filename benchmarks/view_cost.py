@@ -139,6 +139,7 @@ def run(
     encoder = ConvEncoder1D.for_task(task, **plan.encoder)
     expander = Expander(encoder.output_dim, **plan.expander)
     pretrain = {**plan.pretrain, "max_epochs": epochs, "stop_after_epochs": epochs}
+    pretrain["supervised_weight"] = 0.0  # VICReg alone: what the views' cost is compared on
     # fresh views every epoch for every kind (as recorded; re-simulated views default to a bank)
     cfg = PretrainConfig(**pretrain, seed=seed, fresh_views=True, show_progress_bar=False)
     start = time.perf_counter()

@@ -221,7 +221,7 @@ def test_embed_emulate_can_pretrain_its_data_tower_first(task, expected):
         methods=("embed_emulate",),
         pretrain_simulations=48,
         pretrain={"max_epochs": 1, "batch_size": 32},
-        ee={"pretrain": {"stop_after_epochs": 1}},
+        ee={"pretrain": {"stop_after_epochs": 1, "supervised_weight": 1.0}},
         ee_train={"max_num_epochs": 1, "training_batch_size": 50},
         workers=1,
     )
@@ -229,6 +229,7 @@ def test_embed_emulate_can_pretrain_its_data_tower_first(task, expected):
     tower = trained.estimator.encoder
     assert isinstance(tower, SymmetryEmbedding) and tower.freeze == "none"
     assert trained.pretrain_seconds > 0 and trained.extra["pretrain_views"] == expected
+    assert tower.history["val_supervised"][0] > 0  # the hybrid term, asked for in `ee.pretrain`
     calls = 0 if expected == "shift" else 2 * 48  # one bank of re-simulated view pairs
     assert made == calls
     assert trained.extra["simulator_calls"] == {
@@ -240,10 +241,13 @@ def test_embed_emulate_can_pretrain_its_data_tower_first(task, expected):
 
 @pytest.mark.parametrize(("task", "pretrains"), [(DampedOscillator(), True), (Lorenz96(), False)])
 def test_embed_emulate_pretrains_on_auto_only_where_views_are_free(task, pretrains):
-    """``ee={"pretrain": "auto"}`` (the fast presets): shift views yes, re-simulated ones no."""
+    """``ee={"pretrain": "auto"}`` (the fast presets): shift views yes, re-simulated ones no.
 
+    The preset's ``pretrain`` has the hybrid loss (symmetry NPE's); E&E's tower pretrains
+    without its supervised term.
+    """
     cfg = RunConfig.from_preset(task.name, "fast", methods=("embed_emulate",), workers=1)
-    assert cfg.ee["pretrain"] == "auto"
+    assert cfg.ee["pretrain"] == "auto" and cfg.pretrain["supervised_weight"] > 0
     cfg = dataclasses.replace(
         cfg,
         pretrain={**cfg.pretrain, "max_epochs": 1, "batch_size": 32},
@@ -253,6 +257,8 @@ def test_embed_emulate_pretrains_on_auto_only_where_views_are_free(task, pretrai
     assert made == 0  # never a call for views under "auto"
     assert (trained.pretrain_seconds > 0) is pretrains
     assert trained.extra.get("pretrain_views") == ("shift" if pretrains else None)
+    if pretrains:
+        assert set(trained.estimator.encoder.history["val_supervised"]) == {0.0}
 
 
 @pytest.mark.parametrize(

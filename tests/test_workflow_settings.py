@@ -96,6 +96,7 @@ def test_the_default_fast_preset_keeps_its_values():
         "learning_rate": 3e-3,
         "stop_after_epochs": 40,
         "freeze": "none",
+        "supervised_weight": 10.0,  # the hybrid loss (symmetry NPE; E&E's tower: plain VICReg)
     }
     assert cfg.npe_train == {
         "max_num_epochs": 150,

@@ -90,7 +90,8 @@ class RunConfig:
             as for ``npe_train``.
         ee: ``EmbedEmulate`` keyword arguments, and ``pretrain``: ``True`` VICReg-pretrains
             Embed and Emulate's data tower first, on the views and with the ``pretrain``
-            settings symmetry NPE uses (a dict: ``pretrain`` overrides for it); ``"auto"`` (the
+            settings symmetry NPE uses, but without the hybrid loss's supervised term (a dict:
+            ``pretrain`` overrides for it, ``supervised_weight`` included); ``"auto"`` (the
             ``fast`` presets) only where those views are shifts of the training set (no
             simulator call); ``False`` (absent) never. ``members``: that many trainings, their
             product sampled (default 1; ``benchmarks/results/ee_{pretrain,members}.md``).
@@ -359,25 +360,23 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
     return {"encoder": {"output_dim": npe_dim, **conv}, "ee_encoder": {"output_dim": 16, **conv}}
 
 
-# The fast encoders average the input over windows of 8 samples (both signals are heavily
-# oversampled). Symmetry NPE's (and the end-to-end baseline's) has 16 channels and 2 residual
-# blocks behind a flow of 50 hidden units, trained with the embedding frozen for 20 epochs before
-# fine-tuning: calibrated on all 6 task-seed pairs tried, oscillator, sine-Gaussian and a phase
-# nuisance, and sharper on each than 6 channels and 1 block
-# (benchmarks/results/npe_warm_start.md). Embed and Emulate's data tower is as wide, behind a
-# larger emulator than EmbedEmulate's default (128 wide, 3 blocks; the default is 64 wide with 2,
-# see sbi_symmetry.emulate.builder.DEFAULT_EMULATOR): calibrated on all 7 task-seed
-# pairs tried, where the 64-wide emulator behind it failed SBC on one and was biased towards the
-# prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
+# The fast encoders average the input over windows of 8 samples. Symmetry NPE's (and the
+# end-to-end baseline's) has 16 channels, 2 residual blocks, a flow of 50 hidden units, 20 frozen
+# epochs before fine-tuning: calibrated on all 6 task-seed pairs tried and sharper on each than 6
+# channels and 1 block (benchmarks/results/npe_warm_start.md). E&E's data tower is as wide,
+# behind a larger emulator than EmbedEmulate's default (128 wide, 3 blocks, against 64 and 2):
+# calibrated on all 7 task-seed pairs tried, where the 64-wide one failed SBC on one and was
+# biased towards the prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
 # Both towers dilate their second block (1, 2), at no cost: symmetry NPE level or closer on 16
 # paired runs, E&E on 13 runs of 3 tasks. E&E's adds a third block dilated 4 (+26-36% MACs):
 # oscillator 0.636 -> 0.609 (4 seeds), sine-Gaussian and phase level (4 each), observations over
 # 2x the exact width 16 -> 10 of 120 (benchmarks/results/symmetry_npe_flow_width.md, 7, 9, 11).
-# Every NPE, once early stopping ends its training, goes on at a tenth of its learning rate
-# (npe_train.anneal): symmetry NPE closer on 5 of 7 task-seed pairs (mean C2ST -0.008), E&E level
-# (ee_train has none; benchmarks/results/npe_anneal.md).
+# Every NPE, once early stopping ends it, goes on at a tenth of its learning rate (npe_anneal.md).
 # E&E pretrains its data tower where views are free shifts (ee.pretrain "auto"): oscillator
 # 0.676 -> 0.641 (4 seeds), sine-Gaussian level (benchmarks/results/ee_pretrain.md, s. 5).
+# Symmetry NPE pretrains with the hybrid loss (a linear read-out of theta beside VICReg): level or
+# closer on 3 tasks x 4 seeds, w0 width 1.39x -> 1.31x on the oscillator; E&E's tower keeps plain
+# VICReg (0.609 -> 0.623 with it; symmetry_npe_flow_width.md, 14; ee_pretrain.md, 6).
 _FAST_TOWER = {"channels": 16, "num_blocks": 2, "dilation": (1, 2), "downsample": 8}
 _FAST_TOWER |= {"kernel_size": 5, "hidden_dim": 32}
 _FAST_SHO = RunConfig(
@@ -397,6 +396,7 @@ _FAST_SHO = RunConfig(
         "learning_rate": 3e-3,
         "stop_after_epochs": 40,
         "freeze": "none",
+        "supervised_weight": 10.0,
     },
     npe_train={
         "max_num_epochs": 150,

@@ -181,8 +181,8 @@ def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
     if choice == "auto":  # pretrain only where the views cost no simulator call
         choice = resolve_pretrain_views(ctx.task, cfg.pretrain_views) == "shift"
     pretrain, theta, x, draws = None, ctx.theta, ctx.x, cfg.pretrain_simulations
-    if choice is not False:
-        overrides = dict(choice) if isinstance(choice, dict) else None
+    if choice is not False:  # plain VICReg unless `ee.pretrain` names the hybrid term itself
+        overrides = {"supervised_weight": 0.0, **(choice if isinstance(choice, dict) else {})}
         pretrain, theta, x, draws = _pretraining(ctx, encoder, overrides)
     method = M.embed_emulate(
         ctx.task,
