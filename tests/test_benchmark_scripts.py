@@ -101,6 +101,17 @@ def test_the_readme_quick_start_blocks_are_found_and_import_real_names():
                 assert all(hasattr(sbi_symmetry, alias.name) for alias in node.names)
 
 
+def test_the_quick_start_variant_adds_keywords_to_the_one_pretraining_call():
+    script = load_script("readme_quickstart")
+    block = script.quickstart_blocks()[0]
+    variant = script.with_pretrain_kwargs(block, "theta=theta, supervised_weight=10")
+    call = variant.split("pretrain_vicreg(", 1)[1].split(")  #", 1)[0]
+    assert call.endswith(", theta=theta, supervised_weight=10") and "x=x" in call
+    assert variant.replace(", theta=theta, supervised_weight=10", "") == block
+    with pytest.raises(ValueError, match="expected one `pretrain_vicreg\\(` call"):
+        script.with_pretrain_kwargs("npe = NPE(prior)", "theta=theta")
+
+
 def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, monkeypatch):
     """An interrupted convergence run resumes: budgets already in the JSON are not run again."""
     script = load_script("convergence")
