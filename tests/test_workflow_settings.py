@@ -109,3 +109,10 @@ def test_the_default_fast_preset_keeps_its_values():
     assert (cfg.num_simulations, cfg.pretrain_simulations) == (10_000, 30_000)
     assert cfg.methods == ("symmetry_npe", "raw_npe", "end_to_end_npe", "embed_emulate")
     assert cfg.pretrain_views == "auto"
+
+
+def test_the_lorenz96_fast_preset_trains_on_ten_thousand_simulations():
+    cfg = RunConfig.from_preset("lorenz96", "fast")
+    # 10^4 training simulations (at 5,000 every NPE was too narrow), 5,000 re-simulated view pairs
+    assert (cfg.num_simulations, cfg.pretrain_simulations) == (10_000, 5_000)
+    assert cfg.encoder["padding_mode"] == "circular" and cfg.pretrain_views == "auto"
