@@ -431,8 +431,7 @@ _PRESETS: dict[tuple[str, str], RunConfig] = {
     ("sine-gaussian", "paper"): replace(
         _PAPER_SHO, task="sine-gaussian", **_towers(3, channels=10, num_blocks=4, kernel_size=11)
     ),
-    # Lorenz-96: sites as the length axis, circular padding (the site shift is cyclic); 10^4
-    # sims: symmetry NPE failed SBC on 3 of 3 seeds at 5,000, 1 of 3 at 10^4 (flow_width.md, 16).
+    # Lorenz-96: sites as length, circular padding (cyclic shift); 10^4 sims (flow_width.md, 16)
     ("lorenz96", "fast"): replace(
         _FAST_SHO,
         task="lorenz96",
