@@ -431,7 +431,7 @@ _PRESETS: dict[tuple[str, str], RunConfig] = {
     ("sine-gaussian", "paper"): replace(
         _PAPER_SHO, task="sine-gaussian", **_towers(3, channels=10, num_blocks=4, kernel_size=11)
     ),
-    # Lorenz-96: sites as length, circular padding (cyclic shift); 10^4 sims (flow_width.md, 16)
+    # Lorenz-96: sites as length axis, circular padding; 10^4 sims (symmetry_npe_flow_width.md 16)
     ("lorenz96", "fast"): replace(
         _FAST_SHO,
         task="lorenz96",
