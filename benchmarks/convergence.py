@@ -22,6 +22,11 @@ then ends in their names and has no paired differences unless symmetry NPE is am
 
     .venv/bin/python benchmarks/convergence.py --task damped-oscillator --settings current \
         --methods embed_emulate --budgets 10000 100000
+
+``--with STORE.json ...`` shows the runs of other stores beside this one's, budget by budget (their
+methods' rows, the plot, the paired differences): a method run alone at a budget too slow to run
+all three at once joins the page of the others. The stores must hold the same task, observations,
+settings and data seed, and other methods; nothing of theirs is run or rewritten.
 """
 
 from __future__ import annotations
@@ -101,7 +106,11 @@ def run_budget(cfg: RunConfig) -> dict[str, Any]:
     return {"metrics": metrics, "seconds": time.perf_counter() - start}
 
 
-def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
+#: Per budget, the runs a page shows: this store's first, then those of ``--with`` stores.
+Shown = dict[str, list[dict[str, Any]]]
+
+
+def plot(shown: Shown, title: str, path: Path) -> None:
     """Mean C2ST (± sem) against total simulator calls, one line per method, log x-axis."""
     import matplotlib
 
@@ -116,7 +125,8 @@ def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
                 entry["c2st"]["mean"],
                 entry["c2st"]["sem"],
             )
-            for run in results.values()
+            for runs in shown.values()
+            for run in runs
             if (entry := run["metrics"]["methods"].get(method))
         )
         if points:
@@ -212,21 +222,59 @@ def check_kept(run: dict[str, Any], cfg: RunConfig, key: str, store: Path) -> No
         print(f"{key}: kept; its stored settings do not name {', '.join(unnamed)}", flush=True)
 
 
-def paired_rows(results: dict[str, Any]) -> list[str]:
-    """Per budget: symmetry NPE minus each baseline, per observation (the same observations)."""
+def paired_rows(shown: Shown) -> list[str]:
+    """Per budget: symmetry NPE minus each baseline, per observation (the same observations).
+
+    A budget without symmetry NPE or without any baseline has no row; a missing baseline is "–".
+    """
     out = []
-    for budget, run in sorted(results.items(), key=lambda item: int(item[0])):
-        methods = run["metrics"]["methods"]
-        if not all(method in methods for method in METHODS):
+    for budget, runs in sorted(shown.items(), key=lambda item: int(item[0])):
+        methods = {k: v for run in runs for k, v in run["metrics"]["methods"].items()}
+        if "symmetry_npe" not in methods or not any(m in methods for m in METHODS[1:]):
             continue
         ours = torch.tensor(methods["symmetry_npe"]["c2st"]["per_observation"])
         cells = []
         for baseline in METHODS[1:]:
+            if baseline not in methods:
+                cells.append("–")
+                continue
             diff = ours - torch.tensor(methods[baseline]["c2st"]["per_observation"])
             sem = diff.std() / len(diff) ** 0.5
             cells.append(f"{diff.mean():+.3f} ± {sem:.3f} ({int((diff <= 0).sum())}/{len(diff)})")
         out.append(f"| {int(budget):,} | " + " | ".join(cells) + " |")
     return out
+
+
+def _same_data(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two runs' metrics come from the same data seed, training set and observations."""
+    same = all(one["config"][k] == other["config"][k] for k in ("seed", "num_simulations"))
+    return same and one.get("observations") == other.get("observations")
+
+
+def join(results: dict[str, Any], stores: list[Path], settings: dict[str, Any]) -> Shown:
+    """This store's runs per budget, each followed by the same budget's runs in ``stores``.
+
+    Raises:
+        SystemExit: a store holds another task, observations or settings, repeats one of this
+            run's methods, or ran a shared budget on other data (seed, observations).
+    """
+    shown = {budget: [run] for budget, run in results.items()}
+    ours = {k: v for k, v in settings.items() if k != "methods"}
+    for store in stores:
+        saved = json.loads(store.read_text())
+        theirs = {k: v for k, v in saved.get("settings", {}).items() if k != "methods"}
+        if theirs != ours:
+            raise SystemExit(f"--with {store}: made with {theirs}, this page with {ours}.")
+        for budget, run in saved["budgets"].items():
+            if budget not in shown:
+                continue
+            here = shown[budget][0]["metrics"]
+            if not _same_data(run["metrics"], here):
+                raise SystemExit(f"--with {store}: {budget} calls ran on other data (seed).")
+            if set(run["metrics"]["methods"]) & set(here["methods"]):
+                raise SystemExit(f"--with {store}: repeats a method of this page at {budget}.")
+            shown[budget].append(run)
+    return shown
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,6 +293,14 @@ def main(argv: list[str] | None = None) -> None:
         help="npe_train.anneal and ee_train.anneal for every method (0: as the preset has it)",
     )
     parser.add_argument("--out", type=Path, default=None, help="path without suffix")
+    parser.add_argument(
+        "--with",
+        dest="joined",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="stores (.json) of other methods' runs to show beside this one's",
+    )
     args = parser.parse_args(argv)
     methods = tuple(args.methods)
     suffix = "" if args.settings == "recorded" else f"_{args.settings}"
@@ -276,13 +332,14 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_text(store, json.dumps({"settings": settings, "budgets": results}, indent=1))
         print(f"{budget:,} simulator calls: {results[str(budget)]['seconds']:.0f} s", flush=True)
     title = f"Convergence: {args.task}, {args.observations} observations"
-    plot(results, title, out.with_suffix(".png"))
+    shown = join(results, args.joined, settings)
+    plot(shown, title, out.with_suffix(".png"))
     command = command_line("convergence.py", _argv(args, sorted(map(int, results))))
     png = out.with_suffix(".png").name
     described = SETTINGS[args.settings]
     if args.anneal:
         described += f"; after early stopping every method resumed at {args.anneal:g}x its rate"
-    text = report(results, title, command, args.max_epochs, png, described)
+    text = report(shown, title, command, args.max_epochs, png, described)
     write_page(out.with_suffix(".md"), text)
     print(text)
 
@@ -295,19 +352,19 @@ def _argv(args: argparse.Namespace, budgets: list[int]) -> list[str]:
     argv += ["--settings", args.settings] if args.settings != "recorded" else []
     argv += ["--methods", *args.methods] if tuple(args.methods) != METHODS else []
     argv += ["--anneal", f"{args.anneal:g}"] if args.anneal else []
-    return argv + (["--out", str(args.out)] if args.out else [])
+    argv += ["--out", str(args.out)] if args.out else []
+    return argv + (["--with", *map(str, args.joined)] if args.joined else [])
 
 
-def report(
-    results: dict[str, Any], title: str, command: str, cap: int, png: str, settings: str
-) -> str:
+def report(shown: Shown, title: str, command: str, cap: int, png: str, settings: str) -> str:
     """The results page: the table per budget and method, the paired differences, the plot."""
     table = [
         line
-        for budget, run in sorted(results.items(), key=lambda item: int(item[0]))
+        for budget, runs in sorted(shown.items(), key=lambda item: int(item[0]))
+        for run in runs
         for line in rows(f"{int(budget):,}", run["metrics"], run["seconds"])
     ]
-    paired = paired_rows(results)
+    paired = paired_rows(shown)
     if paired:
         paired = [
             "Symmetry NPE minus each baseline, per observation (within a budget every method has",

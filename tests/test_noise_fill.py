@@ -7,13 +7,11 @@ false alarm under the null has probability below 1e-4, and the seeds make every 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from _helpers_benchmarks import load_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -340,12 +338,7 @@ def test_split_budget_examples_and_errors():
 
 # ------------------------------------------------------------------------------- benchmark
 def test_view_cost_quick_run_counts_no_call_for_shift_views(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "view_cost.py"
-    spec = importlib.util.spec_from_file_location("benchmark_view_cost", path)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script
-    spec.loader.exec_module(script)
+    script = load_script("view_cost")
     out = tmp_path / "view_cost.md"
     kinds = ["resimulated", "noise-filled shift"]
     rows = script.main(["--quick", "--kinds", *kinds, "--out", str(out)])
