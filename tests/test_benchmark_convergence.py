@@ -116,9 +116,8 @@ def test_convergence_joins_a_method_run_alone_into_the_page_of_the_others(tmp_pa
     common = ["--settings", "current", "--budgets", "1000"]
     script.main([*common, "--methods", "end_to_end_npe", "--out", str(alone)])
     script.main([*common, "10000", "--methods", "symmetry_npe", "--out", str(ours)])
-    script.main(
-        [*common, "--methods", "symmetry_npe", "--out", str(ours), "--with", f"{alone}.json"]
-    )
+    join_with = [*common, "--methods", "symmetry_npe", "--out", str(ours), "--with"]
+    script.main([*join_with, f"{alone}.json"])
     text = ours.with_suffix(".md").read_text()
     assert "| 1,000 | end_to_end_npe | 0.650 ± 0.050 |" in text  # its row beside ours
     assert "| 1,000 | +0.000 ± 0.100 (1/2) | – |" in text  # paired: no raw NPE run at 1,000
@@ -128,33 +127,13 @@ def test_convergence_joins_a_method_run_alone_into_the_page_of_the_others(tmp_pa
     saved["budgets"]["1000"]["metrics"]["observations"]["theta"] = [[9.0]]
     (tmp_path / "other_data.json").write_text(json.dumps(saved))
     with pytest.raises(SystemExit, match="other data"):
-        script.main(
-            [
-                *common,
-                "--methods",
-                "symmetry_npe",
-                "--out",
-                str(ours),
-                "--with",
-                str(tmp_path / "other_data.json"),
-            ]
-        )
+        script.main([*join_with, str(tmp_path / "other_data.json")])
     for other, match in (("symmetry_npe", "repeats"), ("raw_npe", "made with")):
         extra = ["--anneal", "0.1"] if other == "raw_npe" else []
         store = tmp_path / other
         script.main([*common, *extra, "--methods", other, "--out", str(store)])
         with pytest.raises(SystemExit, match=match):
-            script.main(
-                [
-                    *common,
-                    "--methods",
-                    "symmetry_npe",
-                    "--out",
-                    str(ours),
-                    "--with",
-                    f"{store}.json",
-                ]
-            )
+            script.main([*join_with, f"{store}.json"])
 
 
 def test_config_changes_compares_a_stored_run_with_what_would_run_now():
