@@ -270,7 +270,7 @@ def join(results: dict[str, Any], stores: list[Path], settings: dict[str, Any]) 
                 continue
             here = shown[budget][0]["metrics"]
             if not _same_data(run["metrics"], here):
-                raise SystemExit(f"--with {store}: {budget} calls ran on other data (seed).")
+                raise SystemExit(f"--with {store}: {budget} calls ran on other data.")
             if set(run["metrics"]["methods"]) & set(here["methods"]):
                 raise SystemExit(f"--with {store}: repeats a method of this page at {budget}.")
             shown[budget].append(run)
