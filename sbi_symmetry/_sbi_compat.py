@@ -237,6 +237,34 @@ def anneal(trainer: Any, factor: float, **train_kwargs: Any) -> nn.Module:
         raise TypeError(f"{type(trainer).__name__} has no optimizer yet: train it first.")
     for group in trainer.optimizer.param_groups:
         group["lr"] *= factor
+    return resume(trainer, **train_kwargs)
+
+
+def resume(trainer: Any, **train_kwargs: Any) -> nn.Module:
+    """Train a trained sbi trainer for one more phase, early stopping restarted.
+
+    sbi 0.27 counts ``max_num_epochs`` from the first epoch of the first phase; here it caps the
+    new phase alone (counted from its start; no cap if not given).
+
+    Args:
+        trainer: A trained sbi trainer.
+        **train_kwargs: ``train`` arguments of the phase, without ``resume_training``.
+
+    Returns:
+        The trained network, as ``trainer.train`` returns it.
+
+    Example:
+        >>> import torch
+        >>> from sbi.inference import NPE
+        >>> from sbi.utils import BoxUniform
+        >>> prior = BoxUniform(torch.zeros(1), torch.ones(1))
+        >>> trainer = NPE(prior, tracker=NullTracker(), show_progress_bars=False)
+        >>> _ = trainer.append_simulations(prior.sample((50,)), prior.sample((50,)))
+        >>> _ = trainer.train(max_num_epochs=2)
+        >>> _ = resume(trainer, max_num_epochs=2)
+        >>> training_summary(trainer)["epochs_trained"]  # each call's last epoch (cap + 1)
+        [3, 6]
+    """
     restart_patience(trainer)
     cap = train_kwargs.pop("max_num_epochs", 2**31 - 1)
     done = int(training_summary(trainer)["epochs_trained"][-1])

@@ -78,3 +78,13 @@ def test_nothing_frozen_is_refused_by_name():
         frozen_features(_embedding("none"))
     with pytest.raises(TypeError, match="`embedding`"):
         frozen_features(torch.nn.Linear(2, 2))
+    encoder = torch.nn.Module()
+    encoder.backbone, encoder.head = torch.nn.Linear(4, 2), torch.nn.Identity()
+    with pytest.raises(ValueError, match="a head without parameters"):
+        frozen_features(SymmetryEmbedding(encoder, freeze="backbone", output_dim=2))
+
+
+def test_z_scoring_before_the_embedding_is_refused_as_through_it():
+    theta, x = _data(num=50)
+    with pytest.raises(ValueError, match="`z_score_x` must be 'none'"):
+        cached_npe(PRIOR, _embedding("all"), theta, x, flow_kwargs={"z_score_x": "independent"})

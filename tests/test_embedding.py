@@ -183,6 +183,18 @@ def test_save_refuses_to_overwrite(tmp_path):
         emb.save(tmp_path / "file")
 
 
+def test_a_newer_format_or_another_file_is_refused_on_load(tmp_path):
+    SymmetryEmbedding(conv(), freeze="none").save(tmp_path / "e")
+    path = tmp_path / "e" / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "format_version": config["format_version"] + 1}))
+    with pytest.raises(ValueError, match="upgrade sbi-symmetry"):
+        SymmetryEmbedding.load(tmp_path / "e")
+    path.write_text(json.dumps({**config, "format": "something else"}))
+    with pytest.raises(ValueError, match="is not a SymmetryEmbedding config"):
+        SymmetryEmbedding.load(tmp_path / "e")
+
+
 def test_custom_encoders_need_an_instance_to_load(tmp_path):
     torch.manual_seed(2)
     emb = SymmetryEmbedding(BNEncoder(), input_std=2.0, freeze="all")

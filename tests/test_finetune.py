@@ -197,3 +197,17 @@ def test_the_workflow_anneals_symmetry_npe_after_its_frozen_start_and_fine_tunin
             task, theta, x, max_num_epochs=2, frozen_epochs=2, anneal=0.5
         )
     assert trained.phase_epochs == (3, 3, 3)  # frozen start, fine-tuning, the last phase
+
+
+@pytest.mark.parametrize(
+    ("ends", "newline"),
+    [([60], True), ([151], False), ([21, 170], True), ([21, 172], False), ([21, 80, 90], True)],
+)
+def test_sbis_convergence_line_is_ended_when_the_last_phase_stopped_early(ends, newline, capsys):
+    from types import SimpleNamespace
+
+    from sbi_symmetry.workflow.methods import _end_line
+
+    trainer = SimpleNamespace(_summary={"epochs_trained": ends})  # each train call's last epoch
+    _end_line(trainer, {"max_num_epochs": 150})  # each phase's cap counts from its start
+    assert (capsys.readouterr().out == "\n") == newline

@@ -19,7 +19,7 @@ Example:
     >>> import torch
     >>> from sbi.utils import BoxUniform
     >>> from sbi_symmetry.nets.conv import ConvEncoder1D
-    >>> from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+    >>> from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, _refuse_z_score
     >>> _ = torch.manual_seed(0)
     >>> prior = BoxUniform(torch.zeros(2), torch.ones(2))
     >>> theta = prior.sample((300,))
@@ -47,7 +47,7 @@ from torch.distributions import Distribution
 from sbi_symmetry._sbi_compat import NullTracker
 from sbi_symmetry._validation import check_int, check_simulations
 from sbi_symmetry.nets.split import HeadSplit, split_head, tail_reproduces
-from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+from sbi_symmetry.symmetry.embedding import SymmetryEmbedding, _refuse_z_score
 
 __all__ = ["FeatureConditionedEstimator", "cached_npe", "frozen_features"]
 
@@ -76,7 +76,9 @@ def frozen_features(embedding: SymmetryEmbedding) -> tuple[nn.Module, nn.Module]
         frozen copy in eval mode, ``head`` a trainable copy (``nn.Identity`` for ``"all"``).
 
     Raises:
-        ValueError: For ``freeze="none"``, or an encoder without a ``head`` applied last.
+        TypeError: ``embedding`` is not a :class:`SymmetryEmbedding`.
+        ValueError: For ``freeze="none"``, or ``"backbone"`` on an encoder whose ``head`` cannot
+            be split off (several ``head`` modules, or a head without parameters).
     """
     if not isinstance(embedding, SymmetryEmbedding):
         raise TypeError(f"`embedding` must be a SymmetryEmbedding; got {type(embedding).__name__}.")
@@ -91,10 +93,12 @@ def frozen_features(embedding: SymmetryEmbedding) -> tuple[nn.Module, nn.Module]
         for parameter in head.parameters():
             parameter.requires_grad_(True)
         return _TailInput(frozen, frozen_split), head.train()
+    reason = f"the embedding has freeze={embedding.freeze!r}"
+    if embedding.freeze != "none":
+        reason += " and its encoder has several `head` modules or a head without parameters"
     raise ValueError(
-        f"Cached features need a frozen backbone: the embedding has freeze={embedding.freeze!r}"
-        + ("" if embedding.freeze == "none" else " and its encoder has no `head` module")
-        + "; use freeze='all' (or 'backbone' with an encoder that ends in `self.head`)."
+        f"Cached features need a frozen backbone: {reason}; use freeze='all' (or 'backbone' "
+        "with an encoder that ends in `self.head`)."
     )
 
 
@@ -170,15 +174,22 @@ def cached_npe(
         theta: Training parameters, ``(N, theta_dim)``.
         x: Training data, ``(N, *x_shape)``: encoded once, in batches.
         model: ``sbi`` flow name (``posterior_nn``).
-        flow_kwargs: Extra ``posterior_nn`` arguments (``z_score_x`` is ``"none"``, as for the
-            embedding itself).
+        flow_kwargs: Extra ``posterior_nn`` arguments; ``z_score_x`` other than ``"none"`` is
+            refused, as for the embedding itself.
         encode_batch_size: Rows per forward pass of the frozen part.
         show_progress_bars: ``sbi``'s progress bars.
         **train_kwargs: Passed to ``NPE.train``.
 
     Returns:
         The ``NPE`` trainer (trained on features) and a ``DirectPosterior`` that takes raw ``x``.
+
+    Raises:
+        ValueError: As :func:`frozen_features`; a ``head`` that does not reproduce the
+            embedding's output from the cached features (it is not applied last); a
+            ``z_score_x`` other than ``"none"`` in ``flow_kwargs``.
     """
+    kwargs = dict(flow_kwargs or {})
+    _refuse_z_score(kwargs)
     theta, x = check_simulations(theta, x, prior)
     check_int(encode_batch_size, "encode_batch_size", 1)
     features, head = frozen_features(embedding)
@@ -191,7 +202,6 @@ def cached_npe(
             "The encoder's `head` applied to the cached features does not reproduce the "
             "embedding's output; use freeze='all' for this encoder."
         )
-    kwargs = {k: v for k, v in (flow_kwargs or {}).items() if k != "z_score_x"}
     builder = posterior_nn(model, embedding_net=head, z_score_x="none", **kwargs)
     trainer = NPE(
         prior,

@@ -27,10 +27,10 @@ arriving at a noisy index is scaled differently from the same feature arriving e
 it changes what the pretrained encoder sees (a rescaled and reshaped input it never met in
 pretraining). ``"structured"`` rescales all indices alike, which keeps the symmetry, but stacks a
 second scaling on top of the embedding's own. The embedding already standardises its input, so
-``"none"`` is right. As a guard, the first few batches of at least 32 rows that reach
-:meth:`SymmetryEmbedding.forward` are compared with the pretraining statistics: if a batch has
-mean ~ 0 and std ~ 1 while the pretraining data did not, a ``UserWarning`` says that ``x`` looks
-standardised by ``sbi`` (once per embedding).
+``"none"`` is right. As a guard, the first rows that reach :meth:`SymmetryEmbedding.forward`
+(a few groups of at least 32, smaller batches pooled across calls) are compared with the
+pretraining statistics: if a group has mean ~ 0 and std ~ 1 while the pretraining data did not,
+a ``UserWarning`` says that ``x`` looks standardised by ``sbi`` (once per embedding).
 
 Example:
     >>> import torch
@@ -73,7 +73,9 @@ class SymmetryEmbedding(nn.Module):
             channel.
         freeze: ``"all"`` (nothing trainable, always in eval mode), ``"backbone"`` (the
             backbone is frozen and kept in eval mode, the head trains) or ``"none"`` (every
-            parameter trainable).
+            parameter trainable). Default ``"backbone"`` here; the embedding
+            :func:`~sbi_symmetry.symmetry.pretrain_vicreg` returns has its ``freeze`` setting
+            (default ``"none"``), and the mode can be changed at any time (``emb.freeze = ...``).
         output_dim: Width ``D`` of the summaries; taken from ``encoder.output_dim`` when omitted.
 
     Attributes:

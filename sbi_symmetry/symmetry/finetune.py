@@ -35,7 +35,7 @@ from typing import Any
 from torch import nn
 
 from sbi_symmetry._sbi_compat import anneal as _anneal
-from sbi_symmetry._sbi_compat import get_neural_net, restart_patience, training_summary
+from sbi_symmetry._sbi_compat import get_neural_net, resume
 from sbi_symmetry._validation import check_int
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 
@@ -70,7 +70,8 @@ def train_npe(
 
     Raises:
         ValueError: A negative ``frozen_epochs``, ``anneal`` outside ``[0, 1)``,
-            ``resume_training`` passed, or an ``embedding`` the trainer's network does not hold.
+            ``resume_training`` passed, or an ``embedding`` the trainer's network does not hold
+            (checked after the frozen start, once sbi has built the network).
     """
     check_int(frozen_epochs, "frozen_epochs", 0)
     if not 0.0 <= anneal < 1.0:
@@ -88,13 +89,12 @@ def _fine_tune(
     mode = embedding.freeze
     if frozen_epochs == 0 or mode == "all":
         return trainer.train(**train_kwargs)
-    train_kwargs = dict(train_kwargs)
-    cap = train_kwargs.pop("max_num_epochs", 2**31 - 1)
+    frozen_start = {k: v for k, v in train_kwargs.items() if k != "max_num_epochs"}
     embedding.freeze = "all"
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Maximum number of epochs.*")
-            trainer.train(**train_kwargs, max_num_epochs=frozen_epochs)
+            trainer.train(**frozen_start, max_num_epochs=frozen_epochs)
     finally:
         embedding.freeze = mode
     if not any(module is embedding for module in get_neural_net(trainer).modules()):
@@ -102,6 +102,4 @@ def _fine_tune(
             "`embedding` is not part of the trainer's network: pass the embedding whose "
             "posterior_nn built the trainer's density estimator."
         )
-    restart_patience(trainer)
-    done = int(training_summary(trainer)["epochs_trained"][-1])
-    return trainer.train(**train_kwargs, max_num_epochs=done + cap, resume_training=True)
+    return resume(trainer, **train_kwargs)  # max_num_epochs counts from here

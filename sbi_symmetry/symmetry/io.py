@@ -161,6 +161,11 @@ def load_embedding(
     config = json.loads(config_path.read_text())
     if config.get("format") != _FORMAT:
         raise ValueError(f"{config_path} is not a SymmetryEmbedding config.")
+    if config.get("format_version", _FORMAT_VERSION) > _FORMAT_VERSION:
+        raise ValueError(
+            f"{config_path} has format_version {config['format_version']}; this sbi-symmetry "
+            f"reads up to {_FORMAT_VERSION}: upgrade sbi-symmetry to load it."
+        )
     saved_class = config["encoder_class"]
     if encoder is None:
         encoder = _rebuild_encoder(saved_class, config.get("encoder_config"))

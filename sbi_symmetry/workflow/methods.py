@@ -116,9 +116,11 @@ def _train(
 def _end_line(trainer: Any, kwargs: dict[str, Any]) -> None:
     r"""End sbi 0.27's convergence message ("\r Neural network successfully converged ...").
 
-    It has no newline; print one so that the next output starts on its own line.
+    It has no newline; print one so that the next output starts on its own line. sbi prints
+    it when the last ``train`` call stopped early; that call's cap counts from its start.
     """
-    if training_summary(trainer)["epochs_trained"][-1] <= kwargs.get("max_num_epochs", 2**31 - 1):
+    ends = [0, *training_summary(trainer)["epochs_trained"]]
+    if ends[-1] - ends[-2] <= kwargs.get("max_num_epochs", 2**31 - 1):
         print()
 
 

@@ -5,8 +5,8 @@ label (tables and figures), its kind (``"npe"``: a density estimator; ``"ratio"`
 estimator; the kind decides which encoder it shares) and the function that trains it from a
 :class:`TrainingContext`; ``mcmc=True`` marks a method sampled by MCMC, which gets
 ``sbc_pairs_ratio`` calibration pairs. The order of the table is the order in
-which methods start training; each draws from its own random stream
-(:mod:`sbi_symmetry.workflow.parallel`).
+which methods start training (light ones last when methods train side by side); each draws from
+its own random stream (:mod:`sbi_symmetry.workflow.parallel`).
 
 Example:
     >>> [spec.name for spec in METHODS.values()]

@@ -66,8 +66,8 @@ class PretrainConfig:
         freeze: Freeze mode of the returned embedding inside sbi's training: ``"none"`` (the
             default: NPE fine-tunes the whole pretrained encoder, the most accurate at a
             given simulation budget in ``benchmarks/results/symmetry_npe_levers_*.md``),
-            ``"backbone"`` (only the head trains; the paper's set-up, and what
-            :func:`~sbi_symmetry.symmetry.cached_npe` needs) or ``"all"``.
+            ``"backbone"`` (only the head trains; the paper's set-up) or ``"all"`` (nothing
+            trains); :func:`~sbi_symmetry.symmetry.cached_npe` takes either of the last two.
         input_scaling: ``"scalar"`` (one mean/std), ``"channel"`` (one per input channel) or
             ``"none"``.
         clip_grad_norm: Clip the gradient norm to this value; ``None`` for no clipping.
