@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,17 +34,46 @@ def check_tensor(value: object, name: str) -> Tensor:
     return value
 
 
-def check_finite(value: Tensor, name: str) -> None:
+OUTPUTS_FINITE = "network outputs must be finite (has training diverged?)"
+"""``check_finite``'s ``why`` for embeddings and other network outputs."""
+
+
+def check_finite(value: Tensor, name: str, why: str = "simulations must be finite") -> None:
     """Raise ``ValueError`` if ``value`` holds NaN or inf.
 
     Args:
         value: Tensor to check.
         name: Argument name used in the message.
+        why: What the message says after the count.
     """
     bad = ~torch.isfinite(value)
     if bool(bad.any()):
+        raise ValueError(f"`{name}` contains {int(bad.sum())} NaN/inf value(s); {why}.")
+
+
+def check_in_support(theta: Tensor, prior: Any, why: str) -> None:
+    """Raise ``ValueError`` if a row of ``theta`` lies outside ``prior``'s support.
+
+    Args:
+        theta: Parameters, ``(N, theta_dim)``.
+        prior: A prior ``sbi.utils.within_support`` accepts.
+        why: What needs the rows inside, for the message.
+
+    Example:
+        >>> from sbi.utils import BoxUniform
+        >>> prior = BoxUniform(torch.zeros(1), torch.ones(1))
+        >>> check_in_support(torch.tensor([[0.5], [2.0]]), prior, "it")
+        Traceback (most recent call last):
+        ...
+        ValueError: `theta` rows [1] lie outside the prior's support (1 in all); it needs ...
+    """
+    from sbi.utils import within_support
+
+    outside = (~within_support(prior, theta).reshape(-1)).nonzero().reshape(-1)
+    if len(outside):
         raise ValueError(
-            f"`{name}` contains {int(bad.sum())} NaN/inf value(s); simulations must be finite."
+            f"`theta` rows {outside[:5].tolist()} lie outside the prior's support "
+            f"({len(outside)} in all); {why} needs every parameter inside it."
         )
 
 

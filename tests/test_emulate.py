@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from sbi.utils import BoxUniform
 from torch import Tensor, nn
 
-from sbi_symmetry.emulate import EmbedEmulateRatioEstimator
+from sbi_symmetry.emulate import EmbedEmulate, EmbedEmulateRatioEstimator
 from sbi_symmetry.losses.infonce import symmetric_infonce
 from sbi_symmetry.nets.mlp import ResidualMLP
 
@@ -239,6 +240,12 @@ def test_learned_temperature_is_a_clamped_parameter():
 def test_rejects_non_positive_temperature(temperature):
     with pytest.raises(ValueError, match="temperature"):
         make_estimator(temperature=temperature)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 5000.0])
+def test_the_trainer_refuses_a_temperature_outside_the_bounds_before_training(temperature):
+    with pytest.raises(ValueError, match="`temperature` must be"):
+        EmbedEmulate(BoxUniform(torch.zeros(2), torch.ones(2)), temperature=temperature)
 
 
 def test_rejects_towers_of_different_width():

@@ -85,6 +85,8 @@ def test_bad_members_and_weights_are_refused():
         product_estimator([one, other], weights=[0.5, 0.6])
     with pytest.raises(ValueError, match="weights"):
         product_estimator([one, other], weights=[1.0])
+    with pytest.raises(ValueError, match="weights"):  # NaN fails every comparison
+        product_estimator([one, other], weights=[float("nan"), 1.0])
     torch.manual_seed(0)
     wide = EmbedEmulateRatioEstimator(
         nn.Linear(5, 4), nn.Linear(2, 4), torch.randn(10, 2), torch.randn(10, 5)

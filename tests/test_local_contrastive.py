@@ -136,6 +136,10 @@ def test_bad_input_is_refused():
         EmbedEmulate(prior, local_negatives=4, local_scales=(0.0, 1.0))
     with pytest.raises(TypeError, match="local_scales"):
         EmbedEmulate(prior, local_negatives=4, local_scales="wide")
+    theta = torch.tensor([[0.5, 0.5], [1.5, 0.5], [0.2, 0.3]])  # row 1 outside the box
+    with pytest.raises(ValueError, match=r"`theta` rows \[1\] lie outside the prior's support"):
+        EmbedEmulate(prior, local_negatives=4).append_simulations(theta, torch.randn(3, 4))
+    EmbedEmulate(prior).append_simulations(theta, torch.randn(3, 4))  # no prior density needed
 
 
 def test_trainer_adds_the_local_term_to_each_pair():

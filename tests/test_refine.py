@@ -134,7 +134,9 @@ def test_refine_that_cannot_improve_leaves_the_estimator_as_it_was():
     ("kwargs", "match"),
     [
         ({"train_indices": torch.arange(10)}, "both"),
-        ({"train_indices": torch.arange(2, 400), "val_indices": torch.arange(1)}, "2 validation"),
+        ({"train_indices": torch.arange(2, 50), "val_indices": torch.arange(1)}, "2 validation"),
+        ({"train_indices": torch.arange(2, 60), "val_indices": torch.arange(2)}, r"\[0, 50\)"),
+        ({"train_indices": torch.arange(2, 50), "val_indices": torch.arange(4)}, "disjoint"),
         ({"training_batch_size": 1}, "training_batch_size"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"stop_after_epochs": 0}, "stop_after_epochs"),
@@ -145,6 +147,13 @@ def test_refine_refuses_bad_settings(kwargs, match):
     theta, x = _problem(50)
     with pytest.raises(ValueError, match=match):
         refine_emulator(_estimator(theta, x), theta, x, **kwargs)
+
+
+def test_refine_refuses_a_boolean_mask_for_row_numbers():
+    theta, x = _problem(50)
+    mask = torch.arange(50) >= 5
+    with pytest.raises(TypeError, match="`train_indices` must be integer row numbers"):
+        refine_emulator(_estimator(theta, x), theta, x, train_indices=mask, val_indices=~mask)
 
 
 def _trainer(theta, x):

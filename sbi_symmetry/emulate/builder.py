@@ -28,6 +28,7 @@ from sbi_symmetry._validation import check_int
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.nets.fourier import FourierFeatures
 from sbi_symmetry.nets.mlp import ResidualMLP
+from sbi_symmetry.nets.modes import restored_modes
 
 Builder = Callable[[Tensor, Tensor], EmbedEmulateRatioEstimator]
 
@@ -40,14 +41,8 @@ DEFAULT_EMULATOR: dict[str, int] = {"hidden_dim": 64, "num_blocks": 2}
 
 def _probe_width(encoder: nn.Module, batch_x: Tensor) -> int:
     """Output width of ``encoder`` on two rows of ``batch_x`` (modes restored afterwards)."""
-    modes = [m.training for m in encoder.modules()]
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            z = encoder(batch_x[: min(2, batch_x.shape[0])])
-    finally:
-        for module, mode in zip(encoder.modules(), modes, strict=True):
-            module.training = mode
+    with restored_modes(encoder, eval=True), torch.no_grad():
+        z = encoder(batch_x[: min(2, batch_x.shape[0])])
     if z.ndim != 2:
         raise ValueError(
             f"`encoder` must map (B, *x_shape) to (B, n); it returned shape {tuple(z.shape)}."

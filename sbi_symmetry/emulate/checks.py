@@ -19,6 +19,24 @@ from torch.distributions import Distribution
 
 from sbi_symmetry._validation import check_int, check_number
 
+TEMPERATURE_BOUNDS = (1e-3, 1e3)
+"""Default range of the ratio estimator's temperature (a learned one is clamped to it)."""
+
+
+def check_temperature(
+    temperature: object, bounds: tuple[float, float] = TEMPERATURE_BOUNDS
+) -> float:
+    """``temperature`` as a float inside ``bounds``, else an error naming it.
+
+    Example:
+        >>> check_temperature(0.15)
+        0.15
+    """
+    value = check_number(temperature, "temperature", positive=True)
+    if not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"`temperature` must be within {bounds}; got {temperature!r}.")
+    return value
+
 
 def check_settings(
     prior: Distribution | None,

@@ -42,8 +42,10 @@ from torch import Tensor, nn
 from typing_extensions import Self
 
 from sbi_symmetry._validation import check_choice, check_finite, check_tensor
+from sbi_symmetry.emulate.checks import TEMPERATURE_BOUNDS
 from sbi_symmetry.losses.infonce import symmetric_infonce
 from sbi_symmetry.losses.local import LocalCandidates, local_contrastive
+from sbi_symmetry.nets.modes import restored_modes
 
 Similarity = Literal["cosine", "scaled", "dot"]
 SIMILARITIES = ("cosine", "scaled", "dot")
@@ -110,7 +112,7 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
         similarity: Similarity = "cosine",
         temperature: float = 0.15,
         learn_temperature: bool = True,
-        temperature_bounds: tuple[float, float] = (1e-3, 1e3),
+        temperature_bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
         z_score_theta: bool = True,
         z_score_x: Literal["none", "structured"] = "none",
     ) -> None:
@@ -209,16 +211,10 @@ class EmbedEmulateRatioEstimator(RatioEstimator):
     def _probe_widths(self, batch_theta: Tensor, batch_x: Tensor) -> int:
         """Run both towers on two rows of the build batch and check they agree in width."""
         rows = min(2, batch_theta.shape[0])
-        modes = [m.training for m in self.modules()]
-        self.eval()
-        try:
-            with torch.no_grad():
-                z_x = self.embedding_net_x(batch_x[:rows])
-                z_theta = self.embedding_net_theta(batch_theta[:rows])
-        finally:
-            for module, mode in zip(self.modules(), modes, strict=True):
-                module.training = mode
-            self._cache = None
+        with restored_modes(self, eval=True), torch.no_grad():
+            z_x = self.embedding_net_x(batch_x[:rows])
+            z_theta = self.embedding_net_theta(batch_theta[:rows])
+        self._cache = None
         if z_x.ndim != 2 or z_x.shape[0] != rows:
             raise ValueError(
                 f"`encoder` must map (B, *x_shape) to (B, n); it mapped "

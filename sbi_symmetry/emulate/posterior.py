@@ -50,13 +50,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import torch
 from sbi.inference import MCMCPosterior
 from sbi.inference.posteriors.base_posterior import NeuralPosterior
 from sbi.inference.potentials.ratio_based_potential import RatioBasedPotential
-from sbi.utils import mcmc_transform, within_support
+from sbi.utils import mcmc_transform
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -65,6 +66,7 @@ from sbi_symmetry._validation import check_choice, check_finite, check_int, chec
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.emulate.proposal import ROUND as _ROUND
 from sbi_symmetry.emulate.proposal import MixtureProposal, kish_ess
+from sbi_symmetry.losses.local import prior_log_prob
 
 #: ``draw(idx, want)``: candidates ``(1 or len(idx), C, d)`` and their log weights
 #: ``(len(idx), C)``; ``want`` (a hint) is about as many candidates as the neediest row lacks.
@@ -139,7 +141,7 @@ class TwoTowerPosterior(NeuralPosterior):
         check_int(max_rounds, "max_rounds", 0)
         if not (0 < min_acceptance <= 1 and max_draws_per_sample >= 1):
             raise ValueError("Need 0 < min_acceptance <= 1 and max_draws_per_sample >= 1.")
-        device = estimator.log_temperature.device  # a buffer: the towers may have no parameters
+        device = estimator.log_temperature.device  # always there; the towers may have none
         potential_fn = RatioBasedPotential(estimator, prior, x_o=None, device=device)
         super().__init__(potential_fn, theta_transform=mcmc_transform(prior, device=device))
         self.estimator, self.prior, self.method = estimator.eval(), prior, method
@@ -195,14 +197,6 @@ class TwoTowerPosterior(NeuralPosterior):
             g = torch.cat([self.estimator.emulate(part) for part in parts])
             g, z = g.reshape(*theta.shape[:-1], -1), z / self.estimator.temperature
             return z @ g[0].T if len(g) == 1 else (g @ z.unsqueeze(-1)).squeeze(-1)
-
-    def _log_prior(self, theta: Tensor) -> Tensor:
-        flat = theta.reshape(-1, theta.shape[-1])
-        out = torch.full(flat.shape[:1], -math.inf, device=flat.device)
-        inside = within_support(self.prior, flat).reshape(-1).bool()
-        if bool(inside.any()):  # sbi's BoxUniform fails on no rows
-            out[inside] = self.prior.log_prob(flat[inside]).to(out)
-        return out.reshape(theta.shape[:-1])
 
     # ------------------------------------------------------------------ samplers
     def _accept(
@@ -411,7 +405,7 @@ class TwoTowerPosterior(NeuralPosterior):
         z = self._encode(self._x_else_default_x(x)).sum(0) / self.estimator.temperature
         with torch.set_grad_enabled(track_gradients):
             theta = theta.to(self._device, torch.float32)
-            emulate, log_prior = self.estimator.emulate, self._log_prior
+            emulate, log_prior = self.estimator.emulate, partial(prior_log_prob, self.prior)
             parts = [emulate(t) @ z + log_prior(t) for t in theta.split(_EMULATE)]
         return torch.cat(parts) if parts else theta.new_zeros(0)
 

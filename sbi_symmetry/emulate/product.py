@@ -107,7 +107,8 @@ def product_estimator(
     if len(shapes) != 1:
         raise ValueError(f"The members must share their (theta, x) shapes; got {sorted(shapes)}.")
     w = [1.0 / len(members)] * len(members) if weights is None else [float(v) for v in weights]
-    if len(w) != len(members) or min(w) <= 0 or abs(sum(w) - 1) > 1e-6:
+    positive = all(math.isfinite(v) and v > 0 for v in w)  # NaN fails every comparison
+    if len(w) != len(members) or not positive or abs(sum(w) - 1) > 1e-6:
         raise ValueError(
             f"`weights` must be {len(members)} positive numbers summing to 1; got {weights!r}."
         )

@@ -6,7 +6,8 @@ r(theta, x_o)`` is sampled by importance from a defensive mixture, one per obser
     q(theta) = a p(theta) + (1 - a) sum_k pi_k N(theta; mu_k, c Sigma_k),
 
 ``a = 0.1`` (so ``w = p r / q <= r / a``: no weight explodes where the Gaussians miss), ``K = 8``
-components fitted by 10 EM steps to 1,024 candidates resampled by weight, widened by
+components fitted by 10 EM steps to 1,024 candidates resampled by weight (fewer, down to 256,
+when many observations are sampled together), widened by
 ``c = 1.5``. Kish's effective sample size ``ESS = (sum w)^2 / sum w^2`` says when a proposal is
 good enough (the posterior module fits a new one while it is below a quarter of the candidates).
 
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from sbi_symmetry.losses.local import prior_log_prob
 
 if TYPE_CHECKING:
     from sbi_symmetry.emulate.posterior import TwoTowerPosterior
@@ -88,7 +91,7 @@ class MixtureProposal:
         theta = mean[rows, comp] + (chol[rows, comp] @ noise).squeeze(-1)
         flip = torch.rand(comp.shape, device=comp.device) < _DEFENSIVE
         theta[flip] = self.post.prior.sample((int(flip.sum()),)).to(theta)
-        log_p = self.post._log_prior(theta)
+        log_p = prior_log_prob(self.post.prior, theta)
         log_k = (log_normal(theta, mean, chol) + log_pi[:, None]).logsumexp(-1)
         log_q = torch.logaddexp(math.log(_DEFENSIVE) + log_p, math.log1p(-_DEFENSIVE) + log_k)
         return theta, self.post._log_ratio(theta, z) + log_p - log_q

@@ -60,6 +60,7 @@ from sbi_symmetry._validation import check_choice, check_int, check_number, chec
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.losses.infonce import symmetric_infonce
 from sbi_symmetry.losses.nrec import contrastive_nrec
+from sbi_symmetry.nets.modes import restored_modes
 from sbi_symmetry.nets.split import split_head, tail_reproduces
 
 
@@ -149,30 +150,28 @@ def refine_emulator(
     check_choice(loss, "loss", ("row", "nrec"))
     train_indices, val_indices = _split(theta.shape[0], train_indices, val_indices)
     start = time.perf_counter()
-    modes = [m.training for m in estimator.modules()]
-    try:
-        cached = _cached_summary(estimator, x, tune_head)
-        phase = _RowPhase(estimator, theta, cached, row_weight, loss)
-        optimizer = torch.optim.Adam(phase.params, lr=learning_rate)
-        initial = best = phase.validate(val_indices, training_batch_size)
-        state, waited, epoch = phase.snapshot(), 0, 0
-        while waited < stop_after_epochs and epoch < max_num_epochs:
-            phase.epoch(train_indices, training_batch_size, optimizer, clip_max_norm)
-            epoch += 1
-            value = phase.validate(val_indices, training_batch_size)
-            if value < best:
-                best, waited, state = value, 0, phase.snapshot()
-            else:
-                waited += 1
+    with restored_modes(estimator):
+        try:
+            cached = _cached_summary(estimator, x, tune_head)
+            phase = _RowPhase(estimator, theta, cached, row_weight, loss)
+            optimizer = torch.optim.Adam(phase.params, lr=learning_rate)
+            initial = best = phase.validate(val_indices, training_batch_size)
+            state, waited, epoch = phase.snapshot(), 0, 0
+            while waited < stop_after_epochs and epoch < max_num_epochs:
+                phase.epoch(train_indices, training_batch_size, optimizer, clip_max_norm)
+                epoch += 1
+                value = phase.validate(val_indices, training_batch_size)
+                if value < best:
+                    best, waited, state = value, 0, phase.snapshot()
+                else:
+                    waited += 1
+                if show_progress_bar:
+                    print(f"\r Refining the emulator: epoch {epoch}, best {best:.4f}", end="")
             if show_progress_bar:
-                print(f"\r Refining the emulator: epoch {epoch}, best {best:.4f}", end="")
-        if show_progress_bar:
-            print()
-        phase.restore(state)
-    finally:
-        for module, mode in zip(estimator.modules(), modes, strict=True):
-            module.training = mode
-        estimator.clear_cache()
+                print()
+            phase.restore(state)
+        finally:
+            estimator.clear_cache()
     distributed.broadcast_module(estimator)  # rank 0's refinement everywhere
     seconds = time.perf_counter() - start
     return RefineSummary(epoch, initial, best, seconds, phase.head is not None)
@@ -261,14 +260,29 @@ def _split(
     if train_indices is None or val_indices is None:
         order = torch.randperm(num)
         val_indices, train_indices = order[: num // 10], order[num // 10 :]
-    train_indices = torch.as_tensor(train_indices, dtype=torch.long).reshape(-1)
-    val_indices = torch.as_tensor(val_indices, dtype=torch.long).reshape(-1)
+    train_indices, val_indices = (
+        _indices(train_indices, "train", num),
+        _indices(val_indices, "val", num),
+    )
+    if bool(torch.isin(train_indices, val_indices).any()):
+        raise ValueError("`train_indices` and `val_indices` share rows; they must be disjoint.")
     if min(len(train_indices), len(val_indices)) < 2:
         raise ValueError(
             f"Refining needs at least 2 training and 2 validation rows; got {len(train_indices)} "
             f"and {len(val_indices)} (of {num} simulations)."
         )
     return train_indices, val_indices
+
+
+def _indices(indices: Tensor, side: str, num: int) -> Tensor:
+    """``{side}_indices`` as a flat long tensor of row numbers in ``[0, num)``, else an error."""
+    indices = torch.as_tensor(indices)
+    if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
+        raise TypeError(f"`{side}_indices` must be integer row numbers; got dtype {indices.dtype}.")
+    indices = indices.long().reshape(-1)
+    if len(indices) and not (0 <= int(indices.min()) and int(indices.max()) < num):
+        raise ValueError(f"`{side}_indices` must lie in [0, {num}) (the simulations' rows).")
+    return indices
 
 
 def _cached_summary(

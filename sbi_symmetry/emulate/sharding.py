@@ -82,9 +82,10 @@ class ShardedTrainingHooks:
             size = min(batch_size, len(indices))
             size -= size % world
             if size < max(least, world):
+                change = "smaller" if name == "training" else "larger"
                 raise ValueError(
                     f"The {name} set has {len(indices)} simulation(s): too few for a global "
-                    f"batch over {world} processes. Use more simulations or a larger "
+                    f"batch over {world} processes. Use more simulations or a {change} "
                     "`validation_fraction`."
                 )
             sizes.append(size)

@@ -15,9 +15,10 @@ Optionally a VICReg term (Bardes et al. 2022) on the encoder's outputs for two f
 batch (``views``; e.g. ``ResimulatedViews``: the same ``theta`` re-simulated with independent
 nuisance and noise) pushes the encoder towards invariance under the nuisance while it learns the
 ratio. It is added during training only: the validation loss that drives early stopping is the
-pure InfoNCE, i.e. the quality of the ratio. After early stopping, ``train`` refines the emulator
-and the data tower's head MLP on the frozen backbone's cached features with the ``x -> theta``
-term (:mod:`sbi_symmetry.emulate.refine`; ``refine_emulator=False`` skips it).
+training loss without it (the contrastive terms, i.e. the quality of the ratio). After early
+stopping, ``train`` refines the emulator and the data tower's head MLP on the frozen backbone's
+cached features with the ``x -> theta`` term (:mod:`sbi_symmetry.emulate.refine`;
+``refine_emulator=False`` skips it).
 
 Several processes (``torchrun --nproc_per_node=N``): ``train`` runs unchanged. Its hooks into
 ``sbi``'s loop, active only when ``torch.distributed`` is initialised with more than one process:
@@ -62,13 +63,13 @@ from sbi_symmetry._sbi_compat import (
 )
 from sbi_symmetry._validation import (
     check_choice,
+    check_in_support,
     check_int,
-    check_number,
     check_row_weight,
     check_simulations,
 )
 from sbi_symmetry.emulate.builder import Builder, embed_emulate_classifier
-from sbi_symmetry.emulate.checks import check_settings, check_split
+from sbi_symmetry.emulate.checks import check_settings, check_split, check_temperature
 from sbi_symmetry.emulate.estimator import SIMILARITIES, EmbedEmulateRatioEstimator, Similarity
 from sbi_symmetry.emulate.posterior import TwoTowerPosterior
 from sbi_symmetry.emulate.refine import RefineSummary, refine_emulator
@@ -88,7 +89,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         classifier: Instead of ``encoder``/``emulator``: a builder from
             :func:`~sbi_symmetry.emulate.builder.embed_emulate_classifier`.
         embedding_dim: Width of the default encoder.
-        temperature: (Initial) temperature of the logits, > 0.
+        temperature: (Initial) temperature of the logits, in ``[1e-3, 1e3]``.
         similarity: ``"cosine"`` (unit sphere, the default), ``"scaled"`` (only the emulator's
             embedding on the unit sphere) or ``"dot"`` (see the estimator).
         learn_temperature: Learn ``log(temperature)`` with the networks (the default; a fixed
@@ -163,7 +164,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
                 )
             build = classifier
         else:
-            check_number(temperature, "temperature", positive=True)
+            check_temperature(temperature)
             check_choice(similarity, "similarity", SIMILARITIES)
             build = embed_emulate_classifier(
                 encoder,
@@ -211,8 +212,9 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
     ) -> EmbedEmulate:
         """``sbi``'s ``append_simulations``, after checking the batch.
 
-        ``theta`` must be ``(N, theta_dim)`` with the prior's ``theta_dim`` and finite, ``x``
-        ``(N, ...)``, both floating-point tensors with ``N >= 1``; float64 is cast to float32.
+        ``theta`` must be ``(N, theta_dim)`` with the prior's ``theta_dim`` and finite (and
+        inside the prior's support with ``local_negatives``), ``x`` ``(N, ...)``, both
+        floating-point tensors with ``N >= 1``; float64 is cast to float32.
         Non-finite ``x`` rows follow ``sbi``'s ``exclude_invalid_x``.
 
         Args:
@@ -227,6 +229,8 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
             The trainer (chainable).
         """
         theta, x = check_simulations(theta, x, self._prior)
+        if self._local[0] > 0:  # the local term weighs each true parameter by its prior density
+            check_in_support(theta, self._prior, "the local contrastive term (`local_negatives`)")
         super().append_simulations(theta, x, exclude_invalid_x, from_round, algorithm, data_device)
         return self
 
@@ -424,7 +428,7 @@ class EmbedEmulate(ShardedTrainingHooks, RatioTrainerHooks):
         if theta.shape[0] * distributed.get_world_size() < 2:
             raise ValueError(
                 f"A batch of {theta.shape[0]} pair(s) reached the loss; symmetric InfoNCE needs "
-                "at least 2. Use more simulations or a larger `validation_fraction`."
+                "at least 2. Use more simulations, or a `validation_fraction` leaving 2 per side."
             )
         net = self.neural_net
         assert isinstance(net, EmbedEmulateRatioEstimator)

@@ -82,7 +82,7 @@ import torch
 from torch import Tensor
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._validation import check_finite, check_row_weight, check_tensor
+from sbi_symmetry._validation import OUTPUTS_FINITE, check_finite, check_row_weight, check_tensor
 
 
 def _check_temperature(temperature: float | Tensor) -> None:
@@ -166,8 +166,8 @@ def symmetric_infonce(
             f"negatives); got {f_x.shape[0]}."
         )
     _check_temperature(temperature)
-    check_finite(f_x, "f_x")
-    check_finite(g_theta, "g_theta")
+    check_finite(f_x, "f_x", OUTPUTS_FINITE)
+    check_finite(g_theta, "g_theta", OUTPUTS_FINITE)
     logits = (f_x @ g_theta.T) / temperature
     positive = torch.diagonal(logits)
     x_to_theta = torch.logsumexp(_with(logits, extra), dim=1) - positive
@@ -187,7 +187,7 @@ def _extra_logits(
             f"`negatives` must be (K, {f_x.shape[1]}), emulated candidates of the embedding "
             f"width; got {tuple(negatives.shape)}."
         )
-    check_finite(negatives, "negatives")
+    check_finite(negatives, "negatives", OUTPUTS_FINITE)
     return (f_x @ negatives.T) / temperature
 
 
@@ -213,8 +213,8 @@ def _global_batch_infonce(
         raise ValueError(
             f"symmetric InfoNCE needs a global batch of at least 2 pairs; got {f_all.shape[0]}."
         )
-    check_finite(f_all, "f_x (gathered over ranks)")
-    check_finite(g_all, "g_theta (gathered over ranks)")
+    check_finite(f_all, "f_x (gathered over ranks)", OUTPUTS_FINITE)
+    check_finite(g_all, "g_theta (gathered over ranks)", OUTPUTS_FINITE)
     rows = torch.arange(f_x.shape[0], device=f_x.device)
     columns = rows + distributed.rank_rows(f_x.shape[0]).start
     x_logits = (f_x @ g_all.T) / temperature  # x_i against every theta of the global batch

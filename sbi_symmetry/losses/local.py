@@ -114,11 +114,12 @@ def local_candidates(
     return torch.cat([theta[:, None, :], neighbours], dim=1), width
 
 
-def prior_log_prob(prior: Distribution, candidates: Tensor) -> Tensor:
-    """``log p(c)`` of candidates ``(B, K + 1, theta_dim)``, ``-inf`` outside the support.
+def prior_log_prob(prior: Distribution, theta: Tensor) -> Tensor:
+    """``log p(theta)`` over the last dimension of ``theta``, ``-inf`` outside the support.
 
-    Index 0 of each row (the true parameter) must lie in the support; it stands in for the
-    others when the prior is evaluated, so priors that refuse values outside their support work.
+    Only the rows inside the support reach ``prior.log_prob``, so priors that refuse values
+    outside their support work. Any leading shape: candidates ``(B, K + 1, theta_dim)`` give
+    ``(B, K + 1)``.
 
     Example:
         >>> import torch
@@ -127,12 +128,12 @@ def prior_log_prob(prior: Distribution, candidates: Tensor) -> Tensor:
         >>> prior_log_prob(prior, torch.tensor([[[0.5], [2.0]]]))
         tensor([[0., -inf]])
     """
-    batch, num, dim = candidates.shape
-    flat = candidates.reshape(-1, dim)
-    inside = within_support(prior, flat).reshape(batch, num)
-    safe = torch.where(inside[..., None], candidates, candidates[:, :1].expand_as(candidates))
-    log_p = prior.log_prob(safe.reshape(-1, dim)).reshape(batch, num).to(candidates.dtype)
-    return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
+    flat = theta.reshape(-1, theta.shape[-1])
+    out = torch.full(flat.shape[:1], -math.inf, device=flat.device, dtype=theta.dtype)
+    inside = within_support(prior, flat).reshape(-1).bool()
+    if bool(inside.any()):  # sbi's BoxUniform fails on no rows
+        out[inside] = prior.log_prob(flat[inside]).to(out)
+    return out.reshape(theta.shape[:-1])
 
 
 def local_contrastive(

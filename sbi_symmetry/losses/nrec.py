@@ -44,7 +44,13 @@ import math
 import torch
 from torch import Tensor
 
-from sbi_symmetry._validation import check_finite, check_int, check_number, check_tensor
+from sbi_symmetry._validation import (
+    OUTPUTS_FINITE,
+    check_finite,
+    check_int,
+    check_number,
+    check_tensor,
+)
 from sbi_symmetry.losses.infonce import _check_temperature
 
 
@@ -98,8 +104,8 @@ def contrastive_nrec(
         )
     check_number(gamma, "gamma", positive=True)
     _check_temperature(temperature)
-    check_finite(f_x, "f_x")
-    check_finite(g_theta, "g_theta")
+    check_finite(f_x, "f_x", OUTPUTS_FINITE)
+    check_finite(g_theta, "g_theta", OUTPUTS_FINITE)
     logits = (f_x @ g_theta.T) / temperature
     rows = torch.arange(batch, device=f_x.device)
     offsets = torch.randperm(batch - 1, generator=generator)[:k].to(f_x.device) + 1

@@ -65,7 +65,7 @@ import torch
 from torch import Tensor, nn
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._validation import check_finite, check_tensor
+from sbi_symmetry._validation import OUTPUTS_FINITE, check_finite, check_tensor
 
 MIN_BATCH_SIZE = 3
 """Smallest batch for which the VICReg statistics are defined and not degenerate (see above)."""
@@ -149,8 +149,8 @@ def _check_pair(z_a: Tensor, z_b: Tensor) -> None:
         )
     if not torch.is_floating_point(z_a) or not torch.is_floating_point(z_b):
         raise TypeError(f"`z_a` and `z_b` must be floating point; got {z_a.dtype}, {z_b.dtype}.")
-    check_finite(z_a, "z_a")
-    check_finite(z_b, "z_b")
+    check_finite(z_a, "z_a", OUTPUTS_FINITE)
+    check_finite(z_b, "z_b", OUTPUTS_FINITE)
 
 
 def _gather_views(z_a: Tensor, z_b: Tensor) -> tuple[Tensor, Tensor]:
