@@ -132,6 +132,26 @@ def test_interval_ratio_is_blind_to_a_far_speck_that_the_std_sees():
         interval_ratio(ref, ref, mass=1.0)
 
 
+@pytest.mark.parametrize("measure", [std_ratio, interval_ratio, c2st_score])
+def test_width_and_accuracy_measures_refuse_what_would_broadcast_or_give_nan(measure):
+    ref = torch.randn(100, 2)
+    with pytest.raises(ValueError, match="same d"):
+        measure(torch.randn(100, 2), ref[:, :1])  # (m, 1) would broadcast against (n, 2)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        measure(torch.randn(100, 2), ref[:1])
+    with pytest.raises(ValueError, match="`samples` contains 1 NaN"):
+        measure(torch.cat([torch.randn(99, 2), torch.tensor([[float("nan"), 0.0]])]), ref)
+    with pytest.raises(TypeError, match="`samples`"):
+        measure(ref.numpy(), ref)
+
+
+def test_c2st_refuses_a_sample_cap_below_two():
+    ref = torch.randn(100, 2)
+    for bad in (-1, 0, 1):
+        with pytest.raises(ValueError, match="`max_samples` must be an integer >= 2 or None"):
+            c2st_score(ref, ref, max_samples=bad)
+
+
 def test_std_ratio_and_summary():
     ref = torch.randn(5000, 2)
     assert torch.allclose(std_ratio(2 * ref, ref), torch.full((2,), 2.0, dtype=torch.float64))

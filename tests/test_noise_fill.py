@@ -25,6 +25,7 @@ from sbi_symmetry.views import (
     TimeShift,
     default_max_shift,
     noise_filled_shift,
+    resolve_pretrain_views,
     shift_views,
     split_budget,
     time_shift,
@@ -253,6 +254,13 @@ def test_errors_name_the_bad_input():
         NoisyTimeShift(10, 0.4)(torch.randn(3, 10))
     with pytest.raises(ValueError, match="must be < L"):
         shift_views(DampedOscillator(), max_shift=200)
+    with pytest.raises(ValueError, match="`max_shift` is 0"):
+        shift_views(DampedOscillator(), max_shift=0)
+    narrow = DampedOscillator()
+    narrow.nuisance_low, narrow.nuisance_high = (0.0,), (narrow.dt / 4,)  # under one sample
+    with pytest.raises(ValueError, match=r"`max_shift` is 0 .*DampedOscillator's is under one"):
+        shift_views(narrow)
+    assert resolve_pretrain_views(narrow, "auto") == "resimulated"  # "auto" does not pick them
     with pytest.raises(ValueError, match="max_shift"):
         NoisyTimeShift(-1, 0.4)
     with pytest.raises(ValueError, match="noise_std"):

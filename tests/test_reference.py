@@ -288,6 +288,13 @@ def test_cache_key_depends_on_every_input():
         cache_key(task, x, "quadrature", 10, 1, {"tv_tol": 1e-3}),
         cache_key(task, x, "quadrature", 10, 0, {"tv_tol": 2e-3}),
     ]
+    for member, value in [("noise_std", 0.5), ("t_start", -0.1), ("theta_high", (1.5, 2.0))]:
+        other = SineGaussian()  # the same class, configured differently
+        setattr(other, member, value)
+        variants.append(cache_key(other, x, "quadrature", 10, 0, {"tv_tol": 1e-3}))
+    louder = SineGaussian()
+    louder.waveform = lambda theta, u: 2 * SineGaussian.waveform(task, theta, u)
+    variants.append(cache_key(louder, x, "quadrature", 10, 0, {"tv_tol": 1e-3}))
     assert len({base, *variants}) == len(variants) + 1
 
 
@@ -311,6 +318,7 @@ def test_cache_key_depends_on_every_input():
         ({"tv_tol": 0.0}, ValueError, "tv_tol"),
         ({"mass_tol": 1.5}, ValueError, "mass_tol"),
         ({"initial_cells": 0}, ValueError, "initial_cells"),
+        ({"initial_cells": 64, "max_evaluations": 4000}, ValueError, "first grid alone"),
         ({"num_offsets": 0}, ValueError, "num_offsets"),
         ({"num_threads": 0}, ValueError, "num_threads"),
         ({"method": "dynesty", "nlive": 0}, ValueError, "nlive"),

@@ -147,6 +147,7 @@ def test_views_store_two_views_of_the_same_theta(tmp_path, reference_views):
         "x_b.npy",
     ]
     assert not np.array_equal(store.x_a, store.x_b)  # fresh nuisance and noise per view
+    assert store.metadata["fingerprint_calls"] == 2  # the probe row is a pair of views
     _assert_same(store, reference_views)
     _assert_same(_views("joblib", 2), reference_views)
     x_a, x_b = store.dataset(("x_a", "x_b"))[3]

@@ -21,7 +21,7 @@ import torch
 from sbi.utils.metrics import c2st
 from torch import Tensor
 
-from sbi_symmetry._validation import check_finite
+from sbi_symmetry._validation import check_finite, check_int, check_tensor
 
 
 def c2st_score(
@@ -49,13 +49,9 @@ def c2st_score(
     Returns:
         Accuracy in ``[0, 1]``; 0.5 is perfect.
     """
-    if samples.ndim != 2 or reference.ndim != 2 or samples.shape[1] != reference.shape[1]:
-        raise ValueError(
-            "`samples` and `reference` must both be (n, d) with the same d; got "
-            f"{tuple(samples.shape)} and {tuple(reference.shape)}."
-        )
-    check_finite(samples, "samples")
-    check_finite(reference, "reference")
+    _check_pair(samples, reference)
+    if max_samples is not None:
+        check_int(max_samples, "max_samples", 2, " or None")
     n = min(samples.shape[0], reference.shape[0])
     if max_samples is not None:
         n = min(n, max_samples)
@@ -63,6 +59,24 @@ def c2st_score(
     y = reference[:n].detach().double().cpu()
     kwargs = {"n_jobs": n_jobs} if classifier == "rf" else None  # else sklearn's defaults
     return float(c2st(y, x, seed=seed, classifier=classifier, classifier_kwargs=kwargs))
+
+
+def _check_pair(samples: Tensor, reference: Tensor) -> None:
+    """Both ``(n, d)`` with the same ``d``, at least 2 rows each, finite."""
+    check_tensor(samples, "samples")
+    check_tensor(reference, "reference")
+    if samples.ndim != 2 or reference.ndim != 2 or samples.shape[1] != reference.shape[1]:
+        raise ValueError(
+            "`samples` and `reference` must both be (n, d) with the same d; got "
+            f"{tuple(samples.shape)} and {tuple(reference.shape)}."
+        )
+    if min(samples.shape[0], reference.shape[0]) < 2:
+        raise ValueError(
+            "`samples` and `reference` need at least 2 rows each; got "
+            f"{samples.shape[0]} and {reference.shape[0]}."
+        )
+    check_finite(samples, "samples", "samples must be finite")
+    check_finite(reference, "reference", "samples must be finite")
 
 
 def std_ratio(samples: Tensor, reference: Tensor) -> Tensor:
@@ -75,6 +89,7 @@ def std_ratio(samples: Tensor, reference: Tensor) -> Tensor:
     Returns:
         Tensor of shape ``(d,)``; 1 means the same width.
     """
+    _check_pair(samples, reference)
     return samples.double().std(0) / reference.double().std(0)
 
 
@@ -104,6 +119,7 @@ def interval_ratio(samples: Tensor, reference: Tensor, mass: float = 0.9) -> Ten
     """
     if not 0 < mass < 1:
         raise ValueError(f"`mass` must be in (0, 1); got {mass!r}.")
+    _check_pair(samples, reference)
     levels = torch.tensor([(1 - mass) / 2, (1 + mass) / 2], dtype=torch.float64)
 
     def width(values: Tensor) -> Tensor:

@@ -3,7 +3,8 @@ r"""Calibration with ``sbi``'s own diagnostics: SBC ranks, expected coverage and
 For a test pair ``(theta*, x*)`` drawn from the joint, the SBC rank of each parameter is the
 number of posterior samples below ``theta*``; for a calibrated posterior the ranks are uniform.
 The central credible interval of level ``alpha`` of a marginal contains ``theta*`` exactly when
-``|rank / N - 1/2| <= alpha / 2``, so the expected coverage curve (the P-P plot of the
+``|u - 1/2| <= alpha / 2`` with ``u = (rank + 1/2) / (N + 1)`` (the rank's mid-point on
+``[0, 1]`` for ``N`` samples), so the expected coverage curve (the P-P plot of the
 symmetry-embedding paper's Fig. 4) is read off the same ranks at no extra cost. TARP (Lemos et al.
 2023) adds a joint, distance-based coverage test.
 
@@ -185,6 +186,7 @@ def calibrate(
             "`thetas` must be (N, d) and `xs` must have the same number of rows; got "
             f"{tuple(thetas.shape)} and {tuple(xs.shape)}."
         )
+    given = samples is not None
     with seeded(seed):  # torch and numpy (sbi's slice sampler); restored afterwards
         if samples is None:
             with warnings.catch_warnings():
@@ -201,7 +203,11 @@ def calibrate(
                 )
         expected = (num_posterior_samples, thetas.shape[0], thetas.shape[1])
         if tuple(samples.shape) != expected:
-            raise ValueError(f"`samples` must have shape {expected}; got {tuple(samples.shape)}.")
+            source = "`samples` must have" if given else "posterior.sample_batched should return"
+            raise ValueError(
+                f"{source} shape {expected} (num_posterior_samples, N, d of `thetas`); got "
+                f"{tuple(samples.shape)}."
+            )
         replay = _Replay(samples, xs)
         ranks, dap = run_sbc(
             thetas, xs, replay, num_posterior_samples=num_posterior_samples, show_progress_bar=False

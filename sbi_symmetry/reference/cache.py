@@ -1,7 +1,9 @@
 """On-disk cache of reference posteriors, keyed by a hash of everything that determines them.
 
-The key covers the task class, the exact bytes of ``x_o`` (as float64), the method, the number
-of samples, the seed, the method's settings and a cache version. The file name is
+The key covers the task's class and its model (time grid, noise level, prior bounds, and its
+signal at the centre of the priors, so two instances of one class configured differently get
+different keys), the exact bytes of ``x_o`` (as float64), the method, the number of samples, the
+seed, the method's settings and a cache version. The file name is
 ``reference-<hash>.npz``; only that file (and a temporary sibling while writing) is ever read or
 written, so a cache directory can be shared with anything else.
 
@@ -24,12 +26,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from sbi_symmetry.reference.result import ReferencePosterior
 
 #: Bump when a change of the algorithms makes old cached results stale.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+_MODEL_MEMBERS = ("name", "noise_std", "t_start", "num_samples", "dt")
+_MODEL_BOUNDS = ("theta_low", "theta_high", "nuisance_low", "nuisance_high")
+
+
+def _model_meta(task: object) -> dict[str, Any]:
+    """The members of a signal model that fix its likelihood, and a digest of its waveform."""
+    meta: dict[str, Any] = {name: getattr(task, name, None) for name in _MODEL_MEMBERS}
+    for name in _MODEL_BOUNDS:
+        bounds = getattr(task, name, None)
+        meta[name] = None if bounds is None else [float(b) for b in bounds]
+    if meta["theta_low"] is not None and meta["nuisance_low"] is not None:
+        centre = [
+            (torch.tensor(meta[f"{k}_low"]) + torch.tensor(meta[f"{k}_high"])) / 2
+            for k in ("theta", "nuisance")
+        ]
+        signal = task.signal(centre[0][None].to(task.device), centre[1][None].to(task.device))
+        values = np.ascontiguousarray(signal.detach().cpu().double().reshape(-1).numpy())
+        meta["signal_at_centre"] = hashlib.sha256(values.tobytes()).hexdigest()
+    return meta
 
 
 def cache_key(
@@ -43,7 +66,7 @@ def cache_key(
     """SHA-256 hex digest identifying one reference-posterior computation.
 
     Args:
-        task: The task (its class is part of the key).
+        task: The task (its class and its model's settings are part of the key).
         x_o: The observation; its values as float64 bytes are hashed, not its dtype or shape.
         method: ``"quadrature"`` or ``"dynesty"``.
         num_samples: Number of samples requested.
@@ -57,6 +80,7 @@ def cache_key(
     meta = {
         "cache_version": CACHE_VERSION,
         "task": f"{type(task).__module__}.{type(task).__qualname__}",
+        "model": _model_meta(task),
         "method": method,
         "num_samples": num_samples,
         "seed": seed,

@@ -188,7 +188,12 @@ def _draw(tree: CellTree, leaves: Leaves, num_samples: int, seed: int) -> Tensor
 
 
 def _check_settings(
-    num_samples: int, initial_cells: int, mass_tol: float, tv_tol: float, max_evaluations: int
+    num_samples: int,
+    initial_cells: int,
+    mass_tol: float,
+    tv_tol: float,
+    max_evaluations: int,
+    theta_dim: int,
 ) -> None:
     check_int(num_samples, "num_samples", 1)
     check_int(initial_cells, "initial_cells", 1)
@@ -196,6 +201,12 @@ def _check_settings(
     for name, value in (("mass_tol", mass_tol), ("tv_tol", tv_tol)):
         if not isinstance(value, int | float) or not 0 < value < 1:
             raise ValueError(f"`{name}` must be a number in (0, 1); got {value!r}.")
+    if initial_cells**theta_dim > max_evaluations:
+        raise ValueError(
+            f"The first grid alone has `initial_cells`**{theta_dim} = {initial_cells**theta_dim:,} "
+            f"cells, more than `max_evaluations` = {max_evaluations:,}: lower `initial_cells` "
+            "or raise `max_evaluations` (memory grows with it)."
+        )
 
 
 def quadrature_posterior(
@@ -243,7 +254,8 @@ def quadrature_posterior(
         >>> bool(abs(ref.samples[:, 0].mean() - 0.4) < 0.05)
         True
     """
-    _check_settings(num_samples, initial_cells, mass_tol, tv_tol, max_evaluations)
+    dim = len(task.theta_low)
+    _check_settings(num_samples, initial_cells, mass_tol, tv_tol, max_evaluations, dim)
     start = time.perf_counter()
     with torch_threads(num_threads):
         marginal = ShiftMarginal(task, x_o, num_offsets=num_offsets, num_threads=None)

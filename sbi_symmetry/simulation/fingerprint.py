@@ -8,9 +8,10 @@ A store on disk records, beside its settings, what made it:
   probe row, the first row of a one-row chunk simulated under a fixed seed with the same
   machinery as every chunk (:func:`~sbi_symmetry.simulation.worker.simulate_chunk`).
 
-The probe is **one simulator call** per store created and one per resume (two when the hashes
-differ, to tell a different simulator from one that ignores the seeds); it is recorded in
-``meta.json`` under ``fingerprint_calls``. A simulator that does not follow torch's, numpy's or
+The probe is **one probe row** per store created and one per resume (two when the hashes differ,
+to tell a different simulator from one that ignores the seeds): one simulator call per row for
+a simulator, two for a views function (a pair); the calls are recorded in ``meta.json`` under
+``fingerprint_calls``. A simulator that does not follow torch's, numpy's or
 Python's global seeds gives a different hash on every call: then only its name is compared, with a
 warning. Memory stores are never resumed, so they are not fingerprinted.
 
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbi_symmetry._random import seeded
 from sbi_symmetry.simulation.worker import Job, SimulatorJob, dump_job, simulate_chunk
 
 __all__ = ["check_fingerprints", "job_fingerprints", "prior_fingerprint", "qualified_name"]
@@ -80,14 +82,8 @@ def prior_fingerprint(prior: Any) -> dict[str, str]:
     Returns:
         ``{"type": ..., "samples": <hash>}``; the caller's random state is left as it was.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(PROBE_SEED)
-        state = np.random.get_state()
-        np.random.seed(PROBE_SEED % 2**32)
-        try:
-            samples = torch.as_tensor(prior.sample((PRIOR_PROBE_ROWS,)))
-        finally:
-            np.random.set_state(state)
+    with seeded(PROBE_SEED):  # torch (CPU and CUDA) and numpy, restored on exit
+        samples = torch.as_tensor(prior.sample((PRIOR_PROBE_ROWS,)))
     return {"type": qualified_name(type(prior)), "samples": _digest(samples.detach().cpu().numpy())}
 
 
@@ -97,8 +93,13 @@ def _probe(payload: bytes) -> str:
     return _digest(*outputs)
 
 
+def probe_calls(job: Job) -> int:
+    """Simulator calls of one probe row: 1 for a simulator, 2 for a views function (a pair)."""
+    return 1 if isinstance(job, SimulatorJob) else 2
+
+
 def job_fingerprints(job: Job) -> dict[str, Any]:
-    """Fingerprint a job's prior and simulator (one simulator call).
+    """Fingerprint a job's prior and simulator (one probe row: :func:`probe_calls` calls).
 
     Args:
         job: The simulation job of a store.
@@ -111,7 +112,7 @@ def job_fingerprints(job: Job) -> dict[str, Any]:
     return {
         "prior_fingerprint": prior_fingerprint(job.prior),
         "simulator_fingerprint": {"name": qualified_name(fn), "probe": _probe(dump_job(job))},
-        "fingerprint_calls": 1,
+        "fingerprint_calls": probe_calls(job),
     }
 
 
@@ -124,7 +125,8 @@ def check_fingerprints(stored: dict[str, Any], job: Job, where: str) -> int:
         where: The store's path, for messages.
 
     Returns:
-        Number of simulator calls the check made (1, or 2 when the first probe differed).
+        Simulator calls the check made: :func:`probe_calls` per probe row, one row (two when
+        the first probe differed).
 
     Raises:
         ValueError: If the prior or the simulator differs from the one that made the store.
@@ -148,7 +150,7 @@ def check_fingerprints(stored: dict[str, Any], job: Job, where: str) -> int:
     payload = dump_job(job)
     probe = _probe(payload)
     if probe == old_sim["probe"]:
-        return 1
+        return probe_calls(job)
     if _probe(payload) != probe:  # the simulator ignores the seeds: only names can be compared
         if qualified_name(fn) != old_sim["name"]:
             raise ValueError(
@@ -160,7 +162,7 @@ def check_fingerprints(stored: dict[str, Any], job: Job, where: str) -> int:
             f"resuming {where!r} cannot check that its output is the same as before.",
             stacklevel=4,
         )
-        return 2
+        return 2 * probe_calls(job)
     raise ValueError(
         f"Cannot resume the store at {where!r}: the simulator gives other data than the one that "
         f"made it (stored {old_sim['name']}, probe hash {old_sim['probe']}; asked "

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sbi_symmetry._random import seeded
+
 try:  # joblib >= 1.5 depends on cloudpickle; older joblib vendors it
     import cloudpickle
 except ImportError:  # pragma: no cover - depends on the installed joblib
@@ -159,21 +161,18 @@ def _seeded_single_thread(seed: int, index: int) -> Iterator[None]:
     """Seed torch, numpy and ``random`` for one chunk on one torch thread; restore on exit."""
     words = chunk_seed_sequence(seed, index).generate_state(4, dtype=np.uint32)
     torch_seed = int(words[0]) | (int(words[1]) << 32)
-    np_state = np.random.get_state()
     py_state = random.getstate()
     threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
+    with seeded(torch_seed):  # CPU and CUDA generators, numpy: restored on exit
         try:
             if threads != 1:
                 torch.set_num_threads(1)
-            torch.manual_seed(torch_seed)
             np.random.seed(int(words[2]))
             random.seed(int(words[3]))
             yield
         finally:
             if threads != 1:
                 torch.set_num_threads(threads)
-            np.random.set_state(np_state)
             random.setstate(py_state)
 
 

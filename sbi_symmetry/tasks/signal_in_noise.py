@@ -169,9 +169,10 @@ class SignalInNoiseTask(NuisanceTask):
         The default, ``"quadrature"``, integrates the likelihood over an adaptively refined
         grid in ``theta`` with the shift summed out exactly (FFT correlation over sub-sample
         shifts). For these three-parameter problems it is deterministic, has no sampler
-        tuning to get wrong, is accurate to ~1e-3 in log-evidence, and is 3-8 times faster
-        than nested sampling (0.6-4 s against 5-12 s per observation on the shared 2-core
-        development machine), so it is the reference every benchmark compares against.
+        tuning to get wrong, is accurate to ~1e-3 in log-evidence, and is 6-7 times faster
+        than nested sampling (2.0 and 5.5 s against 14.7 and 32.9 s per observation on the
+        shared 2-core development machine, ``benchmarks/results/reference_timing.md``), so it
+        is the reference every benchmark compares against.
         ``"dynesty"`` runs ``bilby`` + ``dynesty`` nested sampling with the shift as a free
         parameter; it is the general tool (any number of parameters) and is validated
         against the quadrature in the tests.

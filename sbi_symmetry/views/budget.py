@@ -1,7 +1,7 @@
 """Splitting a simulation budget between the training set and the pretraining views.
 
-Methods are compared at equal totals of simulator calls (a view pair is two calls; DESIGN.md,
-section 4). :func:`split_budget` gives ``round(view_fraction * total)`` calls, made even so they
+Methods are compared at equal totals of simulator calls, as sbi-benchmark counts them (a view
+pair is two calls; README, "Simulation budgets"). :func:`split_budget` gives ``round(view_fraction * total)`` calls, made even so they
 form whole pairs, to re-simulated views and the rest to the stored training set.
 ``view_fraction = 0`` spends nothing on views: they are made from the stored training set itself
 (:func:`~sbi_symmetry.views.noise_fill.shift_views`), so the whole budget trains.

@@ -290,7 +290,7 @@ def supports_shift_views(task: Any) -> bool:
         task: Any task object.
 
     Returns:
-        ``True`` if ``shift_views(task)`` would succeed.
+        ``True`` if ``shift_views(task)`` would succeed (with its default ``max_shift``).
 
     Example:
         >>> from sbi_symmetry.tasks import DampedOscillator, Lorenz96
@@ -298,10 +298,9 @@ def supports_shift_views(task: Any) -> bool:
         (True, False)
     """
     try:
-        _check_task(task)
+        return default_max_shift(task) >= 1  # a prior under one sample wide: identical views
     except TypeError:
         return False
-    return True
 
 
 def resolve_pretrain_views(task: Any, choice: str) -> str:
@@ -369,7 +368,8 @@ def shift_views(task: Any, max_shift: int | None = None, **kwargs: Any) -> Augme
     Raises:
         TypeError: ``task`` is not a signal in white noise with one time shift (the message
             names what it lacks).
-        ValueError: ``max_shift`` negative or not smaller than the data's length.
+        ValueError: ``max_shift`` negative or not smaller than the data's length, or 0 (given,
+            or the default for a shift prior narrower than one sample): identical views.
 
     Example:
         >>> import torch
@@ -383,4 +383,11 @@ def shift_views(task: Any, max_shift: int | None = None, **kwargs: Any) -> Augme
         ...
         TypeError: noise-filled shift views need a signal-in-white-noise task ...
     """
-    return AugmentedViews(NoisyTimeShift.for_task(task, max_shift, **kwargs))
+    augment = NoisyTimeShift.for_task(task, max_shift, **kwargs)
+    if augment.max_shift == 0:
+        raise ValueError(
+            "`max_shift` is 0 (the default is half the shift prior's width in samples, "
+            f"{type(task).__name__}'s is under one sample): both views would be the same data, "
+            "so pretraining would learn no invariance. Pass max_shift >= 1 or use task.views."
+        )
+    return AugmentedViews(augment)
