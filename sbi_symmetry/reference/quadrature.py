@@ -70,11 +70,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sbi_symmetry._threads import torch_threads
 from sbi_symmetry._validation import check_int
 from sbi_symmetry.reference.grid import CellTree, Leaves
 from sbi_symmetry.reference.protocol import SignalModel
 from sbi_symmetry.reference.result import ReferencePosterior
-from sbi_symmetry.reference.shift import DEFAULT_NUM_OFFSETS, ShiftMarginal, torch_threads
+from sbi_symmetry.reference.shift import DEFAULT_NUM_OFFSETS, ShiftMarginal
 
 
 def _conditional_std(tree: CellTree, leaves: Leaves) -> Tensor:

@@ -58,13 +58,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
+from sbi_symmetry._threads import torch_threads
 from sbi_symmetry._validation import check_int
 from sbi_symmetry.reference.protocol import SignalModel, is_signal_model
 
@@ -86,29 +85,6 @@ def _fast_fft_size(n: int) -> int:
             p35 *= 3
         p5 *= 5
     return best
-
-
-def _check_num_threads(num_threads: object) -> None:
-    if num_threads is not None:
-        check_int(num_threads, "num_threads", 1, " or None")
-
-
-@contextlib.contextmanager
-def torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (``None``: leave it alone).
-
-    Args:
-        num_threads: Threads to use inside the block, or ``None``.
-    """
-    _check_num_threads(num_threads)
-    old = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        if num_threads is not None:
-            torch.set_num_threads(old)
 
 
 class ShiftMarginal:
@@ -150,7 +126,8 @@ class ShiftMarginal:
         self.num_offsets = num_offsets
         self.num_threads = num_threads
         self.chunk_elements = chunk_elements
-        _check_num_threads(num_threads)
+        if num_threads is not None:
+            check_int(num_threads, "num_threads", 1, " or None")
 
         length, dt, t0 = task.num_samples, task.dt, task.t_start
         lo, hi = float(task.nuisance_low[0]), float(task.nuisance_high[0])

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from sbi_symmetry._random import seeded
+from sbi_symmetry._threads import torch_threads
 
 try:  # joblib >= 1.5 depends on cloudpickle; older joblib vendors it
     import cloudpickle
@@ -162,17 +163,12 @@ def _seeded_single_thread(seed: int, index: int) -> Iterator[None]:
     words = chunk_seed_sequence(seed, index).generate_state(4, dtype=np.uint32)
     torch_seed = int(words[0]) | (int(words[1]) << 32)
     py_state = random.getstate()
-    threads = torch.get_num_threads()
-    with seeded(torch_seed):  # CPU and CUDA generators, numpy: restored on exit
+    with seeded(torch_seed), torch_threads(1):  # torch (CPU, CUDA), numpy: restored on exit
         try:
-            if threads != 1:
-                torch.set_num_threads(1)
             np.random.seed(int(words[2]))
             random.seed(int(words[3]))
             yield
         finally:
-            if threads != 1:
-                torch.set_num_threads(threads)
             random.setstate(py_state)
 
 

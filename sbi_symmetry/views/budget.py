@@ -1,8 +1,9 @@
 """Splitting a simulation budget between the training set and the pretraining views.
 
 Methods are compared at equal totals of simulator calls, as sbi-benchmark counts them (a view
-pair is two calls; README, "Simulation budgets"). :func:`split_budget` gives ``round(view_fraction * total)`` calls, made even so they
-form whole pairs, to re-simulated views and the rest to the stored training set.
+pair is two calls; README, "Simulation budgets"). :func:`split_budget` gives
+``round(view_fraction * total)`` calls, made even so they form whole pairs, to re-simulated views
+and the rest to the stored training set.
 ``view_fraction = 0`` spends nothing on views: they are made from the stored training set itself
 (:func:`~sbi_symmetry.views.noise_fill.shift_views`), so the whole budget trains.
 
@@ -10,7 +11,9 @@ Each part that is spent must be usable on its own: a data set is split into trai
 validation rows (``validation_fraction``, 0.1 by default, in ``pretrain_vicreg`` as in ``sbi``),
 and the validation share must hold a VICReg batch (``MIN_BATCH_SIZE`` = 3 rows). So the training
 part needs at least :func:`min_rows` simulations (30 at 0.1) and a view part at least twice as
-many calls (30 pairs).
+many calls (30 pairs). That is the floor :func:`split_budget` checks; pretraining also needs a
+training share of at least its ``batch_size`` pairs (256 by default), which ``pretrain_vicreg``
+checks before it trains.
 
 Example:
     >>> split_budget(10_000, 0.25)

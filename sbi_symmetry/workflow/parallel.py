@@ -57,6 +57,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sbi_symmetry._random import derived_seed, seeded
+from sbi_symmetry._threads import torch_threads
 from sbi_symmetry.simulation.counting import simulator_calls
 from sbi_symmetry.workflow.registry import METHODS, MethodSpec, TrainingContext
 from sbi_symmetry.workflow.trained import TrainedMethod
@@ -241,11 +242,8 @@ def _on_idle_threads(work: Callable[[], None], idle: int, errors: list[BaseExcep
     A Ctrl-C in ``work`` is kept too: the methods still training are then collected (and saved
     by the caller, for ``--resume``) before it is raised.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(idle)
-    try:
-        work()
-    except BaseException as error:  # raised once the methods have finished
-        errors.append(error)
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(idle):
+        try:
+            work()
+        except BaseException as error:  # raised once the methods have finished
+            errors.append(error)
