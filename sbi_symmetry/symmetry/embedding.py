@@ -73,9 +73,8 @@ class SymmetryEmbedding(nn.Module):
             channel.
         freeze: ``"all"`` (nothing trainable, always in eval mode), ``"backbone"`` (the
             backbone is frozen and kept in eval mode, the head trains) or ``"none"`` (every
-            parameter trainable). Default ``"backbone"`` here; the embedding
-            :func:`~sbi_symmetry.symmetry.pretrain_vicreg` returns has its ``freeze`` setting
-            (default ``"none"``), and the mode can be changed at any time (``emb.freeze = ...``).
+            parameter trainable). Default ``"backbone"`` here; ``pretrain_vicreg`` returns
+            its ``freeze`` setting (default ``"none"``); ``emb.freeze = ...`` changes it.
         output_dim: Width ``D`` of the summaries; taken from ``encoder.output_dim`` when omitted.
 
     Attributes:
