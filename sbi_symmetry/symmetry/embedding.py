@@ -69,8 +69,7 @@ class SymmetryEmbedding(nn.Module):
         encoder: Module mapping ``(B, L)`` or ``(B, C, L)`` to ``(B, D)``. ``freeze="backbone"``
             needs ``encoder.backbone`` and ``encoder.head`` (as on ``ConvEncoder1D``).
         input_mean: Subtracted from ``x`` before the encoder; a float, or one value per channel.
-        input_std: ``x`` is divided by it after the mean is removed; a float > 0, or one per
-            channel.
+        input_std: Divides ``x`` after the mean is removed; a float > 0, or one per channel.
         freeze: ``"all"`` (nothing trainable, always in eval mode), ``"backbone"`` (the
             backbone is frozen and kept in eval mode, the head trains) or ``"none"`` (every
             parameter trainable). Default ``"backbone"`` here; ``pretrain_vicreg`` returns
