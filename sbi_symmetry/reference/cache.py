@@ -38,6 +38,11 @@ _MODEL_MEMBERS = ("name", "noise_std", "t_start", "num_samples", "dt")
 _MODEL_BOUNDS = ("theta_low", "theta_high", "nuisance_low", "nuisance_high")
 
 
+def _float64_bytes(values: Tensor) -> bytes:
+    """The values as contiguous float64 bytes: what is hashed, whatever the dtype or shape."""
+    return np.ascontiguousarray(values.detach().cpu().double().reshape(-1).numpy()).tobytes()
+
+
 def _model_meta(task: object) -> dict[str, Any]:
     """The members of a signal model that fix its likelihood, and a digest of its waveform."""
     meta: dict[str, Any] = {name: getattr(task, name, None) for name in _MODEL_MEMBERS}
@@ -50,8 +55,7 @@ def _model_meta(task: object) -> dict[str, Any]:
             for k in ("theta", "nuisance")
         ]
         signal = task.signal(centre[0][None].to(task.device), centre[1][None].to(task.device))
-        values = np.ascontiguousarray(signal.detach().cpu().double().reshape(-1).numpy())
-        meta["signal_at_centre"] = hashlib.sha256(values.tobytes()).hexdigest()
+        meta["signal_at_centre"] = hashlib.sha256(_float64_bytes(signal)).hexdigest()
     return meta
 
 
@@ -87,8 +91,7 @@ def cache_key(
         "settings": settings,
     }
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=repr).encode())
-    values = np.ascontiguousarray(x_o.detach().cpu().double().reshape(-1).numpy())
-    digest.update(values.tobytes())
+    digest.update(_float64_bytes(x_o))
     return digest.hexdigest()
 
 

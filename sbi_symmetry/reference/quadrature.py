@@ -255,8 +255,7 @@ def quadrature_posterior(
         >>> bool(abs(ref.samples[:, 0].mean() - 0.4) < 0.05)
         True
     """
-    dim = len(task.theta_low)
-    _check_settings(num_samples, initial_cells, mass_tol, tv_tol, max_evaluations, dim)
+    _check_settings(num_samples, initial_cells, mass_tol, tv_tol, max_evaluations, task.theta_dim)
     start = time.perf_counter()
     with torch_threads(num_threads):
         marginal = ShiftMarginal(task, x_o, num_offsets=num_offsets, num_threads=None)

@@ -385,9 +385,12 @@ def shift_views(task: Any, max_shift: int | None = None, **kwargs: Any) -> Augme
     """
     augment = NoisyTimeShift.for_task(task, max_shift, **kwargs)
     if augment.max_shift == 0:
+        why = ""
+        if max_shift is None:
+            why = f" (the default: half the shift prior's width in samples; {type(task).__name__}'s"
+            why += " is under one sample)"
         raise ValueError(
-            "`max_shift` is 0 (the default is half the shift prior's width in samples, "
-            f"{type(task).__name__}'s is under one sample): both views would be the same data, "
-            "so pretraining would learn no invariance. Pass max_shift >= 1 or use task.views."
+            f"`max_shift` is 0{why}: both views would be the same data, so pretraining would "
+            "learn no invariance. Pass max_shift >= 1 or use task.views."
         )
     return AugmentedViews(augment)
