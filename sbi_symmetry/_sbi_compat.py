@@ -158,6 +158,18 @@ def get_neural_net(trainer: Any) -> nn.Module | None:
     return trainer._neural_net
 
 
+def get_net_builder(trainer: Any) -> Any:
+    """The function an sbi trainer builds its network with (sbi 0.27: ``_build_neural_net``).
+
+    Args:
+        trainer: Any sbi trainer.
+
+    Returns:
+        The builder passed as ``density_estimator``/``classifier`` (or sbi's own), or ``None``.
+    """
+    return getattr(trainer, "_build_neural_net", None)
+
+
 def set_neural_net(trainer: Any, net: nn.Module) -> None:
     """Make ``net`` the network of ``trainer`` (for :func:`batch_losses` on a copy, say).
 

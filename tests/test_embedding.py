@@ -89,6 +89,12 @@ def test_bad_constructor_arguments(kwargs, match):
 
 
 # --------------------------------------------------------------------------------- freezing
+def test_the_default_trains_everything_and_takes_any_encoder():
+    """``freeze="none"`` by default, as ``pretrain_vicreg``: no ``backbone``/``head`` needed."""
+    emb = SymmetryEmbedding(nn.Linear(6, 2))
+    assert emb.freeze == "none" and all(p.requires_grad for p in emb.parameters())
+
+
 def test_freeze_modes_set_requires_grad():
     emb = SymmetryEmbedding(conv(), freeze="backbone")
     assert not any(p.requires_grad for p in emb.encoder.backbone.parameters())

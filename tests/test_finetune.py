@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from sbi.inference import NPE
+from sbi.neural_nets import posterior_nn
 from sbi.utils import BoxUniform
 from torch import nn
 
@@ -12,16 +13,20 @@ from sbi_symmetry._sbi_compat import NullTracker, training_summary
 from sbi_symmetry.symmetry import SymmetryEmbedding, train_npe
 
 
-def _setup(freeze: str = "none"):
+def _setup(freeze: str = "none", builder: str = "posterior_nn"):
     torch.manual_seed(0)
     prior = BoxUniform(torch.zeros(2), torch.ones(2))
     theta = prior.sample((300,))
     x = torch.cat([theta, theta.flip(-1)], dim=1) + 0.05 * torch.randn(300, 4)
     encoder = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
     embedding = SymmetryEmbedding(encoder, freeze=freeze)
+    if builder == "posterior_nn":
+        build = embedding.posterior_nn("mdn")
+    else:  # sbi's own: it does not say which embedding it holds
+        build = posterior_nn("mdn", embedding_net=embedding, z_score_x="none")
     npe = NPE(
         prior,
-        density_estimator=embedding.posterior_nn("mdn"),
+        density_estimator=build,
         tracker=NullTracker(),
         show_progress_bars=False,
     )
@@ -74,6 +79,24 @@ def test_bad_input_is_refused_and_the_freeze_mode_restored():
     with pytest.raises(ValueError, match="`embedding` is not part of the trainer's network"):
         train_npe(trainer, other, frozen_epochs=1, max_num_epochs=1)
     assert other.freeze == "none"
+
+
+@pytest.mark.parametrize("builder", ["posterior_nn", "sbi"])
+def test_a_wrong_embedding_is_refused_before_any_training_where_it_can_tell(builder):
+    """``embedding.posterior_nn`` names its embedding: refused before training; any other
+    builder only once sbi has built the network (after the frozen start)."""
+    trainer, embedding = _setup(builder=builder)
+    other = SymmetryEmbedding(nn.Linear(4, 2), freeze="none")
+    calls = _spy(trainer, embedding)
+    with pytest.raises(ValueError, match="`embedding` is not part of the trainer's network"):
+        train_npe(trainer, other, frozen_epochs=1, max_num_epochs=1)
+    assert len(calls) == (0 if builder == "posterior_nn" else 1)
+    trainer, embedding = _setup()
+    _ = trainer.train(max_num_epochs=1)  # a built network tells before training too
+    calls = _spy(trainer, embedding)
+    with pytest.raises(ValueError, match="`embedding` is not part of the trainer's network"):
+        train_npe(trainer, other, frozen_epochs=0, max_num_epochs=1)
+    assert calls == []
 
 
 def test_the_workflow_passes_frozen_epochs_to_symmetry_npe():

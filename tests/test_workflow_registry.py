@@ -168,6 +168,7 @@ def test_view_fraction_gives_every_method_the_same_total(monkeypatch):
         "lorenz96",
         num_simulations=1000,
         view_fraction=0.25,
+        pretrain={"batch_size": 64},  # 125 view pairs: 112 to train on
         methods=("symmetry_npe", "raw_npe"),
         workers=1,  # the fakes live in this process
     )
@@ -191,6 +192,12 @@ def test_view_fraction_gives_every_method_the_same_total(monkeypatch):
         ({"view_fraction": "0.2"}, "`view_fraction` must be"),
         ({"view_fraction": 0.05, "num_simulations": 500}, "`num_simulations` with `view_fraction`"),
         ({"view_fraction": 0.2, "pretrain": {"fresh_views": True}}, "fresh views"),
+        ({"view_fraction": 0.25, "num_simulations": 1000}, r"125 view pairs .*batch_size=256"),
+        (
+            {"view_fraction": 0.25, "num_simulations": 1000, "methods": ("embed_emulate",)}
+            | {"ee": {"pretrain": {"batch_size": 200}}},
+            r"125 view pairs .*batch_size=200",
+        ),
     ],
 )
 def test_view_fraction_is_refused_where_it_cannot_split(changes, message):
@@ -207,6 +214,8 @@ def test_view_fraction_needs_re_simulated_views():
     assert chosen.view_fraction == 0.25
     # no symmetry NPE: nothing spends views, nothing to refuse
     assert RunConfig.from_preset("sine-gaussian", view_fraction=0.25, methods=("raw_npe",))
+    few = {"num_simulations": 1000, "view_fraction": 0.25, "methods": ("raw_npe",)}
+    assert RunConfig.from_preset("lorenz96", **few)  # 125 pairs, but nothing pretrains
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ print(task, "data length", L, "noise sigma", task.noise_std)
 # shift-invariant by construction; pretraining makes the summary invariant to what pooling does
 # not remove (noise, the window edges) and informative about `theta`.
 #
-# The sizes are the `fast` preset's (`sbi_symmetry.workflow.config`): the signal is heavily
+# The sizes are the `fast` preset's (`sbi_symmetry.workflow.presets`): the signal is heavily
 # oversampled, so the encoder first averages the input over windows of 8 samples
 # (`downsample=8`), which makes every convolution 8 times cheaper; one residual block of 6
 # channels is enough. An 8-number summary with a wider expander (the projector VICReg acts on,

@@ -72,8 +72,8 @@ class SymmetryEmbedding(nn.Module):
         input_std: Divides ``x`` after the mean is removed; a float > 0, or one per channel.
         freeze: ``"all"`` (nothing trainable, always in eval mode), ``"backbone"`` (the
             backbone is frozen and kept in eval mode, the head trains) or ``"none"`` (every
-            parameter trainable). Default ``"backbone"`` here; ``pretrain_vicreg`` returns
-            its ``freeze`` setting (default ``"none"``); ``emb.freeze = ...`` changes it.
+            parameter trainable). Default ``"none"``, as ``pretrain_vicreg``'s ``freeze``
+            setting and the ``fast`` presets; ``emb.freeze = ...`` changes it.
         output_dim: Width ``D`` of the summaries; taken from ``encoder.output_dim`` when omitted.
 
     Attributes:
@@ -104,7 +104,7 @@ class SymmetryEmbedding(nn.Module):
         *,
         input_mean: float | Sequence[float] | Tensor = 0.0,
         input_std: float | Sequence[float] | Tensor = 1.0,
-        freeze: FreezeMode = "backbone",
+        freeze: FreezeMode = "none",
         output_dim: int | None = None,
     ) -> None:
         super().__init__()
@@ -381,9 +381,7 @@ def check_freeze_mode(encoder: nn.Module, mode: str) -> None:
     check_choice(mode, "freeze", FREEZE_MODES)
     if mode == "backbone":
         missing = [
-            name
-            for name in ("backbone", "head")
-            if not isinstance(getattr(encoder, name, None), nn.Module)
+            n for n in ("backbone", "head") if not isinstance(getattr(encoder, n, None), nn.Module)
         ]
         if missing:
             raise ValueError(
@@ -418,7 +416,9 @@ def symmetry_posterior_nn(embedding: nn.Module, model: str = "maf", **kwargs: An
     from sbi.neural_nets import posterior_nn
 
     _refuse_z_score(kwargs)
-    return posterior_nn(model, embedding_net=embedding, z_score_x="none", **kwargs)
+    build = posterior_nn(model, embedding_net=embedding, z_score_x="none", **kwargs)
+    build.embedding_net = embedding  # lets train_npe check the pairing before training
+    return build
 
 
 def _refuse_z_score(kwargs: dict[str, Any]) -> None:

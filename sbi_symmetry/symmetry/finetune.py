@@ -35,7 +35,7 @@ from typing import Any
 from torch import nn
 
 from sbi_symmetry._sbi_compat import anneal as _anneal
-from sbi_symmetry._sbi_compat import get_neural_net, resume
+from sbi_symmetry._sbi_compat import get_net_builder, get_neural_net, resume
 from sbi_symmetry._validation import check_int
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 
@@ -71,13 +71,15 @@ def train_npe(
     Raises:
         ValueError: A negative ``frozen_epochs``, ``anneal`` outside ``[0, 1)``,
             ``resume_training`` passed, or an ``embedding`` the trainer's network does not hold
-            (checked after the frozen start, once sbi has built the network).
+            (checked before training where the network or ``embedding.posterior_nn``'s builder
+            tells, else after the frozen start, once sbi has built the network).
     """
     check_int(frozen_epochs, "frozen_epochs", 0)
     if not 0.0 <= anneal < 1.0:
         raise ValueError(f"`anneal` must be in [0, 1) (0: no last phase); got {anneal}.")
     if "resume_training" in train_kwargs:
         raise ValueError("`resume_training` is train_npe's to set; call trainer.train to resume.")
+    _check_pairing(trainer, embedding)
     estimator = _fine_tune(trainer, embedding, frozen_epochs, train_kwargs)
     return _anneal(trainer, anneal, **train_kwargs) if anneal else estimator
 
@@ -97,9 +99,23 @@ def _fine_tune(
             trainer.train(**frozen_start, max_num_epochs=frozen_epochs)
     finally:
         embedding.freeze = mode
-    if not any(module is embedding for module in get_neural_net(trainer).modules()):
+    _check_pairing(trainer, embedding)
+    return resume(trainer, **train_kwargs)  # max_num_epochs counts from here
+
+
+def _check_pairing(trainer: Any, embedding: SymmetryEmbedding) -> None:
+    """Refuse an ``embedding`` that is not the one the trainer's network holds (or will hold).
+
+    Before the first ``train`` call the network does not exist yet; a builder made by
+    ``embedding.posterior_nn`` names its embedding (any other builder passes until then).
+    """
+    net = get_neural_net(trainer)
+    if net is not None:
+        ok = any(module is embedding for module in net.modules())
+    else:
+        ok = getattr(get_net_builder(trainer), "embedding_net", embedding) is embedding
+    if not ok:
         raise ValueError(
             "`embedding` is not part of the trainer's network: pass the embedding whose "
             "posterior_nn built the trainer's density estimator."
         )
-    return resume(trainer, **train_kwargs)  # max_num_epochs counts from here

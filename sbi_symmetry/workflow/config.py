@@ -1,4 +1,4 @@
-"""Settings of the end-to-end run, with the ``fast`` and ``paper`` presets per task.
+"""Settings of the end-to-end run, and their checks; the presets are in :mod:`.presets`.
 
 ``fast`` is sized so the default run (damped oscillator) finishes in a few minutes on a 2-core
 laptop while the symmetry embedding still beats sbi's NPE on raw data; ``paper`` uses the sizes of
@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry._validation import check_choice, check_int
+from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
+from sbi_symmetry.symmetry.pretrain.data import split_sizes
 from sbi_symmetry.tasks import TASKS, get_task
 from sbi_symmetry.views import resolve_pretrain_views, split_budget, supports_shift_views
 from sbi_symmetry.workflow.registry import METHODS
@@ -160,12 +162,14 @@ class RunConfig:
             ...
             ValueError: unknown run setting(s) ['simulatons']; valid: ['device', ...].
         """
+        from sbi_symmetry.workflow.presets import PRESET_CONFIGS  # built from this class
+
         check_choice(preset, "preset", PRESETS)
         if is_task_spec(task):  # your own task: the default task's preset
-            base = replace(_PRESETS[(RunConfig.task, preset)], task=task)
+            base = replace(PRESET_CONFIGS[(RunConfig.task, preset)], task=task)
         else:
-            check_choice(task, "task", sorted({t for t, _ in _PRESETS}))
-            base = _PRESETS[(task, preset)]
+            check_choice(task, "task", sorted({t for t, _ in PRESET_CONFIGS}))
+            base = PRESET_CONFIGS[(task, preset)]
         _check_names(overrides)
         cfg = replace(base, **overrides)
         cfg.validate()
@@ -262,9 +266,10 @@ class RunConfig:
                 f"method's num_simulations spent on re-simulated views); got {fraction!r}."
             )
         try:  # both parts usable, or it says why
-            split_budget(self.num_simulations, float(fraction))
+            split = split_budget(self.num_simulations, float(fraction))
         except ValueError as error:
             raise ValueError(f"`num_simulations` with `view_fraction`: {error}") from error
+        self._check_view_batches(split.view_pairs)
         if self.pretrain.get("fresh_views") is True:
             raise ValueError(
                 "`view_fraction` sizes one bank of views; fresh views (pretrain={'fresh_views': "
@@ -277,6 +282,22 @@ class RunConfig:
                 f"{self.pretrain_views!r}): they cost no simulator call, so the whole budget "
                 "already trains. Leave view_fraction unset, or set pretrain_views='resimulated'."
             )
+
+    def _check_view_batches(self, pairs: int) -> None:
+        """The bank of ``pairs`` view pairs fills a pretraining batch for each pretraining."""
+        settings = [dict(self.pretrain)] if "symmetry_npe" in self.methods else []
+        ee = self.ee.get("pretrain", False)
+        if "embed_emulate" in self.methods and ee not in (False, "auto"):  # "auto": shifts only
+            settings.append({**self.pretrain, **(ee if isinstance(ee, dict) else {})})
+        for values in settings:
+            sizes = {k: values[k] for k in ("batch_size", "validation_fraction") if k in values}
+            try:
+                split_sizes(pairs, PretrainConfig(**sizes))
+            except ValueError as error:
+                raise ValueError(
+                    f"`view_fraction`={self.view_fraction} of num_simulations="
+                    f"{self.num_simulations} buys {pairs} view pairs for pretraining: {error}"
+                ) from error
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (the sub-settings stay checked mappings).
@@ -353,97 +374,3 @@ def _check_names(values: dict[str, Any]) -> None:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown run setting(s) {unknown}; valid: {sorted(known)}.")
-
-
-def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
-    """``encoder`` (symmetry NPE, ``npe_dim`` outputs) and ``ee_encoder`` (E&E, 16 outputs)."""
-    return {"encoder": {"output_dim": npe_dim, **conv}, "ee_encoder": {"output_dim": 16, **conv}}
-
-
-# The fast encoders average the input over windows of 8 samples. Symmetry NPE's (and the
-# end-to-end baseline's) has 16 channels, 2 residual blocks, a flow of 50 hidden units, 20 frozen
-# epochs before fine-tuning: calibrated on all 6 task-seed pairs tried and sharper on each than 6
-# channels and 1 block (benchmarks/results/npe_warm_start.md). E&E's data tower is as wide,
-# behind a larger emulator than EmbedEmulate's default (128 wide, 3 blocks, against 64 and 2):
-# calibrated on all 7 task-seed pairs tried, where the 64-wide one failed SBC on one and was
-# biased towards the prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
-# Both towers dilate their second block (1, 2), at no cost: symmetry NPE level or closer on 16
-# paired runs, E&E on 13 runs of 3 tasks. E&E's adds a third block dilated 4 (+26-36% MACs):
-# oscillator 0.636 -> 0.609 (4 seeds), sine-Gaussian and phase level (4 each), observations over
-# 2x the exact width 16 -> 10 of 120 (benchmarks/results/symmetry_npe_flow_width.md, 7, 9, 11).
-# Every NPE, once early stopping ends it, goes on at a tenth of its learning rate (npe_anneal.md).
-# E&E pretrains its data tower where views are free shifts (ee.pretrain "auto"): oscillator
-# 0.676 -> 0.641 (4 seeds), sine-Gaussian level (benchmarks/results/ee_pretrain.md, s. 5).
-# Symmetry NPE pretrains with the hybrid loss (a linear read-out of theta beside VICReg): level or
-# closer on 3 tasks x 4 seeds, w0 width 1.39x -> 1.31x on the oscillator; E&E's tower keeps plain
-# VICReg (0.609 -> 0.623 with it; symmetry_npe_flow_width.md, 14; ee_pretrain.md, 6).
-_FAST_TOWER = {"channels": 16, "num_blocks": 2, "dilation": (1, 2), "downsample": 8}
-_FAST_TOWER |= {"kernel_size": 5, "hidden_dim": 32}
-_FAST_SHO = RunConfig(
-    task="damped-oscillator",
-    preset="fast",
-    num_simulations=10_000,
-    pretrain_simulations=30_000,
-    encoder={"output_dim": 8, **_FAST_TOWER},
-    ee_encoder={"output_dim": 16, **_FAST_TOWER, "num_blocks": 3, "dilation": (1, 2, 4)},
-    ee={"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}, "pretrain": "auto"},
-    expander={"output_dim": 32, "hidden_dims": (64, 64)},
-    flow={"hidden_features": 50},
-    frozen_epochs=20,
-    pretrain={
-        "max_epochs": 40,
-        "batch_size": 256,
-        "learning_rate": 3e-3,
-        "stop_after_epochs": 40,
-        "freeze": "none",
-        "supervised_weight": 10.0,
-    },
-    npe_train={
-        "max_num_epochs": 150,
-        "training_batch_size": 200,
-        "learning_rate": 1e-3,
-        "anneal": 0.1,
-    },
-    ee_train={"max_num_epochs": 600, "training_batch_size": 200},
-)
-
-_PAPER_SHO = RunConfig(
-    task="damped-oscillator",
-    preset="paper",
-    num_simulations=100_000,
-    pretrain_simulations=100_000,
-    num_observations=10,
-    posterior_samples=5_000,
-    sbc_pairs=1_000,
-    sbc_pairs_ratio=300,
-    sbc_posterior_samples=500,
-    pretrain_views="resimulated",
-    **_towers(3, channels=20, num_blocks=4, kernel_size=21),
-    # fresh views every epoch, as the paper's set-up (a bank is the default elsewhere)
-    pretrain={"max_epochs": 100, "batch_size": 512, "freeze": "backbone", "fresh_views": True},
-    methods=tuple(METHODS),
-)
-
-_PRESETS: dict[tuple[str, str], RunConfig] = {
-    ("damped-oscillator", "fast"): _FAST_SHO,
-    ("damped-oscillator", "paper"): _PAPER_SHO,
-    ("sine-gaussian", "fast"): replace(_FAST_SHO, task="sine-gaussian"),
-    ("sine-gaussian", "paper"): replace(
-        _PAPER_SHO, task="sine-gaussian", **_towers(3, channels=10, num_blocks=4, kernel_size=11)
-    ),
-    # Lorenz-96: sites as length axis, circular padding; 10^4 sims (symmetry_npe_flow_width.md 16)
-    ("lorenz96", "fast"): replace(
-        _FAST_SHO,
-        task="lorenz96",
-        num_simulations=10_000,
-        pretrain_simulations=5_000,
-        **_towers(8, channels=16, num_blocks=2, kernel_size=5, padding_mode="circular"),
-    ),
-    ("lorenz96", "paper"): replace(
-        _PAPER_SHO,
-        task="lorenz96",
-        num_simulations=20_000,
-        pretrain_simulations=20_000,
-        **_towers(8, channels=32, num_blocks=4, kernel_size=5, padding_mode="circular"),
-    ),
-}
