@@ -267,3 +267,33 @@ def check_row_weight(weight: object, interval: str = "[0, 1]") -> float:
     if not ok:
         raise ValueError(f"`row_weight` must be a number in {interval}; got {weight!r}.")
     return float(weight)  # type: ignore[arg-type]
+
+
+def device_problem(device: str, label: str = "`device`") -> str | None:
+    """Why ``device`` cannot be used on this machine, or ``None``.
+
+    Args:
+        device: A torch device name, e.g. ``"cpu"``, ``"cuda:1"``.
+        label: How the message names the setting (``"--device"`` on the command line).
+
+    Example:
+        >>> device_problem("cpu") is None
+        True
+        >>> device_problem("gpu")
+        "`device` 'gpu' is not a torch device (e.g. cpu, cuda, cuda:1, mps)."
+    """
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError):
+        return f"{label} {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)."
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        available.append("mps")
+    if kind != "cpu" and not any(name.startswith(kind) for name in available):
+        names = ", ".join(available)
+        return f"{label} {device}: not available on this machine (available: {names})."
+    return None

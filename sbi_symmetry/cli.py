@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sbi_symmetry._validation import device_problem
 from sbi_symmetry.tasks import TASKS
 from sbi_symmetry.workflow.checkpoints import STAGES_DIR
 from sbi_symmetry.workflow.config import CONFIG_FILE, PRESETS, RunConfig
@@ -167,8 +168,16 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         overrides["methods"] = parse_methods(args.methods)
     interrupted = Path(args.out) / STAGES_DIR / CONFIG_FILE
     if getattr(args, "resume", False) and args.config is None and interrupted.is_file():
-        args.config = interrupted  # go on with the settings of the run being resumed
-    if args.config is not None:
+        cfg = RunConfig.from_json(interrupted)  # go on with the settings of the run resumed
+        for option in ("task", "preset"):  # the original command's, repeated: fine
+            given = getattr(args, option)
+            if given is not None and given != getattr(cfg, option):
+                raise ValueError(
+                    f"--resume: the run in {args.out} has {option} {getattr(cfg, option)!r}, "
+                    f"not {given!r}; resume it without --{option}, or start again with "
+                    "--overwrite."
+                )
+    elif args.config is not None:
         if args.task is not None or args.preset is not None:
             raise ValueError("--config sets the task and preset; do not combine it with them.")
         cfg = RunConfig.from_json(_config_file(args.config))
@@ -187,27 +196,6 @@ def _config_file(path: Path) -> Path:
     if not (path / CONFIG_FILE).is_file():
         raise ValueError(f"--config {path}: the folder holds no {CONFIG_FILE} of a run.")
     return path / CONFIG_FILE
-
-
-def _device_problem(device: str | None) -> str | None:
-    """Why ``--device`` cannot be used here, or ``None``."""
-    if device is None:
-        return None
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        return f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)."
-    available = ["cpu"]
-    if torch.cuda.is_available():
-        available += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        available.append("mps")
-    if kind != "cpu" and not any(name.startswith(kind) for name in available):
-        names = ", ".join(available)
-        return f"--device {device}: not available on this machine (available: {names})."
-    return None
 
 
 def _output_problem(out: Path) -> str | None:
@@ -255,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers must be 0 (choose) or a positive integer; got {args.workers}.")
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite exclude each other: go on, or start again.")
-    for problem in (_device_problem(args.device), _output_problem(args.out)):
+    device = None if args.device is None else device_problem(args.device, "--device")
+    for problem in (device, _output_problem(args.out)):
         if problem:
             parser.error(problem)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from fnmatch import fnmatch
 
 import pytest
 import torch
 
 from sbi_symmetry.cli import main
 from sbi_symmetry.workflow.config import RunConfig
-from sbi_symmetry.workflow.pipeline import prepare_output, run
+from sbi_symmetry.workflow.pipeline import RUN_OUTPUTS, prepare_output, run
 
 
 @pytest.mark.parametrize(
@@ -51,8 +52,28 @@ def test_prepare_output_accepts_new_empty_and_earlier_runs(tmp_path):
     earlier.mkdir()
     (earlier / "metrics.json").write_text("{}")
     prepare_output(earlier, overwrite=True)
+    (earlier / "metrics.json").write_text("{}")  # the new run's
     with pytest.raises(FileExistsError):
         prepare_output(earlier, overwrite=False)
+
+
+def test_overwrite_removes_the_earlier_runs_files_and_nothing_else(tmp_path):
+    earlier = tmp_path / "earlier"
+    (earlier / "posteriors").mkdir(parents=True)
+    (earlier / "posteriors" / "embed_emulate.pt").write_text("old")
+    for name in ("metrics.json", "posterior_3.png", "tarp.png", "notes.txt"):
+        (earlier / name).write_text("old")
+    prepare_output(earlier, overwrite=True)
+    assert sorted(p.name for p in earlier.iterdir()) == ["notes.txt"]
+
+
+def test_resume_refuses_a_folder_without_the_runs_stages(tmp_path):
+    finished = tmp_path / "finished"  # its .stages/ deleted: resuming would replace its report
+    finished.mkdir()
+    (finished / "metrics.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"--resume: .* holds no \.stages/"):
+        prepare_output(finished, overwrite=False, resume=True)
+    assert prepare_output(tmp_path / "new", overwrite=False, resume=True).is_dir()  # starts one
 
 
 def test_presets_exist_for_every_task_and_validate():
@@ -114,6 +135,8 @@ def test_end_to_end_run_writes_every_artefact(tmp_path):
     ):
         assert (out / name).exists(), name
     assert [line.split()[0] for line in lines] == [f"[{i}/7]" for i in range(1, 8)]
+    for path in out.iterdir():  # --overwrite knows every file a run writes
+        assert any(fnmatch(path.name, pattern) for pattern in RUN_OUTPUTS), path.name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert RunConfig.from_json(out / "config.json") == config  # `run --config` re-runs it

@@ -135,7 +135,7 @@ def test_samples_match_the_exact_von_mises_posterior(temperature, method, chosen
     assert samples.shape == (20_000, 2)
     assert bool(torch.all(prior.support.check(samples)))
     assert_moments(samples, *von_mises_moments(X_O[0], 1 / (2 * temperature)))
-    assert float(post.last_ess[0]) >= 10_000  # the weighted draw supports the samples
+    assert (float(post.last_ess[0]) == 20_000) == (chosen == "rejection")  # i.i.d.: all count
     assert samples.unique(dim=0).shape[0] == 20_000  # resampled without duplicates
 
 
@@ -189,6 +189,25 @@ def test_copies_of_one_observation_share_prior_draws_not_their_samples():
     # a draw one copy kept, the other keeps with probability E_post[r / B] = (I0(4) e^-4 /
     # (I0(2) e^-2))^2 = 0.450 under independent uniforms; with the same uniforms, always
     assert 0.40 < shared < 0.50
+
+
+def test_copies_of_one_observation_do_not_share_their_first_sample():
+    """sbi's SBC takes each observation's first sample as a data-averaged posterior draw."""
+    _, post = von_mises(0.25)
+    torch.manual_seed(1)
+    draws = post.sample_batched((200,), x=X_O.repeat(50, 1))
+    assert draws[0].unique(dim=0).shape[0] >= 45  # in candidate order: nearly all one draw
+
+
+def test_many_observations_are_sampled_in_blocks_with_the_same_result_shape():
+    _, post = von_mises(0.25)
+    xs = BoxUniform(-3 * torch.ones(2), 3 * torch.ones(2)).sample((600,))  # two blocks
+    draws = post.sample_batched((30,), x=xs)
+    assert draws.shape == (30, 600, 2) and post.last_ess.shape == (600,)
+    assert post.last_method == ["rejection"] * 600
+    # each observation's samples sit around it (von Mises concentration 2: within ~pi/2)
+    gap = torch.remainder(draws - xs + math.pi, 2 * math.pi) - math.pi
+    assert float(gap.abs().mean()) < 1.0
 
 
 def test_prior_draws_are_sized_to_what_is_still_missing():

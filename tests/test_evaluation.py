@@ -42,6 +42,10 @@ def test_count_macs_sees_matrix_products_outside_layers_and_restores_the_mode():
 
     assert count_macs(net, logits) == 100 * 3 * 16 + 100 * 100 * 16
     assert net.training and not net._forward_hooks
+    frozen_inside = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5)).train()
+    frozen_inside[1].eval()  # a part deliberately in eval mode stays there
+    count_macs(frozen_inside, lambda: frozen_inside(x))
+    assert frozen_inside.training and not frozen_inside[1].training
 
 
 def test_coverage_from_uniform_ranks_is_diagonal():
@@ -157,3 +161,18 @@ def test_std_ratio_and_summary():
     assert torch.allclose(std_ratio(2 * ref, ref), torch.full((2,), 2.0, dtype=torch.float64))
     s = summarise([0.5, 0.6, 0.7])
     assert s["mean"] == pytest.approx(0.6) and s["n"] == 3 and s["min"] == 0.5
+
+
+@pytest.mark.parametrize("values", [[], [0.5, float("nan")], [float("inf")]])
+def test_summarise_refuses_no_scores_or_a_score_that_is_not_finite(values):
+    with pytest.raises(ValueError, match="`values` must be one or more finite scores"):
+        summarise(values)
+
+
+def test_metrics_refuse_a_reference_without_spread_or_an_unknown_classifier():
+    ref = torch.randn(100, 2)
+    flat = torch.cat([ref[:, :1], torch.ones(100, 1)], dim=1)
+    with pytest.raises(ValueError, match=r"`reference` has no spread in parameter\(s\) \[1\]"):
+        std_ratio(ref, flat)
+    with pytest.raises(ValueError, match="`classifier` must be one of"):
+        c2st_score(ref, ref, classifier="MLP")

@@ -97,6 +97,26 @@ def test_workers_train_side_by_side_with_the_same_streams(standins):
         assert got["simulator_calls"] == {"training_set": 1, "views": 2, "total": 3}
 
 
+def test_the_rest_of_an_interrupted_run_trains_at_the_whole_runs_thread_count(standins):
+    """A resumed run (methods loaded, ``skip``) keeps each method's worker and threads."""
+    names = ("symmetry_npe", "raw_npe", "end_to_end_npe")
+    cfg = RunConfig.from_preset("damped-oscillator", methods=names, workers=0)
+    sims = stages.Simulations(*[torch.zeros(1)] * 7)
+    ctx = stages.training_context(DampedOscillator(), sims, cfg, show_progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        whole = stages.train_methods(ctx, "npe")
+        rest = stages.train_methods(ctx, "npe", skip={"symmetry_npe", "raw_npe"})
+    finally:
+        torch.set_num_threads(before)
+    assert list(rest) == ["end_to_end_npe"]
+    got, expected = rest["end_to_end_npe"].extra, whole["end_to_end_npe"].extra
+    assert got["threads"] == expected["threads"] == 1 and got["pid"] != os.getpid()
+    assert torch.equal(got["draws"], expected["draws"])
+    assert stages.train_methods(ctx, "npe", skip=set(names)) == {}
+
+
 def test_methods_that_cannot_go_to_a_worker_train_in_turn_with_a_warning(monkeypatch):
     def closure(ctx):  # a function defined here cannot be pickled
         return draws(ctx)

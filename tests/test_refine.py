@@ -149,6 +149,19 @@ def test_refine_refuses_bad_settings(kwargs, match):
         refine_emulator(_estimator(theta, x), theta, x, **kwargs)
 
 
+def test_refine_refuses_simulations_that_do_not_pair_up():
+    theta, x = _problem(50)
+    est = _estimator(theta, x)
+    with pytest.raises(ValueError, match=r"`x` must have one row per row of `theta`"):
+        refine_emulator(est, theta, x[:40])  # once a bare IndexError
+    with pytest.raises(ValueError, match=r"`x` must have one row per row of `theta`"):
+        refine_emulator(est, theta[:40], x)  # once trained on rows that do not pair up
+    bad = theta.clone()
+    bad[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="`theta`"):
+        refine_emulator(est, bad, x)
+
+
 def test_refine_refuses_a_boolean_mask_for_row_numbers():
     theta, x = _problem(50)
     mask = torch.arange(50) >= 5

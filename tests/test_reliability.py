@@ -345,3 +345,30 @@ def test_a_run_interrupted_while_training_keeps_the_methods_that_finished(tmp_pa
     assert "(resumed)" in lines[1] and "(resumed)" not in lines[2]
     for name in cfg.methods:
         assert resumed["methods"][name]["c2st"] == whole["methods"][name]["c2st"], name
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_while_calibrating_keeps_the_methods_calibrated(tmp_path, monkeypatch):
+    """Accuracy and calibration are saved per method: only the one cut short runs again."""
+    from sbi_symmetry.workflow import stages
+
+    cfg = dataclasses.replace(_tiny_run_config(), workers=1)
+    real, calls = stages.calibrate, []
+
+    def cut_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "calibrate", cut_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, tmp_path / "cut", show_progress=False, log=lambda _: None)
+    stages_dir = tmp_path / "cut" / ".stages"
+    assert (stages_dir / "calibration_raw_npe.pt").exists()
+    assert not (stages_dir / "calibration_embed_emulate.pt").exists()
+    calls.clear()
+    lines: list[str] = []
+    pipeline.run(cfg, tmp_path / "cut", resume=True, show_progress=False, log=lines.append)
+    assert len(calls) == 1  # embed_emulate's only
+    assert "(resumed)" in lines[4] and "(resumed)" not in lines[5]

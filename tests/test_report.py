@@ -161,6 +161,22 @@ def _results():
     )
 
 
+def test_the_epoch_cap_flag_reads_the_trend_of_the_capped_phase_alone():
+    """Phases 21 (frozen), 151 (capped: best at its 50th epoch), 40 (annealed, still falling)."""
+    from sbi_symmetry.workflow.report import _flags
+
+    results = _results()
+    curve = [float(-e) for e in range(21)] + [-21.0 - min(e, 49) for e in range(151)]
+    curve += [-100.0 - e for e in range(40)]
+    results.trained["raw_npe"] = _trained("raw_npe", 212, curve)
+    entry = results.accuracy.metrics["raw_npe"]
+    entry = {**entry, "calibration": _calibration([0.5, 0.5]).to_dict()}
+    entry["costs"] = {**entry["costs"], "epochs": 212, "epochs_per_phase": [21, 151, 40]}
+    (flag,) = [f for f in _flags("raw_npe", entry, results) if f["code"] == "epoch_cap"]
+    assert flag["summary"].startswith("151 epochs with `npe_train.max_num_epochs=150`")
+    assert flag["summary"].endswith("best validation loss at epoch 50")
+
+
 def test_the_report_flags_its_numbers_and_embeds_its_figures(tmp_path):
     metrics = write_report(tmp_path, _results())
     md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
@@ -170,6 +186,7 @@ def test_the_report_flags_its_numbers_and_embeds_its_figures(tmp_path):
     assert [f["code"] for f in ee["flags"]] == ["too_wide"]  # ee_train caps at 600: 30 is fine
     assert metrics["methods"]["raw_npe"]["flags"] == raw["flags"]
     assert "| 0.50, <0.01 |" in md  # never a bare 0.00
+    assert f"`sbi-symmetry run --config {tmp_path} --out NEW_FOLDER`" in md  # every setting
     assert "| calibrated but 10.0 x too wide |" in md
     notes_part = md.split("### Notes")[1].split("\n\n")[1]
     bullets = [line.split(".")[0] for line in notes_part.splitlines()]

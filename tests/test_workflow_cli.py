@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 
 from sbi_symmetry import cli
 from sbi_symmetry.workflow import pipeline, stages
+from sbi_symmetry.workflow.checkpoints import StageCheckpoints
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.registry import METHODS
 
@@ -93,6 +95,39 @@ def test_config_does_not_combine_with_task_or_preset(captured, capsys, tmp_path)
         cli.main(["run", "--config", str(tmp_path / "run"), "--preset", "fast"])
     assert exit_info.value.code == 2 and captured == []
     assert "--config sets the task and preset" in capsys.readouterr().err
+
+
+def _interrupted(tmp_path) -> RunConfig:
+    """A run folder as an interrupted run leaves it: ``.stages/config.json`` and nothing else."""
+    saved = RunConfig.from_preset("sine-gaussian", "fast", seed=3, methods=("raw_npe",))
+    StageCheckpoints(tmp_path / "cut", saved, resume=False)
+    return saved
+
+
+def test_resume_repeating_the_original_task_and_preset_goes_on(captured, capsys, tmp_path):
+    saved = _interrupted(tmp_path)
+    argv = ["run", "--out", str(tmp_path / "cut"), "--resume"]
+    assert cli.main([*argv, "--task", "sine-gaussian", "--preset", "fast"]) == 0
+    assert captured[0][0] == saved
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--task", "damped-oscillator"])
+    assert exit_info.value.code == 2 and len(captured) == 1
+    assert "has task 'sine-gaussian', not 'damped-oscillator'" in capsys.readouterr().err
+
+
+def test_resume_may_change_the_workers_only(tmp_path):
+    saved = _interrupted(tmp_path)
+    folder = tmp_path / "cut"
+    assert StageCheckpoints(folder, dataclasses.replace(saved, workers=1), resume=True)
+    with pytest.raises(ValueError, match=r"other settings \(seed: was 3, now 4\)"):
+        StageCheckpoints(folder, dataclasses.replace(saved, seed=4), resume=True)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_the_folder_is_touched(tmp_path):
+    config = RunConfig.from_preset("damped-oscillator", device="gpu")
+    with pytest.raises(ValueError, match="`device` 'gpu' is not a torch device"):
+        pipeline.run(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow  # about 85 s on a loaded 2-core machine (reference posteriors, C2ST, SBC)

@@ -205,6 +205,28 @@ def test_view_fraction_is_refused_where_it_cannot_split(changes, message):
         RunConfig.from_preset("lorenz96", **changes)
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"pretrain_views": "resimulated", "pretrain_simulations": 100},
+            "pretrain_simulations=100",
+        ),
+        ({"num_simulations": 500, "pretrain": {"batch_size": 512}}, "num_simulations=500 stored"),
+        (
+            {"methods": ("embed_emulate",), "num_simulations": 600}
+            | {"ee": {"pretrain": {"batch_size": 600}}},
+            "batch_size=600",
+        ),
+    ],
+)
+def test_a_pretraining_batch_larger_than_its_views_is_refused_when_built(changes, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_preset("damped-oscillator", **changes)
+    few = {"pretrain_views": "resimulated", "pretrain_simulations": 100, "methods": ("raw_npe",)}
+    assert RunConfig.from_preset("damped-oscillator", **few)  # nothing pretrains
+
+
 def test_view_fraction_needs_re_simulated_views():
     with pytest.raises(ValueError, match=r"damped-oscillator's views are shifts .*no simulator"):
         RunConfig.from_preset("damped-oscillator", view_fraction=0.25)

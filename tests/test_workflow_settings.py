@@ -50,6 +50,16 @@ def test_a_typo_is_refused_by_from_preset_and_from_dict(field):
         RunConfig.from_dict(json.loads(json.dumps(saved)))
 
 
+def test_ratio_training_settings_must_suit_nre_c_too_when_it_runs():
+    """``ee_train`` goes to ``EmbedEmulate.train`` and, with ``nre_c`` selected, ``NRE_C.train``."""
+    only_ee = {"refine_emulator": False}
+    assert RunConfig.from_preset("damped-oscillator", ee_train=only_ee)  # no nre_c: fine
+    with pytest.raises(ValueError, match=r"\['refine_emulator'\] go to NRE_C.train too"):
+        RunConfig.from_preset("damped-oscillator", "paper", ee_train=only_ee)
+    both = {"max_num_epochs": 5, "anneal": 0.1}
+    assert RunConfig.from_preset("damped-oscillator", "paper", ee_train=both).ee_train == both
+
+
 def test_settings_the_run_supplies_itself_are_refused():
     with pytest.raises(ValueError, match=r"\['input_length'\] unknown"):
         RunConfig(encoder={"input_length": 200})
@@ -116,3 +126,16 @@ def test_the_lorenz96_fast_preset_trains_on_ten_thousand_simulations():
     # 10^4 training simulations (at 5,000 every NPE was too narrow), 5,000 re-simulated view pairs
     assert (cfg.num_simulations, cfg.pretrain_simulations) == (10_000, 5_000)
     assert cfg.encoder["padding_mode"] == "circular" and cfg.pretrain_views == "auto"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_observations": 1}, "`num_observations` must be an integer >= 2"),
+        ({"posterior_samples": 1}, "`posterior_samples` must be an integer >= 10"),
+    ],
+)
+def test_too_few_observations_or_samples_for_the_metrics_are_refused(changes, message):
+    """One observation has no standard error (NaN in metrics.json); C2ST needs 5 folds."""
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_preset("damped-oscillator", **changes)

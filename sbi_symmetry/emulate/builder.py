@@ -149,10 +149,11 @@ def embed_emulate_classifier(
             raise ValueError(
                 f"`theta` must have shape (N, theta_dim); got {tuple(batch_theta.shape)}."
             )
-        enc = encoder
+        # sbi builds from CPU batches, then moves the whole network to its device
+        enc = encoder.to(batch_x.device) if encoder is not None else None
         if enc is None:
             enc = default_encoder(tuple(batch_x.shape[1:]), embedding_dim)
-        emu = emulator
+        emu = emulator.to(batch_theta.device) if emulator is not None else None
         if emu is None:
             width = _probe_width(enc, batch_x)
             emu = default_emulator(batch_theta.shape[1], width, **emulator_kwargs)

@@ -13,8 +13,10 @@ observations, one ``(C x n) @ (n x J)`` product. Three samplers, chosen per obse
    They share the prior draws and one uniform per draw, each observation reading the uniforms from
    its own random cyclic offset: a draw is kept where ``log r - log B > log u``, with no random
    number or ``exp`` per pair. Each observation's samples are i.i.d.; those of different
-   observations depend on each other through the shared draws (two copies of one observation do not
-   get the same samples). (``"dot"``: ``B`` as in (2).)
+   observations depend on each other through the shared draws (two copies of one observation
+   share many of their samples), so each observation's are returned in random order: sbi's SBC
+   takes the first sample of each as a draw of the data-averaged posterior. (``"dot"``: ``B`` as
+   in (2).)
 2. **Adaptive importance sampling**, weights ``w = p r / q``: first ``q = p``; while the Kish
    effective sample size ``ESS = (sum w)^2 / sum w^2`` is below a quarter of the candidates,
    ``q = a p + (1 - a) sum_k pi_k N(mu_k, 1.5 Sigma_k)`` (``a = 0.1``; ``w <= r / a``), a Gaussian
@@ -26,8 +28,11 @@ observations, one ``(C x n) @ (n x J)`` product. Three samplers, chosen per obse
    where a sample would still cost over ``max_draws_per_sample`` candidates after ``max_rounds``
    proposals.
 
-``last_ess`` holds the Kish ESS of the last draw per observation (below half the samples: a
-warning); an exact rejection draw (1) is i.i.d.: its ESS is the number of samples. All randomness
+``last_ess`` holds, per observation, the Kish ESS of the weighted candidates the last draw
+resampled from (2): by construction about the number of samples or more, so it tells how many
+candidates backed the draw, not whether ``B`` was the largest weight; an exact rejection draw (1) is
+i.i.d.: its ESS is the number of samples. Observations are sampled in blocks of 512, so at most
+``4M`` log ratios are held at once however many there are. All randomness
 comes from torch's global generator (the MCMC fallback seeds numpy's slice sampler from it):
 ``torch.manual_seed`` reproduces a draw.
 
@@ -73,7 +78,7 @@ from sbi_symmetry.losses.local import prior_log_prob
 Draw = Callable[[Tensor, float], tuple[Tensor, Tensor]]
 _PAIRS = 2**22  # most log ratios (observations x candidates) held at once: 16 MB per tensor
 _EMULATE = 2**11  # parameters per emulator call: its activations stay in cache (2x faster)
-_ESS_FRACTION, _ESS_WARNING = 0.25, 0.5
+_ESS_FRACTION = 0.25  # a proposal is good enough when its Kish ESS is this share
 _MCMC = {"method": "slice_np_vectorized", "num_chains": 20, "thin": 1, "warmup_steps": 50}
 _MCMC["init_strategy"] = "resample"  # multi-channel x: from prior draws (see ``__init__``)
 
@@ -109,8 +114,9 @@ class TwoTowerPosterior(NeuralPosterior):
             from prior draws, as ``workflow.methods``).
 
     Attributes:
-        last_ess: Kish ESS of the last draw per observation (the number of samples where
-            exact rejection drew, NaN where MCMC drew).
+        last_ess: Kish ESS of the candidates each observation's last draw resampled from
+            (module docstring; the number of samples where exact rejection drew, NaN where
+            MCMC drew).
         last_method: ``"rejection"``, ``"importance"`` or ``"mcmc"`` per observation.
     """
 
@@ -250,6 +256,8 @@ class TwoTowerPosterior(NeuralPosterior):
             log_bound[idx] = new
             active = (got < num) & (seen < self._budget)
         out = [torch.cat(k)[:num] if got[j] >= num else None for j, k in enumerate(kept)]
+        if count > 1:  # shared candidates: random order, as SBC's first sample (module docstring)
+            out = [d if d is None else d[torch.randperm(len(d), device=d.device)] for d in out]
         return out, got.clamp(max=num).to(s1) if exact else (2 * s1 - s2).exp()
 
     def _prior_draw(self, z: Tensor) -> Draw:
@@ -335,15 +343,16 @@ class TwoTowerPosterior(NeuralPosterior):
             _warn(f"{self.theta_dim} parameters > max_theta_dim: sampling with sbi's MCMC.")
         if too_wide or self.method == "mcmc":
             out, ess, how = [None] * count, torch.full((count,), math.nan), ["mcmc"] * count
-        else:
-            out, ess, how = self._draw(z, num)
+        else:  # blocks of observations: at most _PAIRS log ratios held at once
+            blocks = [self._draw(block, num) for block in z.split(_PAIRS // _ROUND)]
+            out = [d for block in blocks for d in block[0]]
+            ess = torch.cat([block[1] for block in blocks])
+            how = [h for block in blocks for h in block[2]]
             if failed := sum(d is None for d in out):
                 _warn(f"{failed} of {count} observation(s) past max_draws_per_sample: MCMC.")
         pairs = zip(out, xs, strict=True)
         draws = [d if d is not None else self._mcmc_sample(x, num, show) for d, x in pairs]
         self.last_ess, self.last_method = ess.cpu(), how
-        if low := int((self.last_ess < _ESS_WARNING * num).sum()):
-            _warn(f"{low} of {count} observation(s): ESS below half the samples (`last_ess`).")
         return torch.stack(draws, dim=1)
 
     # ------------------------------------------------------------------ sbi's posterior API

@@ -120,14 +120,15 @@ def product_estimator(
         theta_parts.append(_MemberSide(member, "theta", math.sqrt(weight)))
     unit = all(m.similarity != "dot" for m in members)
     theta_shape, x_shape = shapes.pop()
+    device = next(members[0].parameters()).device  # the product lives with its members
     product = EmbedEmulateRatioEstimator(
         _Concatenated(x_parts),
         _Concatenated(theta_parts),
-        torch.zeros(2, *theta_shape),
-        torch.zeros(2, *x_shape),
+        torch.zeros(2, *theta_shape, device=device),
+        torch.zeros(2, *x_shape, device=device),
         similarity="scaled" if unit else "dot",
         temperature=1.0,
         learn_temperature=False,
         z_score_theta=False,
     )
-    return product.eval()
+    return product.to(device).eval()

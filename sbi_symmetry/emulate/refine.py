@@ -56,7 +56,13 @@ import torch
 from torch import Tensor, nn
 
 import sbi_symmetry.distributed as distributed
-from sbi_symmetry._validation import check_choice, check_int, check_number, check_row_weight
+from sbi_symmetry._validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_row_weight,
+    check_simulations,
+)
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
 from sbi_symmetry.losses.infonce import symmetric_infonce
 from sbi_symmetry.losses.nrec import contrastive_nrec
@@ -148,6 +154,7 @@ def refine_emulator(
     check_int(max_num_epochs, "max_num_epochs", 1)
     check_row_weight(row_weight, "(0, 1]")
     check_choice(loss, "loss", ("row", "nrec"))
+    theta, x = check_simulations(theta, x)  # (N, d) and (N, ...), theta finite
     train_indices, val_indices = _split(theta.shape[0], train_indices, val_indices)
     start = time.perf_counter()
     with restored_modes(estimator):

@@ -21,7 +21,7 @@ import torch
 from sbi.utils.metrics import c2st
 from torch import Tensor
 
-from sbi_symmetry._validation import check_finite, check_int, check_tensor
+from sbi_symmetry._validation import check_choice, check_finite, check_int, check_tensor
 
 
 def c2st_score(
@@ -50,6 +50,7 @@ def c2st_score(
         Accuracy in ``[0, 1]``; 0.5 is perfect.
     """
     _check_pair(samples, reference)
+    check_choice(classifier, "classifier", ("rf", "mlp"))
     if max_samples is not None:
         check_int(max_samples, "max_samples", 2, " or None")
     n = min(samples.shape[0], reference.shape[0])
@@ -90,7 +91,14 @@ def std_ratio(samples: Tensor, reference: Tensor) -> Tensor:
         Tensor of shape ``(d,)``; 1 means the same width.
     """
     _check_pair(samples, reference)
-    return samples.double().std(0) / reference.double().std(0)
+    spread = reference.detach().double().cpu().std(0)
+    if not bool((spread > 0).all()):
+        flat = (spread <= 0).nonzero().flatten().tolist()
+        raise ValueError(
+            f"`reference` has no spread in parameter(s) {flat} (every sample equal): no width "
+            "to compare with."
+        )
+    return samples.detach().double().cpu().std(0) / spread
 
 
 def interval_ratio(samples: Tensor, reference: Tensor, mass: float = 0.9) -> Tensor:
@@ -136,9 +144,14 @@ def summarise(values: list[float] | Tensor) -> dict[str, float]:
         values: Scores, one per observation.
 
     Returns:
-        ``{"mean", "sem", "min", "max", "n"}``.
+        ``{"mean", "sem", "min", "max", "n"}`` (``sem`` NaN for a single score).
+
+    Raises:
+        ValueError: No scores, or a score that is not finite.
     """
     t = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"`values` must be one or more finite scores; got {t.tolist()}.")
     sem = float(t.std() / t.numel() ** 0.5) if t.numel() > 1 else float("nan")
     return {
         "mean": float(t.mean()),

@@ -26,6 +26,8 @@ from typing import Any
 from torch import nn, no_grad
 from torch.utils.flop_counter import FlopCounterMode
 
+from sbi_symmetry.nets.modes import restored_modes
+
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters, each shared tensor counted once.
@@ -59,13 +61,8 @@ def count_macs(module: nn.Module, forward: Callable[[], Any]) -> int:
     Returns:
         Total MACs of the pass.
     """
-    was_training = module.training
-    module.eval()
-    try:
-        with no_grad(), FlopCounterMode(display=False) as counter:
-            forward()
-    finally:
-        module.train(was_training)
+    with restored_modes(module, eval=True), no_grad(), FlopCounterMode(display=False) as counter:
+        forward()
     return int(counter.get_total_flops()) // 2
 
 

@@ -4,7 +4,8 @@ After each stage :class:`StageCheckpoints` writes ``<out>/.stages/<stage>.pt`` (
 stage's result and the random state after it (torch's global generator, numpy's, and the run's
 own generator). A resumed run loads the finished stages and their random state, so it gives the
 same numbers as a run that was never interrupted. ``.stages/config.json`` holds the run's
-settings; resuming with other settings is refused, naming the keys that differ.
+settings; resuming with other settings is refused, naming the keys that differ (all but
+:data:`MAY_CHANGE`).
 
 The files are pickles (``torch.save``) of this package's and ``sbi``'s objects: load them only
 from run folders you made, with the versions recorded in them.
@@ -39,6 +40,10 @@ from sbi_symmetry.workflow.config import CONFIG_FILE, RunConfig
 __all__ = ["STAGES_DIR", "StageCheckpoints"]
 
 STAGES_DIR = ".stages"
+#: Settings a resumed run may change: ``workers`` (e.g. to 1 after a worker process died for
+#: want of memory) changes how many methods still to train share the cores, and so their thread
+#: count, which moves their numbers slightly (:mod:`sbi_symmetry.workflow.parallel`).
+MAY_CHANGE = frozenset({"workers"})
 T = TypeVar("T")
 
 
@@ -118,14 +123,18 @@ class StageCheckpoints:
         }
         atomic_write(self.dir / f"{name}.pt", lambda handle: torch.save(state, handle))
 
-    def note(self, name: str) -> str:
-        """``" (resumed)"`` if stage ``name`` was loaded, else ``""``: for the stage lines."""
-        return " (resumed)" if name in self.resumed else ""
+    def note(self, *names: str) -> str:
+        """``" (resumed)"`` if every checkpoint of ``names`` (one or more) was loaded, else ``""``.
+
+        For the stage lines; a stage with no checkpoint is never resumed.
+        """
+        return " (resumed)" if names and all(n in self.resumed for n in names) else ""
 
 
 def _check_same(saved: dict[str, Any], settings: dict[str, Any], folder: Path) -> None:
     current = json.loads(json.dumps(settings))
     keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    keys = [k for k in keys if k not in MAY_CHANGE]
     if keys:
         detail = "; ".join(f"{k}: was {saved.get(k)!r}, now {current.get(k)!r}" for k in keys[:5])
         raise ValueError(

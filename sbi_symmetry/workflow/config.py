@@ -34,7 +34,7 @@ from sbi_symmetry.symmetry.pretrain.data import split_sizes
 from sbi_symmetry.tasks import TASKS, get_task
 from sbi_symmetry.views import resolve_pretrain_views, split_budget, supports_shift_views
 from sbi_symmetry.workflow.registry import METHODS
-from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs
+from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs, check_nre_c_train
 
 Preset = Literal["fast", "paper"]
 PRESETS: tuple[str, ...] = ("fast", "paper")
@@ -215,6 +215,8 @@ class RunConfig:
         counts += ("posterior_samples", "sbc_pairs", "sbc_pairs_ratio", "sbc_posterior_samples")
         for name in counts:
             check_int(getattr(self, name), name, 1)
+        check_int(self.num_observations, "num_observations", 2, " (a mean and its error)")
+        check_int(self.posterior_samples, "posterior_samples", 10, " (C2ST's 5 folds, widths)")
         if self.num_simulations < 500:
             raise ValueError(
                 f"`num_simulations` must be at least 500 for a meaningful run; got "
@@ -243,14 +245,23 @@ class RunConfig:
                 )
         if self.view_fraction is not None:
             self._check_view_fraction()
+        self._check_pretrain_batches()
+        if "nre_c" in self.methods:
+            check_nre_c_train(self.ee_train)
 
     def _pretrains(self) -> bool:
         """Whether a selected method runs VICReg pretraining (symmetry NPE, or E&E's option)."""
+        return bool(self._pretrain_settings())
+
+    def _pretrain_settings(self) -> list[dict[str, Any]]:
+        """The ``pretrain`` settings of each pretraining the selected methods run."""
+        settings = [dict(self.pretrain)] if "symmetry_npe" in self.methods else []
         choice = self.ee.get("pretrain", False)
         if choice == "auto":
             choice = self._views() == "shift"
-        ee = "embed_emulate" in self.methods and choice is not False
-        return "symmetry_npe" in self.methods or ee
+        if "embed_emulate" in self.methods and choice is not False:
+            settings.append({**self.pretrain, **(choice if isinstance(choice, dict) else {})})
+        return settings
 
     def _views(self) -> str:
         """The views ``pretrain_views`` means for this task: ``"shift"`` or ``"resimulated"``."""
@@ -266,10 +277,9 @@ class RunConfig:
                 f"method's num_simulations spent on re-simulated views); got {fraction!r}."
             )
         try:  # both parts usable, or it says why
-            split = split_budget(self.num_simulations, float(fraction))
+            split_budget(self.num_simulations, float(fraction))
         except ValueError as error:
             raise ValueError(f"`num_simulations` with `view_fraction`: {error}") from error
-        self._check_view_batches(split.view_pairs)
         if self.pretrain.get("fresh_views") is True:
             raise ValueError(
                 "`view_fraction` sizes one bank of views; fresh views (pretrain={'fresh_views': "
@@ -283,21 +293,24 @@ class RunConfig:
                 "already trains. Leave view_fraction unset, or set pretrain_views='resimulated'."
             )
 
-    def _check_view_batches(self, pairs: int) -> None:
-        """The bank of ``pairs`` view pairs fills a pretraining batch for each pretraining."""
-        settings = [dict(self.pretrain)] if "symmetry_npe" in self.methods else []
-        ee = self.ee.get("pretrain", False)
-        if "embed_emulate" in self.methods and ee not in (False, "auto"):  # "auto": shifts only
-            settings.append({**self.pretrain, **(ee if isinstance(ee, dict) else {})})
-        for values in settings:
+    def _check_pretrain_batches(self) -> None:
+        """The view pairs of the run fill a pretraining batch, for each pretraining."""
+        if self.view_fraction is not None:
+            pairs = split_budget(self.num_simulations, float(self.view_fraction)).view_pairs
+            source = f"`view_fraction`={self.view_fraction} of num_simulations="
+            source += f"{self.num_simulations} buys {pairs} view pairs"
+        elif self._views() == "shift":
+            pairs = self.num_simulations
+            source = f"shift views come from the num_simulations={pairs} stored simulations"
+        else:
+            pairs = self.pretrain_simulations
+            source = f"pretrain_simulations={pairs} gives {pairs} view pairs"
+        for values in self._pretrain_settings():
             sizes = {k: values[k] for k in ("batch_size", "validation_fraction") if k in values}
             try:
                 split_sizes(pairs, PretrainConfig(**sizes))
             except ValueError as error:
-                raise ValueError(
-                    f"`view_fraction`={self.view_fraction} of num_simulations="
-                    f"{self.num_simulations} buys {pairs} view pairs for pretraining: {error}"
-                ) from error
+                raise ValueError(f"{source} for pretraining: {error}") from error
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (the sub-settings stay checked mappings).

@@ -149,6 +149,7 @@ def train_methods(
     workers: int,
     done: Callable[[str, TrainedMethod], None] | None = None,
     meanwhile: Callable[[], None] | None = None,
+    run_size: int | None = None,
 ) -> dict[str, TrainedMethod]:
     """Train ``names``, up to ``workers`` at once.
 
@@ -168,12 +169,17 @@ def train_methods(
             threads, with the threads they leave idle. Its error, like a method's, is raised
             once every method has finished. Not called when the methods train in turn here
             (nothing to overlap): the caller does that work afterwards.
+        run_size: The methods of the whole run, when ``names`` are the rest of an interrupted
+            one: workers and threads per method are chosen as for the whole run, so the
+            methods left train at the thread count they would have had (default:
+            ``len(names)``).
 
     Returns:
         The trained methods by name, in the order of ``names``.
     """
     specs = [METHODS[name] for name in names]
-    workers = resolve_workers(workers, len(specs), ctx.config.device)
+    workers = resolve_workers(workers, run_size or len(specs), ctx.config.device)
+    threads = max(1, torch.get_num_threads() // workers)  # each worker's share in the whole run
     quiet = dataclasses.replace(ctx, show_progress=False)
     problem = _not_picklable(specs, quiet) if workers > 1 else None
     if problem:
@@ -189,25 +195,29 @@ def train_methods(
         if done is not None:
             done(name, method)
 
-    if workers == 1 or problem:
+    if workers == 1 or problem or not specs:
         for spec in specs:
             finished(spec.name, train_method(spec, ctx))
         return trained
-    _side_by_side(specs, quiet, workers, ctx.show_progress, finished, meanwhile)
+    workers = min(workers, len(specs))
+    _side_by_side(specs, quiet, (workers, threads), ctx.show_progress, finished, meanwhile)
     return {name: trained[name] for name in names}
 
 
 def _side_by_side(
     specs: list[MethodSpec],
     ctx: TrainingContext,
-    workers: int,
+    processes: tuple[int, int],
     show_progress: bool,
     finished: Callable[[str, TrainedMethod], None],
     meanwhile: Callable[[], None] | None = None,
 ) -> None:
-    """Train ``specs`` in ``workers`` spawned processes; hand each result to ``finished``."""
+    """Train ``specs`` in spawned processes, ``processes`` = (how many, threads each).
+
+    Each result goes to ``finished`` as it comes.
+    """
     cores = torch.get_num_threads()
-    threads = max(1, cores // workers)
+    workers, threads = processes
     errors: list[BaseException] = []
     desc = f"training {len(specs)} methods, {workers} at once"
     with (
@@ -230,7 +240,8 @@ def _side_by_side(
     if errors and isinstance(errors[0], BrokenProcessPool):
         raise RuntimeError(
             "a training worker process died (out of memory, or a script that starts a run "
-            "without `if __name__ == '__main__':`); run with workers=1 to train in this process."
+            "without `if __name__ == '__main__':`); go on with `--resume --workers 1` "
+            "(RunConfig.workers=1) to train the rest in this process."
         ) from errors[0]
     if errors:
         raise errors[0]

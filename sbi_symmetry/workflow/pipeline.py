@@ -17,28 +17,34 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sbi_symmetry._random import seeded
+from sbi_symmetry._validation import device_problem
 from sbi_symmetry.evaluation import Stopwatch
 from sbi_symmetry.simulation.counting import count_simulator_calls
 from sbi_symmetry.tasks import get_task
 from sbi_symmetry.workflow import stages
 from sbi_symmetry.workflow.checkpoints import STAGES_DIR, StageCheckpoints
-from sbi_symmetry.workflow.config import RunConfig
+from sbi_symmetry.workflow.config import CONFIG_FILE, RunConfig
 from sbi_symmetry.workflow.flags import verdict
 from sbi_symmetry.workflow.registry import METHODS, TrainingContext, label
 from sbi_symmetry.workflow.report import MARKER, RunResults, write_report
+from sbi_symmetry.workflow.saved import POSTERIORS_DIR
 from sbi_symmetry.workflow.trained import TrainedMethod
 
 NUM_STAGES = 7
 #: The stopwatch's name for the references when they were computed while methods trained.
 BESIDE_TRAINING = "reference (beside training)"
 _KINDS = {"npe": "density estimators", "ratio": "ratio estimators"}
+#: What a run writes to its folder (glob patterns); ``--overwrite`` removes these, and only these.
+RUN_OUTPUTS = (STAGES_DIR, MARKER, CONFIG_FILE, "report.md", "report.html", POSTERIORS_DIR)
+RUN_OUTPUTS += ("embedding", "summaries.png", "posterior_*.png", "loss_curves.png")
+RUN_OUTPUTS += ("coverage.png", "tarp.png", "sbc_ranks.png")
 
 
 def prepare_output(out: Path, overwrite: bool, resume: bool = False) -> Path:
@@ -47,7 +53,8 @@ def prepare_output(out: Path, overwrite: bool, resume: bool = False) -> Path:
     Args:
         out: Output folder.
         overwrite: Replace the files of an earlier run in ``out``.
-        resume: Go on with an earlier, interrupted (or finished) run in ``out``.
+        resume: Go on with an earlier, interrupted (or finished) run in ``out`` (a missing or
+            empty ``out`` starts one; a folder without the run's ``.stages/`` is refused).
 
     Returns:
         The folder.
@@ -64,6 +71,11 @@ def prepare_output(out: Path, overwrite: bool, resume: bool = False) -> Path:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a folder.")
     ours = (out / MARKER).exists() or (out / STAGES_DIR).is_dir()
+    if resume and out.exists() and any(out.iterdir()) and not (out / STAGES_DIR).is_dir():
+        raise FileExistsError(
+            f"--resume: {out} holds no {STAGES_DIR}/ of a run to go on with (deleted, or never "
+            "a run); its files would be replaced. Pass --overwrite to start again there."
+        )
     if out.exists() and any(out.iterdir()):
         if not (overwrite or resume):
             hint = " or --resume to go on with the run there" if ours else ""
@@ -77,9 +89,19 @@ def prepare_output(out: Path, overwrite: bool, resume: bool = False) -> Path:
                 "missing); refusing to write into it."
             )
         if overwrite:
-            shutil.rmtree(out / STAGES_DIR, ignore_errors=True)
+            _clear_earlier_run(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _clear_earlier_run(out: Path) -> None:
+    """Remove what an earlier run wrote to ``out`` (:data:`RUN_OUTPUTS`), nothing else."""
+    for pattern in RUN_OUTPUTS:
+        for path in out.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def run(
@@ -109,6 +131,8 @@ def run(
         run and restored afterwards), the networks' initial weights included.
     """
     config.validate()
+    if problem := device_problem(config.device):  # before .stages/ is written
+        raise ValueError(problem)
     folder = prepare_output(Path(out), overwrite, resume)
     checkpoints = StageCheckpoints(folder, config, resume)
     with seeded(config.seed, config.device):
@@ -135,13 +159,13 @@ def _run_stages(
                     saved.run("references", lambda: stages.references(task, sims, config, bar), gen)
                 )
 
-    def say(stage: int, name: str, text: str) -> None:
-        """One stage's summary line, e.g. ``[1/7] simulate: ...``."""
-        log(f"[{stage}/{NUM_STAGES}] {text}{saved.note(name)}")
+    def say(stage: int, text: str, *checkpoints: str) -> None:
+        """One stage's line, e.g. ``[1/7] simulate: ...``; resumed: all ``checkpoints`` loaded."""
+        log(f"[{stage}/{NUM_STAGES}] {text}{saved.note(*checkpoints)}")
 
     with watch("simulate"):
         sims = saved.run("simulate", lambda: stages.simulate(task, config, gen), gen)
-    say(1, "simulate", f"simulate: {_sizes(config, sims)} ({watch.seconds['simulate']:.1f} s)")
+    say(1, f"simulate: {_sizes(config, sims)} ({watch.seconds['simulate']:.1f} s)", "simulate")
     ctx = stages.training_context(task, sims, config, show_progress)
     with watch("train"):
         trained = _train(ctx, saved, gen, references)
@@ -152,29 +176,22 @@ def _run_stages(
         log(f"[{stage}/{NUM_STAGES}] trained {what}: {done}{' (resumed)' if resumed else ''}")
     references("reference")  # unless it ran beside the training
     refs = computed[0]
-    say(4, "references", _reference_line(config, refs, watch))
-    with watch("accuracy"):
-        acc = saved.run(
-            "accuracy",
-            lambda: stages.accuracy(task, sims, trained, refs, config, gen, show_progress),
-            gen,
-        )
-    say(5, "accuracy", _accuracy_line(acc, refs))
+    say(4, _reference_line(config, refs, watch), "references")
+    with watch("accuracy"):  # each method saved as soon as it is done, as in training
+        loaded = _loaded(saved, "accuracy", trained)
+        done = _saver(saved, "accuracy", gen)
+        acc = stages.accuracy(task, sims, trained, refs, config, gen, show_progress, loaded, done)
+    say(5, _accuracy_line(acc, refs), *(f"accuracy_{name}" for name in trained))
     with watch("calibration"):
-        cal = saved.run(
-            "calibration",
-            lambda: stages.calibration(task, sims, trained, config, show_progress),
-            gen,
-        )
-    say(
-        6,
-        "calibration",
-        "calibration: " + ", ".join(_calibration_word(k, v, acc, task) for k, v in cal.items()),
-    )
+        loaded = _loaded(saved, "calibration", trained)
+        done = _saver(saved, "calibration", gen)
+        cal = stages.calibration(task, sims, trained, config, show_progress, loaded, done)
+    words = ", ".join(_calibration_word(k, v, acc, task) for k, v in cal.items())
+    say(6, f"calibration: {words}", *(f"calibration_{name}" for name in trained))
     with watch("report"):
         results = RunResults(config, task, sims, trained, refs, acc, cal, watch)
         metrics = write_report(folder, results)
-    say(7, "report", f"report: {folder / 'report.md'} ({time.perf_counter() - start:.0f} s in all)")
+    say(7, f"report: {folder / 'report.md'} ({time.perf_counter() - start:.0f} s in all)")
     return metrics
 
 
@@ -202,6 +219,17 @@ def _train(
         meanwhile=meanwhile,
     )
     return {name: loaded.get(name) or fresh[name] for name in METHODS if name in ctx.config.methods}
+
+
+def _loaded(saved: StageCheckpoints, stage: str, names: Iterable[str]) -> dict[str, Any]:
+    """What an earlier run saved of ``stage`` per method (``<stage>_<method>.pt``)."""
+    found = {name: saved.load(f"{stage}_{name}") for name in names}
+    return {name: got["value"] for name, got in found.items() if got is not None}
+
+
+def _saver(saved: StageCheckpoints, stage: str, gen: torch.Generator) -> Callable[[str, Any], None]:
+    """Save one method's result of ``stage`` as soon as it is done."""
+    return lambda name, value: saved.save(f"{stage}_{name}", value, gen)
 
 
 def _sizes(config: RunConfig, sims: stages.Simulations) -> str:

@@ -96,15 +96,11 @@ def write_report(folder: Path, results: RunResults) -> dict[str, Any]:
         entry["flags"] = _flags(name, entry, results)
     doc = Document()
     doc.heading(f"sbi-symmetry run: {config.task} ({config.preset} preset)", 1)
-    budget, flag = budget_text(config)
-    if config.training_seed is not None:
-        flag += f" --training-seed {config.training_seed}"
     doc.paragraph(
-        f"{budget}, {config.num_observations} held-out "
+        f"{budget_text(config)}, {config.num_observations} held-out "
         f"observations (theta and nuisance drawn from their priors), seed {config.seed}. "
-        f"Command: `sbi-symmetry run --task {config.task} --preset {config.preset} "
-        f"--simulations {config.num_simulations} --seed {config.seed}{flag}"
-        f" --methods {','.join(results.trained)}`."
+        f"Re-run with every setting of this run ({CONFIG_FILE} here): "
+        f"`sbi-symmetry run --config {folder} --out NEW_FOLDER`."
     )
     doc.heading("Metrics")
     doc.table(*_table(methods, names, bool(results.references)))
@@ -141,22 +137,21 @@ def _table(
     ]
 
 
-def budget_text(config: RunConfig) -> tuple[str, str]:
-    """The run's simulation budget in words, and the command-line flag that splits it.
+def budget_text(config: RunConfig) -> str:
+    """The run's simulation budget in words.
 
     Example:
         >>> budget_text(RunConfig(num_simulations=2000))
-        ('2000 training simulations', '')
-        >>> budget_text(RunConfig(num_simulations=2000, view_fraction=0.25))[1]
-        ' --view-fraction 0.25'
+        '2000 training simulations'
+        >>> budget_text(RunConfig(num_simulations=2000, view_fraction=0.25))  # doctest: +ELLIPSIS
+        '2000 simulator calls per method (symmetry NPE spends a share 0.25 of them on ...'
     """
     split = config.view_fraction
     if split is None:
-        return f"{config.num_simulations} training simulations", ""
+        return f"{config.num_simulations} training simulations"
     return (
         f"{config.num_simulations} simulator calls per method (symmetry NPE spends a share "
-        f"{split} of them on re-simulated views, the rest on its training set)",
-        f" --view-fraction {split}",
+        f"{split} of them on re-simulated views, the rest on its training set)"
     )
 
 
@@ -208,10 +203,15 @@ def _flags(name: str, entry: dict[str, Any], results: RunResults) -> list[dict[s
         pretrain_cap = config.pretrain.get("max_epochs", PretrainConfig.max_epochs)
     frozen = name == "symmetry_npe" and config.frozen_epochs > 0
     phases = list(entry["costs"].get("epochs_per_phase", []))
+    history = {} if method is None else dict(method.history)
     if phases:  # each phase has its own cap (sbi runs cap + 1 epochs when it hits it)
         started_frozen = frozen and len(phases) > 1 and phases[0] == config.frozen_epochs + 1
-        capped = phases[1:] if started_frozen else phases
-        entry = {**entry, "costs": {**entry["costs"], "epochs": max(capped)}}
+        longest = phases.index(max(phases[int(started_frozen) :]), int(started_frozen))
+        entry = {**entry, "costs": {**entry["costs"], "epochs": phases[longest]}}
+        curve = list(history.get("validation", ()))  # the trend of that phase alone
+        start = sum(phases[:longest])
+        fits = len(curve) == sum(phases)
+        history["validation"] = curve[start : start + phases[longest]] if fits else []
     elif frozen:  # older metrics: the cap counts after the frozen start, its frozen + 1 epochs
         tuned = int(entry["costs"]["epochs"]) - config.frozen_epochs - 1
         entry = {**entry, "costs": {**entry["costs"], "epochs": tuned}}
@@ -220,7 +220,7 @@ def _flags(name: str, entry: dict[str, Any], results: RunResults) -> list[dict[s
         names=list(results.task.parameter_names),
         max_epochs=getattr(config, setting).get("max_num_epochs"),
         setting=setting,
-        history=None if method is None else method.history,
+        history=history,
         pretrain_max_epochs=pretrain_cap,
     )
 

@@ -165,6 +165,30 @@ class EETrainSettings(CheckedKwargs):
         return EmbedEmulate.train
 
 
+def check_nre_c_train(settings: EETrainSettings) -> None:
+    """Refuse ``ee_train`` keys that ``NRE_C.train`` does not take (they go to both trainers).
+
+    Args:
+        settings: The run's ``ee_train``, when the ``nre_c`` method is selected.
+
+    Example:
+        >>> check_nre_c_train(EETrainSettings(refine_emulator=False))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `ee_train` setting(s) ['refine_emulator'] go to NRE_C.train too (...
+    """
+    from sbi.inference import NRE_C
+
+    valid = (_parameters(NRE_C.train) | EETrainSettings.added) - EETrainSettings.supplied
+    unknown = sorted(set(settings) - valid)
+    if unknown:
+        raise ValueError(
+            f"`ee_train` setting(s) {unknown} go to NRE_C.train too (the nre_c method is "
+            f"selected), which does not take them; drop them or nre_c. Valid for both: "
+            f"{sorted(valid & EETrainSettings.valid_keys())}."
+        )
+
+
 class EESettings(CheckedKwargs):
     """``EmbedEmulate`` constructor arguments (prior and encoder: the run's), and ``pretrain``.
 

@@ -179,7 +179,8 @@ def train_methods(
         needed = METHODS[name].kind
         if kind in (None, needed) and needed not in ctx.towers:
             ctx.towers[needed] = _tower(ctx.task, ctx.config, needed)
-    return parallel.train_methods(ctx, names, ctx.config.workers, done, meanwhile)
+    run = [name for name in ctx.config.methods if kind in (None, METHODS[name].kind)]
+    return parallel.train_methods(ctx, names, ctx.config.workers, done, meanwhile, len(run))
 
 
 def references(task: Any, sims: Simulations, config: RunConfig, show_progress: bool) -> list[Any]:
@@ -257,6 +258,8 @@ def accuracy(
     config: RunConfig,
     gen: torch.Generator,
     show_progress: bool,
+    loaded: dict[str, tuple[list[Tensor], dict[str, Any]]] | None = None,
+    done: Callable[[str, tuple[list[Tensor], dict[str, Any]]], None] | None = None,
 ) -> Accuracy:
     """Sample every posterior at every observation and compare with the references.
 
@@ -268,6 +271,10 @@ def accuracy(
         config: The run's settings.
         gen: The run's generator (prior variance for the contraction).
         show_progress: Progress bars.
+        loaded: Methods done before (``(samples, metrics)`` by name, as given to ``done``):
+            taken as they are. Each method samples from its own stream, so the others' numbers
+            do not depend on which were loaded.
+        done: Called with each method's ``(samples, metrics)`` as soon as it is done.
 
     Returns:
         Samples and metrics.
@@ -276,6 +283,9 @@ def accuracy(
     prior_var = task.sample_prior(20_000, generator=gen).double().var(0)
     result = Accuracy({}, {k: {"costs": v.summary()} for k, v in trained.items()}, crb)
     for name, method in trained.items():
+        if loaded and name in loaded:
+            result.samples[name], result.metrics[name] = loaded[name]
+            continue
         start = time.perf_counter()
         # its own stream: how many draws another method's sampler used must not matter
         stream = seeded(derived_seed(config.seed, "accuracy", name), config.device)
@@ -300,6 +310,8 @@ def accuracy(
         entry["contraction"] = [(1 - s.double().var(0) / prior_var).tolist() for s in draws]
         if refs:
             entry.update(_against_references(draws, refs, crb, config.seed))
+        if done is not None:
+            done(name, (draws, entry))
     return result
 
 
@@ -324,6 +336,8 @@ def calibration(
     trained: dict[str, TrainedMethod],
     config: RunConfig,
     show_progress: bool,
+    loaded: dict[str, CalibrationResult] | None = None,
+    done: Callable[[str, CalibrationResult], None] | None = None,
 ) -> dict[str, CalibrationResult]:
     """SBC, expected coverage and TARP of every method on the calibration pairs.
 
@@ -336,12 +350,18 @@ def calibration(
         trained: The trained methods.
         config: The run's settings.
         show_progress: Progress bars.
+        loaded: Methods calibrated before, taken as they are (each calibration is seeded by
+            ``config.seed`` alone).
+        done: Called with each method's result as soon as it is done.
 
     Returns:
         The calibration results by method.
     """
     results = {}
     for name, method in trained.items():
+        if loaded and name in loaded:
+            results[name] = loaded[name]
+            continue
         pairs = METHODS[name].calibration_pairs(config)
         with naming_failures(name):
             results[name] = calibrate(
@@ -355,6 +375,8 @@ def calibration(
                 max_sampling_time=SAMPLING_TIME_LIMIT,
                 sample_kwargs=_batched_sampling(method.posterior),
             )
+        if done is not None:
+            done(name, results[name])
     return results
 
 
