@@ -98,7 +98,7 @@ def make_evaluation(task: SignalInNoiseTask, cfg: Settings) -> Evaluation:
         cfg.cache_dir,
         **cfg.reference_kwargs,
     )
-    crb = task.cramer_rao_bound(theta_o.double(), shift_o.double())  # shift profiled out
+    crb = task.cramer_rao_bound(theta_o.double(), shift_o.double())  # the task's default bound
     gs = torch.Generator().manual_seed(cfg.seed + 2_000)
     sbc_theta = task.sample_prior(cfg.sbc_pairs, generator=gs)
     sbc_x = task.simulate(sbc_theta, generator=gs)

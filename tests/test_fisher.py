@@ -83,9 +83,20 @@ def test_profiling_matters_when_shift_and_theta_correlate():
     task = DampedOscillator()
     theta, shift = torch.tensor([[1.5, 0.2]]), torch.tensor([[0.0]])
     assert (
-        task.cramer_rao_bound(theta, shift)
+        task.cramer_rao_bound(theta, shift, nuisance_known=False)
         / task.cramer_rao_bound(theta, shift, nuisance_known=True)
     )[0, 0] > 1.2
+
+
+def test_the_default_bound_holds_the_shift_known_only_where_the_waveform_jumps():
+    """The oscillator's switch-on pins the shift beyond autograd's view (reference/fisher.py)."""
+    theta, shift = torch.tensor([[1.2, 0.2]]), torch.tensor([[0.537]])
+    task = DampedOscillator()
+    known = task.cramer_rao_bound(theta, shift, nuisance_known=True)
+    assert task.onset_jump and torch.equal(task.cramer_rao_bound(theta, shift), known)
+    smooth, theta = SineGaussian(), torch.tensor([[0.5, 2.0]])
+    profiled = cramer_rao_bound(smooth, theta, shift)
+    assert not smooth.onset_jump and torch.equal(smooth.cramer_rao_bound(theta, shift), profiled)
 
 
 def test_fisher_is_symmetric_positive_definite():

@@ -280,12 +280,31 @@ def test_non_tensor_and_integer_inputs_raise():
         ({"downsample": 0}, "downsample"),
         ({"downsample": 41}, "downsample"),
         ({"stride": 1.5}, "stride"),
-        ({"kernel_size": 4, "downsample": 40}, "no output"),
+        ({"kernel_size": 4, "stride": 2, "downsample": 40}, "no output"),
+        ({"downsample": 3, "padding_mode": "circular"}, r"downsample \* stride \(3\) divides"),
+        ({"stride": 3, "padding_mode": "circular"}, r"downsample \* stride \(3\) divides"),
     ],
 )
 def test_bad_constructor_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ConvEncoder1D(40, **{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize("pooling", ["mean", "flatten"])
+def test_an_even_kernel_keeps_the_length_it_reports(pooling):
+    enc = ConvEncoder1D(50, 3, channels=4, num_blocks=1, kernel_size=4, pooling=pooling)
+    assert enc.feature_length == 50 and enc.backbone(torch.randn(2, 1, 50)).shape[-1] == 50
+    assert enc(torch.randn(2, 50)).shape == (2, 3)  # flatten: once a shape error here
+
+
+def test_circular_padding_with_a_dividing_front_end_is_exactly_invariant_to_its_shifts():
+    torch.manual_seed(0)
+    enc = ConvEncoder1D(
+        36, 3, channels=4, num_blocks=1, kernel_size=3, downsample=4, padding_mode="circular"
+    )
+    x = torch.randn(3, 36, dtype=torch.float64)
+    enc = enc.double().eval()
+    torch.testing.assert_close(enc(torch.roll(x, 8, dims=-1)), enc(x))
 
 
 # ------------------------------------------------------------------------------- Expander
@@ -360,6 +379,13 @@ def test_split_head_takes_a_plain_head_whole_and_refuses_none_or_two():
     assert split is not None and split.cut is None and split.tail is plain.head
     with split.capture([]) as captured:
         out = plain(torch.randn(3, 6))
+    torch.testing.assert_close(split.tail(captured[0]), out)
+    sequential = _PlainHead(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()))
+    split = split_head(sequential)  # parameters from its first layer: the head itself
+    assert split is not None and split.cut is None and split.tail is sequential.head
+    with split.capture([]) as captured:
+        out = sequential(torch.randn(3, 6))
+    assert len(captured) == 1  # once hooked on a slice the encoder never calls
     torch.testing.assert_close(split.tail(captured[0]), out)
     assert split_head(torch.nn.Linear(2, 2)) is None  # no head
     assert split_head(_PlainHead(torch.nn.Sequential(torch.nn.ReLU()))) is None  # no parameters

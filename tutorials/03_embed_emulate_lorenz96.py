@@ -138,6 +138,6 @@ fig_ranks, _ = sbc_rank_plot(
 # ranks pile up on one side is biased, a U shape is overconfident, a hump too cautious. When a
 # parameter fails, train to convergence first (the epoch count above should be below the cap),
 # then add simulations. Check the sampler too: after `sample_batched`, `posterior.last_method`
-# and `posterior.last_ess` say per observation whether it drew exactly (rejection), weighted
-# (importance, with its effective sample size; a small one makes duplicated samples) or fell
+# and `posterior.last_ess` say per observation whether it drew exactly (rejection), by
+# resampling weighted candidates (importance, with the candidates' effective sample size) or fell
 # back to MCMC.

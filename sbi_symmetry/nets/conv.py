@@ -9,8 +9,9 @@ The network is ``head(backbone(x))``:
   Convolutions are translation-equivariant: shifting the input shifts the feature maps (exactly
   for cyclic shifts with ``padding_mode="circular"``; up to the edges of the window with
   ``padding_mode="zeros"``). With a front end that reduces the length by a factor ``r =
-  downsample * stride`` this holds exactly for shifts by multiples of ``r`` and approximately
-  (up to the sub-window position) for other shifts.
+  downsample * stride`` this holds exactly for shifts by multiples of ``r`` (circular padding
+  requires ``r`` to divide ``L``: a partial window breaks the circle) and approximately (up to
+  the sub-window position) for other shifts.
 * ``head``: a reduction over time followed by an MLP ``Linear -> act -> Linear`` to
   ``output_dim``. The reduction decides the symmetry of the summary:
 
@@ -140,12 +141,20 @@ def _check_settings(
     dilations = ConvEncoder1D._dilations(dilation, num_blocks)
     pooled_length = -(-input_length // downsample)  # ceil
     pad = (kernel_size - 1) // 2
-    feature_length = (pooled_length + 2 * pad - kernel_size) // stride + 1
+    feature_length = pooled_length  # stride 1 pads "same", even kernels too
+    if stride > 1:
+        feature_length = (pooled_length + 2 * pad - kernel_size) // stride + 1
     if feature_length < 1:
         raise ValueError(
             f"kernel_size={kernel_size} with stride={stride} leaves no output on inputs of "
             f"length {pooled_length} (input_length={input_length}, "
             f"downsample={downsample})."
+        )
+    if padding_mode == "circular" and input_length % (downsample * stride):
+        raise ValueError(
+            f"circular padding is equivariant to cyclic shifts only when downsample * stride "
+            f"({downsample * stride}) divides input_length ({input_length}): a partial last "
+            "window or stride breaks the circle. Choose sizes that divide it, or zero padding."
         )
     if padding_mode == "circular":
         lengths = [pooled_length] + [feature_length] * len(dilations)

@@ -82,7 +82,9 @@ def split_head(module: nn.Module) -> HeadSplit | None:
     first = next((i for i, m in enumerate(head) if next(m.parameters(), None) is not None), None)
     if first is None:
         return None
-    return HeadSplit(head[first - 1] if first else None, head[first:])
+    if first == 0:  # the whole head: hook the module the encoder calls, not a slice of it
+        return HeadSplit(None, head)
+    return HeadSplit(head[first - 1], head[first:])
 
 
 def tail_reproduces(tail: nn.Module, features: Tensor, output: Tensor, rows: int = 64) -> bool:

@@ -39,6 +39,7 @@ class DampedOscillator(SignalInNoiseTask):
     t_start: ClassVar[float] = -1.0
     t_stop: ClassVar[float] = 10.0
     num_samples: ClassVar[int] = 200
+    onset_jump: ClassVar[bool] = True  # from 0 to 1 at switch-on
 
     def waveform(self, theta: ArrayLike, u: ArrayLike) -> ArrayLike:
         """``exp(-beta w0 u) cos(sqrt(1 - beta^2) w0 u)`` for ``u >= 0``, zero before."""

@@ -38,10 +38,14 @@ class SignalInNoiseTask(NuisanceTask):
     Attributes:
         noise_std: Standard deviation ``sigma`` of the white noise per sample.
         t_start, t_stop, num_samples: The grid ``linspace(t_start, t_stop, num_samples)``.
+        onset_jump: Whether the waveform jumps where it starts (``False`` by default): the
+            jump pins the shift in a way no derivative sees, so the Cramer-Rao bound is then
+            taken with the shift known (:meth:`cramer_rao_bound`).
     """
 
     nuisance_names: ClassVar[tuple[str, ...]] = ("shift",)
     noise_std: ClassVar[float] = 0.4
+    onset_jump: ClassVar[bool] = False
     t_start: ClassVar[float]
     t_stop: ClassVar[float]
     num_samples: ClassVar[int]
@@ -216,7 +220,7 @@ class SignalInNoiseTask(NuisanceTask):
         self,
         theta: Tensor,
         nuisance: Tensor,
-        nuisance_known: bool = False,
+        nuisance_known: bool | None = None,
         conditional: bool = False,
     ) -> Tensor:
         """Cramer-Rao lower bound on the standard deviation of each intrinsic parameter.
@@ -227,7 +231,10 @@ class SignalInNoiseTask(NuisanceTask):
         Args:
             theta: Shape ``(n, theta_dim)``.
             nuisance: Shape ``(n, 1)``.
-            nuisance_known: Treat the shift as known (no Schur complement).
+            nuisance_known: Treat the shift as known (no Schur complement). ``None``
+                (default): known where the waveform jumps at its onset (``onset_jump``), whose
+                jump pins the shift beyond what autograd sees (profiling it out there gave a
+                "bound" above the exact posterior's std), else profiled.
             conditional: Width of each parameter with the others known, ``1 / sqrt(F_ii)``
                 (the closed forms of the paper's appendix); see
                 :mod:`sbi_symmetry.reference.fisher`.
@@ -235,6 +242,7 @@ class SignalInNoiseTask(NuisanceTask):
         Returns:
             Tensor of shape ``(n, theta_dim)`` (float64).
         """
+        known = self.onset_jump if nuisance_known is None else nuisance_known
         return cramer_rao_bound(
-            self, theta, nuisance, nuisance_known=nuisance_known, conditional=conditional
+            self, theta, nuisance, nuisance_known=known, conditional=conditional
         )

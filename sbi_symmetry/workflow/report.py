@@ -141,8 +141,6 @@ def budget_text(config: RunConfig) -> str:
     """The run's simulation budget in words.
 
     Example:
-        >>> budget_text(RunConfig(num_simulations=2000))
-        '2000 training simulations'
         >>> budget_text(RunConfig(num_simulations=2000, view_fraction=0.25))  # doctest: +ELLIPSIS
         '2000 simulator calls per method (symmetry NPE spends a share 0.25 of them on ...'
     """
@@ -236,7 +234,8 @@ def _metrics_note(task: Any, reference: bool) -> str:
             f"reference's, averaged over observations (order: {order}). "
         )
         if is_signal_model(task):
-            accuracy += "The Cramér-Rao bound profiles the nuisance out (and ignores the prior). "
+            how = "holds the shift known" if getattr(task, "onset_jump", 0) else "profiles it out"
+            accuracy += f"The Cramér-Rao bound {how} (and ignores the prior). "
     else:
         accuracy = (
             "No reference posterior for this task (no tractable likelihood), so no C2ST and no "
