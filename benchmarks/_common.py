@@ -10,6 +10,7 @@ import argparse
 import json
 import platform
 import shlex
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -65,10 +66,33 @@ def command_line(script: str, argv: Iterable[str]) -> str:
 
 
 def platform_stamp(sbi: bool = False) -> str:
-    """``"<platform>, Python <v>, torch <v>[, sbi <v>]"``: the start of a results file's machine."""
+    """``"<platform>, Python <v>, torch <v>[, sbi <v>], commit <c>"``: a results file's machine.
+
+    The commit (``-dirty`` with uncommitted changes; absent outside a git checkout) tells which
+    code a page's command ran: presets change, and the same command then makes other numbers.
+    """
     v = versions()
     text = f"{platform.platform()}, Python {v['python']}, torch {v['torch']}"
-    return text + (f", sbi {v['sbi']}" if sbi else "")
+    text += f", sbi {v['sbi']}" if sbi else ""
+    return text + (f", commit {commit}" if (commit := source_commit()) else "")
+
+
+def source_commit() -> str | None:
+    """The checkout's short commit, ``-dirty`` if the tracked files changed; ``None`` if unknown."""
+    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(root)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "-uno"], capture_output=True, text=True
+        )
+    except OSError:  # no git
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def make_log(minutes: bool = False) -> Log:

@@ -172,6 +172,9 @@ LATER_SUB_SETTINGS: dict[tuple[str, str], Any] = {
     ("npe_train", "anneal"): 0.0,
     ("ee_train", "anneal"): 0.0,
     ("ee", "pretrain"): False,
+    ("encoder", "dilation"): 1,
+    ("ee_encoder", "dilation"): 1,
+    ("pretrain", "supervised_weight"): 0.0,
 }
 
 
@@ -251,6 +254,15 @@ def _same_data(one: dict[str, Any], other: dict[str, Any]) -> bool:
     return same and one.get("observations") == other.get("observations")
 
 
+def _check_joined(theirs: dict[str, Any], here: dict[str, Any], what: str) -> None:
+    """Refuse a joined run made with other settings than this page's (methods aside)."""
+    ours = RunConfig.from_dict({**here["config"], "methods": theirs["config"]["methods"]})
+    changes, _ = config_changes(theirs["config"], ours)
+    changes.pop("workers", None)  # how many train at once: each method here trained alone
+    if changes or theirs.get("random_streams") != here.get("random_streams"):
+        raise SystemExit(f"{what} ran with other settings (theirs, this page's): {changes}.")
+
+
 def join(results: dict[str, Any], stores: list[Path], settings: dict[str, Any]) -> Shown:
     """This store's runs per budget, each followed by the same budget's runs in ``stores``.
 
@@ -273,6 +285,7 @@ def join(results: dict[str, Any], stores: list[Path], settings: dict[str, Any]) 
                 raise SystemExit(f"--with {store}: {budget} calls ran on other data.")
             if set(run["metrics"]["methods"]) & set(here["methods"]):
                 raise SystemExit(f"--with {store}: repeats a method of this page at {budget}.")
+            _check_joined(run["metrics"], here, f"--with {store}: {budget} calls")
             shown[budget].append(run)
     return shown
 
@@ -314,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     settings |= {"methods": list(methods)} if methods != METHODS else {}
     settings |= {"anneal": args.anneal} if args.anneal else {}
     results = load_store(store, settings)
-    for budget in args.budgets:
+    for budget in sorted(set(args.budgets) | set(map(int, results))):  # stored ones: checked
         cfg = budget_config(
             args.task,
             args.observations,

@@ -49,11 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     changes = {"seed": args.seed, **CANDIDATES[args.candidate]}
     cfg = variant_config(args.task, 10, ("embed_emulate",), changes)
     run = args.out / "run"
-    if not (run / ".stages" / "calibration.pt").exists():
-        pipeline.run(cfg, run, show_progress=False)
-
-    sims, trained = stage_value(run, "simulate"), stage_value(run, "train_ratio")
-    posterior = trained["embed_emulate"].posterior
+    pipeline.run(cfg, run, resume=True, show_progress=False)  # loads a finished run
+    sims, trained = stage_value(run, "simulate"), stage_value(run, "train_embed_emulate")
+    posterior = trained.posterior
     pairs = METHODS["embed_emulate"].calibration_pairs(cfg)
     for method in ("auto", "rejection"):
         posterior.method = method

@@ -205,8 +205,12 @@ def targets(methods: dict[str, Any]) -> dict[str, Any]:
         "mcmc_observations": k,
     }
     if "c2st" in ee and "c2st" in nre:
-        result["c2st_difference"] = ee["c2st"]["mean"] - nre["c2st"]["mean"]
-        result["c2st_sem_difference"] = math.hypot(ee["c2st"]["sem"], nre["c2st"]["sem"])
+        # the same observations: the sem of the per-observation differences (paired)
+        diff = [
+            a - b for a, b in zip(*(m["c2st"]["per_observation"] for m in (ee, nre)), strict=True)
+        ]
+        result["c2st_difference"] = statistics.mean(diff)
+        result["c2st_sem_difference"] = statistics.stdev(diff) / math.sqrt(len(diff))
     return result
 
 

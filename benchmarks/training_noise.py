@@ -33,11 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import page_head, write_page
+from _common import page_head, stage_value, write_page
 
 from sbi_symmetry.evaluation import c2st_score
 from sbi_symmetry.workflow import pipeline
-from sbi_symmetry.workflow.checkpoints import STAGES_DIR
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.stages import reference_samples
 
@@ -68,15 +67,19 @@ def run_seed(args: argparse.Namespace, training_seed: int) -> tuple[dict[str, An
 
 
 def ensemble_scores(folders: list[Path], method: str, seed: int) -> list[float]:
-    """C2ST per observation of the equal-weight mixture of the runs' posteriors."""
-    stages = [folder / STAGES_DIR for folder in folders]
-    samples = [torch.load(s / "accuracy.pt", weights_only=False)["value"].samples for s in stages]
-    refs = torch.load(stages[0] / "references.pt", weights_only=False)["value"]
+    """C2ST per observation of the equal-weight mixture of the runs' posteriors.
+
+    Member ``k`` gives its ``k``-th share of samples: every run samples from the same stream
+    (seeded by the data seed), so the first shares of two runs are one set of random numbers
+    through two networks, near-duplicate pairs a classifier can learn.
+    """
+    samples = [stage_value(folder, f"accuracy_{method}")[0] for folder in folders]
+    refs = stage_value(folders[0], "references")
     scores = []
     for i, ref in enumerate(refs):
-        draws = [run[method][i] for run in samples]
+        draws = [run[i] for run in samples]
         share = draws[0].shape[0] // len(draws)
-        mixture = torch.cat([d[:share] for d in draws])
+        mixture = torch.cat([d[k * share : (k + 1) * share] for k, d in enumerate(draws)])
         scores.append(c2st_score(mixture, reference_samples(ref), seed=seed))
     return scores
 

@@ -176,7 +176,6 @@ def test_npe_warm_start_trains_the_flow_on_the_frozen_summary_then_fine_tunes(
 
 def test_training_noise_scores_the_equal_weight_mixture_of_the_runs(tmp_path):
     """Two runs, each matching one half of a two-mode reference: only their mixture matches."""
-    from types import SimpleNamespace
 
     import torch
 
@@ -188,8 +187,8 @@ def test_training_noise_scores_the_equal_weight_mixture_of_the_runs(tmp_path):
     for i, mode in enumerate(modes):
         stages = tmp_path / f"run{i}" / ".stages"
         stages.mkdir(parents=True)
-        accuracy = SimpleNamespace(samples={"m": [mode[500:]]})
-        torch.save({"value": accuracy}, stages / "accuracy.pt")
+        # as the pipeline saves a method's accuracy: its samples per observation, its metrics
+        torch.save({"value": ([torch.cat([mode[500:], mode[500:]])], {})}, stages / "accuracy_m.pt")
         torch.save({"value": [reference]}, stages / "references.pt")
         folders.append(stages.parent)
     (mixture,) = script.ensemble_scores(folders, "m", seed=0)
