@@ -210,7 +210,9 @@ def targets(methods: dict[str, Any]) -> dict[str, Any]:
             a - b for a, b in zip(*(m["c2st"]["per_observation"] for m in (ee, nre)), strict=True)
         ]
         result["c2st_difference"] = statistics.mean(diff)
-        result["c2st_sem_difference"] = statistics.stdev(diff) / math.sqrt(len(diff))
+        result["c2st_sem_difference"] = (
+            statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
+        )
     return result
 
 

@@ -223,6 +223,7 @@ def test_ee_members_runs_each_count_once_and_tabulates_the_metrics(tmp_path, mon
     calls = []
 
     def fake_run(cfg, folder, **kwargs):
+        assert kwargs["resume"]  # a finished run loads its stages; other settings are refused
         calls.append((cfg.seed, cfg.ee["members"]))
         k = cfg.ee["members"]
         metrics = {
@@ -238,8 +239,7 @@ def test_ee_members_runs_each_count_once_and_tabulates_the_metrics(tmp_path, mon
                 "simulator_calls": {"total": 10_000},
             },
         }
-        folder.mkdir(parents=True)
-        (folder / "metrics.json").write_text(json.dumps({"methods": {"embed_emulate": metrics}}))
+        return {"methods": {"embed_emulate": metrics}}
 
     monkeypatch.setattr(script, "run", fake_run)
     argv = ["--seeds", "3", "--members", "1", "2", "--runs", str(tmp_path / "runs")]
@@ -249,7 +249,7 @@ def test_ee_members_runs_each_count_once_and_tabulates_the_metrics(tmp_path, mon
     assert rows[1][:6] == ["3", "2", "0.620", "2.00, 1.05", "1.30, 1.10", "1 of 2"]
     assert rows[1][6:] == ["yes (0.200, 0.05)", "10, 10", "12", "10,000"]
     assert rows[0][7] == "10"
-    assert script.main(argv) == rows and len(calls) == 2  # finished runs are read, not re-run
+    assert script.main(argv) == rows and len(calls) == 4  # resumed: each loads what finished
     assert "--members 1 2" in (tmp_path / "page.md").read_text()
 
 

@@ -33,6 +33,7 @@ from sbi_symmetry.symmetry.pretrain.config import PretrainConfig
 from sbi_symmetry.symmetry.pretrain.data import split_sizes
 from sbi_symmetry.tasks import TASKS, get_task
 from sbi_symmetry.views import resolve_pretrain_views, split_budget, supports_shift_views
+from sbi_symmetry.workflow.presets import PRESET_SETTINGS
 from sbi_symmetry.workflow.registry import METHODS
 from sbi_symmetry.workflow.settings import SUB_SETTINGS, CheckedKwargs, check_nre_c_train
 
@@ -162,14 +163,12 @@ class RunConfig:
             ...
             ValueError: unknown run setting(s) ['simulatons']; valid: ['device', ...].
         """
-        from sbi_symmetry.workflow.presets import PRESET_CONFIGS  # built from this class
-
         check_choice(preset, "preset", PRESETS)
         if is_task_spec(task):  # your own task: the default task's preset
-            base = replace(PRESET_CONFIGS[(RunConfig.task, preset)], task=task)
+            base = cls(**{**PRESET_SETTINGS[(RunConfig.task, preset)], "task": task})
         else:
-            check_choice(task, "task", sorted({t for t, _ in PRESET_CONFIGS}))
-            base = PRESET_CONFIGS[(task, preset)]
+            check_choice(task, "task", sorted({t for t, _ in PRESET_SETTINGS}))
+            base = cls(**PRESET_SETTINGS[(task, preset)])
         _check_names(overrides)
         cfg = replace(base, **overrides)
         cfg.validate()

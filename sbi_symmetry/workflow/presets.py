@@ -1,20 +1,18 @@
-"""The ``fast`` and ``paper`` settings of each built-in task, read by :meth:`RunConfig.from_preset`.
+"""The ``fast`` and ``paper`` settings of each built-in task (read by ``RunConfig.from_preset``).
 
 ``fast`` is sized so the default run (damped oscillator) finishes in a few minutes on a 2-core
 laptop; ``paper`` uses the sizes of the symmetry-embedding paper and takes hours on a CPU. Each
 choice cites the benchmark page that made it.
 
 Example:
-    >>> PRESET_CONFIGS[("damped-oscillator", "fast")].frozen_epochs
+    >>> PRESET_SETTINGS[("damped-oscillator", "fast")]["frozen_epochs"]
     20
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
-from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.registry import METHODS
 
 
@@ -42,7 +40,7 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # VICReg (0.609 -> 0.623 with it; symmetry_npe_flow_width.md, 14; ee_pretrain.md, 6).
 _FAST_TOWER = {"channels": 16, "num_blocks": 2, "dilation": (1, 2), "downsample": 8}
 _FAST_TOWER |= {"kernel_size": 5, "hidden_dim": 32}
-_FAST_SHO = RunConfig(
+_FAST_SHO: dict[str, Any] = dict(
     task="damped-oscillator",
     preset="fast",
     num_simulations=10_000,
@@ -70,7 +68,7 @@ _FAST_SHO = RunConfig(
     ee_train={"max_num_epochs": 600, "training_batch_size": 200},
 )
 
-_PAPER_SHO = RunConfig(
+_PAPER_SHO: dict[str, Any] = dict(
     task="damped-oscillator",
     preset="paper",
     num_simulations=100_000,
@@ -87,23 +85,24 @@ _PAPER_SHO = RunConfig(
     methods=tuple(METHODS),
 )
 
-#: The built-in presets, by ``(task, preset)``; read them with :meth:`RunConfig.from_preset`.
-PRESET_CONFIGS: dict[tuple[str, str], RunConfig] = {
+#: The built-in presets' settings (``RunConfig`` fields), by ``(task, preset)``; read them with
+#: :meth:`~sbi_symmetry.workflow.config.RunConfig.from_preset`, which checks them.
+PRESET_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
     ("damped-oscillator", "fast"): _FAST_SHO,
     ("damped-oscillator", "paper"): _PAPER_SHO,
-    ("sine-gaussian", "fast"): replace(_FAST_SHO, task="sine-gaussian"),
-    ("sine-gaussian", "paper"): replace(
-        _PAPER_SHO, task="sine-gaussian", **_towers(3, channels=10, num_blocks=4, kernel_size=11)
-    ),
+    ("sine-gaussian", "fast"): _FAST_SHO | {"task": "sine-gaussian"},
+    ("sine-gaussian", "paper"): _PAPER_SHO
+    | {"task": "sine-gaussian"}
+    | _towers(3, channels=10, num_blocks=4, kernel_size=11),
     # Lorenz-96: sites as length axis, circular padding; 10^4 sims (symmetry_npe_flow_width.md 16)
-    ("lorenz96", "fast"): replace(
+    ("lorenz96", "fast"): dict(
         _FAST_SHO,
         task="lorenz96",
         num_simulations=10_000,
         pretrain_simulations=5_000,
         **_towers(8, channels=16, num_blocks=2, kernel_size=5, padding_mode="circular"),
     ),
-    ("lorenz96", "paper"): replace(
+    ("lorenz96", "paper"): dict(
         _PAPER_SHO,
         task="lorenz96",
         num_simulations=20_000,
