@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -373,3 +374,6 @@ def test_a_run_interrupted_while_calibrating_keeps_the_methods_calibrated(tmp_pa
     pipeline.run(cfg, tmp_path / "cut", resume=True, show_progress=False, log=lines.append)
     assert len(calls) == 1  # embed_emulate's only
     assert "(resumed)" in lines[4] and "(resumed)" not in lines[5]
+    seconds = json.loads((tmp_path / "cut" / "metrics.json").read_text())["wall_seconds"]
+    assert "train (loaded by --resume)" in seconds and "simulate (loaded by --resume)" in seconds
+    assert "calibration (loaded 1 of 2 by --resume)" in seconds  # the rest is real work

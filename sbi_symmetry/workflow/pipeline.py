@@ -188,6 +188,7 @@ def _run_stages(
         cal = stages.calibration(task, sims, trained, config, show_progress, loaded, done)
     words = ", ".join(_calibration_word(k, v, acc, task) for k, v in cal.items())
     say(6, f"calibration: {words}", *(f"calibration_{name}" for name in trained))
+    _mark_loaded(watch, saved, list(trained))
     with watch("report"):
         results = RunResults(config, task, sims, trained, refs, acc, cal, watch)
         metrics = write_report(folder, results)
@@ -230,6 +231,19 @@ def _loaded(saved: StageCheckpoints, stage: str, names: Iterable[str]) -> dict[s
 def _saver(saved: StageCheckpoints, stage: str, gen: torch.Generator) -> Callable[[str, Any], None]:
     """Save one method's result of ``stage`` as soon as it is done."""
     return lambda name, value: saved.save(f"{stage}_{name}", value, gen)
+
+
+def _mark_loaded(watch: Stopwatch, saved: StageCheckpoints, names: list[str]) -> None:
+    """Rename the stages a resumed run loaded (their seconds are loading, not the work)."""
+    parts = {"simulate": ["simulate"], "reference": ["references"]}
+    parts[BESIDE_TRAINING] = ["references"]
+    for stage in ("train", "accuracy", "calibration"):
+        parts[stage] = [f"{stage}_{name}" for name in names]
+    for stage, checkpoints in parts.items():
+        loaded = sum(c in saved.resumed for c in checkpoints)
+        if stage in watch.seconds and loaded:
+            some = "" if loaded == len(checkpoints) else f" {loaded} of {len(checkpoints)}"
+            watch.seconds[f"{stage} (loaded{some} by --resume)"] = watch.seconds.pop(stage)
 
 
 def _sizes(config: RunConfig, sims: stages.Simulations) -> str:
