@@ -133,8 +133,8 @@ class StageCheckpoints:
 
 def _check_same(saved: dict[str, Any], settings: dict[str, Any], folder: Path) -> None:
     current = json.loads(json.dumps(settings))
-    keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    keys = [k for k in keys if k not in MAY_CHANGE]
+    compared = (set(saved) | set(current)) - MAY_CHANGE
+    keys = sorted(k for k in compared if saved.get(k) != current.get(k))
     if keys:
         detail = "; ".join(f"{k}: was {saved.get(k)!r}, now {current.get(k)!r}" for k in keys[:5])
         raise ValueError(

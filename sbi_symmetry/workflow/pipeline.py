@@ -172,8 +172,8 @@ def _run_stages(
     for stage, (kind, what) in enumerate(_KINDS.items(), start=2):
         group = [m for name, m in trained.items() if METHODS[name].kind == kind]
         done = "; ".join(_training_line(m) for m in group) or "none selected"
-        resumed = group and all(f"train_{m.name}" in saved.resumed for m in group)
-        log(f"[{stage}/{NUM_STAGES}] trained {what}: {done}{' (resumed)' if resumed else ''}")
+        note = saved.note(*_per_method("train", [m.name for m in group]))
+        log(f"[{stage}/{NUM_STAGES}] trained {what}: {done}{note}")
     references("reference")  # unless it ran beside the training
     refs = computed[0]
     say(4, _reference_line(config, refs, watch), "references")
@@ -181,13 +181,13 @@ def _run_stages(
         loaded = _loaded(saved, "accuracy", trained)
         done = _saver(saved, "accuracy", gen)
         acc = stages.accuracy(task, sims, trained, refs, config, gen, show_progress, loaded, done)
-    say(5, _accuracy_line(acc, refs), *(f"accuracy_{name}" for name in trained))
+    say(5, _accuracy_line(acc, refs), *_per_method("accuracy", trained))
     with watch("calibration"):
         loaded = _loaded(saved, "calibration", trained)
         done = _saver(saved, "calibration", gen)
         cal = stages.calibration(task, sims, trained, config, show_progress, loaded, done)
     words = ", ".join(_calibration_word(k, v, acc, task) for k, v in cal.items())
-    say(6, f"calibration: {words}", *(f"calibration_{name}" for name in trained))
+    say(6, f"calibration: {words}", *_per_method("calibration", trained))
     _mark_loaded(watch, saved, list(trained))
     with watch("report"):
         results = RunResults(config, task, sims, trained, refs, acc, cal, watch)
@@ -209,28 +209,28 @@ def _train(
     ``meanwhile`` runs in this process while workers train, once a core would idle (not at all
     when the methods train in turn here).
     """
-    loaded = {}
-    for name in ctx.config.methods:
-        if (got := saved.load(f"train_{name}")) is not None:
-            loaded[name] = got["value"]
-    fresh = stages.train_methods(
-        ctx,
-        skip=loaded,
-        done=lambda name, method: saved.save(f"train_{name}", method, gen),
-        meanwhile=meanwhile,
-    )
+    loaded = _loaded(saved, "train", ctx.config.methods)
+    done = _saver(saved, "train", gen)
+    fresh = stages.train_methods(ctx, skip=loaded, done=done, meanwhile=meanwhile)
     return {name: loaded.get(name) or fresh[name] for name in METHODS if name in ctx.config.methods}
 
 
+def _per_method(stage: str, names: Iterable[str]) -> list[str]:
+    """The checkpoint names of ``stage``, one per method: ``<stage>_<method>``."""
+    return [f"{stage}_{name}" for name in names]
+
+
 def _loaded(saved: StageCheckpoints, stage: str, names: Iterable[str]) -> dict[str, Any]:
-    """What an earlier run saved of ``stage`` per method (``<stage>_<method>.pt``)."""
-    found = {name: saved.load(f"{stage}_{name}") for name in names}
+    """What an earlier run saved of ``stage`` per method (:func:`_per_method`)."""
+    names = list(names)
+    keys = zip(names, _per_method(stage, names), strict=True)
+    found = {name: saved.load(key) for name, key in keys}
     return {name: got["value"] for name, got in found.items() if got is not None}
 
 
 def _saver(saved: StageCheckpoints, stage: str, gen: torch.Generator) -> Callable[[str, Any], None]:
     """Save one method's result of ``stage`` as soon as it is done."""
-    return lambda name, value: saved.save(f"{stage}_{name}", value, gen)
+    return lambda name, value: saved.save(*_per_method(stage, [name]), value, gen)
 
 
 def _mark_loaded(watch: Stopwatch, saved: StageCheckpoints, names: list[str]) -> None:
@@ -238,7 +238,7 @@ def _mark_loaded(watch: Stopwatch, saved: StageCheckpoints, names: list[str]) ->
     parts = {"simulate": ["simulate"], "reference": ["references"]}
     parts[BESIDE_TRAINING] = ["references"]
     for stage in ("train", "accuracy", "calibration"):
-        parts[stage] = [f"{stage}_{name}" for name in names]
+        parts[stage] = _per_method(stage, names)
     for stage, checkpoints in parts.items():
         loaded = sum(c in saved.resumed for c in checkpoints)
         if stage in watch.seconds and loaded:
