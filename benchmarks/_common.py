@@ -24,6 +24,7 @@ from sbi_symmetry._io import atomic_write_text, versions
 from sbi_symmetry.evaluation import c2st_score
 from sbi_symmetry.tasks import SignalInNoiseTask
 from sbi_symmetry.workflow.checkpoints import STAGES_DIR
+from sbi_symmetry.workflow.flags import widest
 
 #: A progress printer: ``log("text")``.
 Log = Callable[[str], None]
@@ -169,6 +170,25 @@ def stage_value(run: Path, name: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------- output
+def calibrated_cell(entry: dict[str, Any]) -> str:
+    """A method's calibration for a table: ``yes``, ``**no**``, or the width that misleads.
+
+    Calibrated posteriors more than ``TOO_WIDE`` (2x) the exact width on average in some
+    parameter read ``yes, but 11.8x too wide``: SBC passes for posteriors that are far too wide,
+    as the report says too (:func:`sbi_symmetry.workflow.flags.verdict`).
+
+    Example:
+        >>> calibrated_cell({"calibration": {"calibrated": True}, "std_over_reference": [[3.0]]})
+        'yes, but 3.0x too wide'
+    """
+    word = "yes" if entry["calibration"]["calibrated"] else "**no**"
+    per_obs = entry.get("std_over_reference") or [[]]
+    wide = widest(entry, [str(i) for i in range(len(per_obs[0]))])
+    if wide is None:
+        return word
+    return f"{word}, {'but' if word == 'yes' else 'and'} {wide[0]:.1f}x too wide"
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A markdown table's lines."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -49,6 +49,8 @@ from _levers import HEADER, rows, variant_config
 from plans import PRESET
 
 from sbi_symmetry._io import atomic_write_text
+from sbi_symmetry.symmetry.finetune import resolve_frozen_epochs
+from sbi_symmetry.views import split_budget
 from sbi_symmetry.workflow import pipeline
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.registry import METHODS as RUN_METHODS
@@ -201,7 +203,20 @@ def config_changes(stored: dict[str, Any], cfg: RunConfig) -> tuple[dict[str, An
             old[key] = {**{k: v for k, v in later.items() if k in value}, **old[key]}
             unnamed += [f"{key}.{k}" for k in value if k not in old[key]]
             now[key] = {k: v for k, v in value.items() if k in old[key]}
-    return {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}, unnamed
+    changes = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
+    if "frozen_epochs" in changes and _auto_gives(old, *changes["frozen_epochs"]):
+        del changes["frozen_epochs"]
+    return changes, unnamed
+
+
+def _auto_gives(stored: dict[str, Any], before: Any, now: Any) -> bool:
+    """Whether ``frozen_epochs="auto"`` (now) trains ``before`` epochs at the stored budget."""
+    if now != "auto" or not isinstance(before, int):
+        return False
+    rows = stored["num_simulations"]
+    if stored.get("view_fraction") is not None:
+        rows = split_budget(rows, stored["view_fraction"]).training
+    return resolve_frozen_epochs("auto", rows, **stored.get("npe_train", {})) == before
 
 
 def check_kept(run: dict[str, Any], cfg: RunConfig, key: str, store: Path) -> None:

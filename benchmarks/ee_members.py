@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import page_head, table, write_page
+from _common import calibrated_cell, page_head, table, write_page
 
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.pipeline import run
@@ -64,7 +64,7 @@ def _row(seed: int, members: int, m: dict[str, Any]) -> list[str]:
     costs, cal = m["costs"], m["calibration"]
     per_member = costs.get("epochs_per_phase", [costs["epochs"]])
     seconds = costs["train_seconds"] + costs["pretrain_seconds"]
-    verdict = "yes" if cal["calibrated"] else "no"
+    verdict = calibrated_cell(m)
     return [
         str(seed),
         str(members),

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import page_head, stage_value, write_page
+from _common import calibrated_cell, page_head, stage_value, write_page
 
 from sbi_symmetry.evaluation import c2st_score
 from sbi_symmetry.workflow import pipeline
@@ -94,7 +94,7 @@ def method_rows(method: str, runs: list[dict[str, Any]], folders: list[Path], se
         cal = entry["calibration"]
         rows.append(
             f"| {method} | training seed {r['config']['training_seed']} | {mean:.3f} ± "
-            f"{entry['c2st']['sem']:.3f} | {'yes' if cal['calibrated'] else 'no'} "
+            f"{entry['c2st']['sem']:.3f} | {calibrated_cell(entry)} "
             f"({min(cal['ks_pvals']):.3f}) | {entry['costs']['epochs']} |"
         )
     spread = per_obs.std(0).mean() if len(runs) > 1 else float("nan")

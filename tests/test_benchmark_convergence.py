@@ -145,7 +145,7 @@ def test_config_changes_compares_a_stored_run_with_what_would_run_now():
     older["pretrain"] = {k: v for k, v in stored["pretrain"].items() if k != "freeze"}
     changes, unnamed = script.config_changes(older, cfg)
     assert changes == {  # not named then: their defaults ran (no E&E pretraining)
-        "frozen_epochs": (0, 20),
+        "frozen_epochs": (0, "auto"),
         "ee": ({"pretrain": False}, {"pretrain": "auto"}),
     }
     assert unnamed == ["pretrain.freeze", "ee.emulator_kwargs"]  # cannot be checked: said
@@ -159,6 +159,19 @@ def test_config_changes_compares_a_stored_run_with_what_would_run_now():
     changes, unnamed = script.config_changes(before_anneal, cfg)
     assert list(changes) == ["npe_train"] and "npe_train.anneal" not in unnamed
     assert changes["npe_train"][0]["anneal"] == 0.0 and changes["npe_train"][1]["anneal"] == 0.1
+
+
+@pytest.mark.parametrize(("num_simulations", "same"), [(1_000, True), (100_000, False)])
+def test_a_stored_frozen_start_matches_auto_where_auto_trains_as_many_epochs(num_simulations, same):
+    script = load_script("convergence")
+    cfg = script.budget_config("damped-oscillator", 10, num_simulations, 400, "current")
+    assert cfg.frozen_epochs == "auto"
+    stored = {**json.loads(json.dumps(cfg.to_dict())), "frozen_epochs": 20}
+    changes = script.config_changes(stored, cfg)[0]
+    assert changes == ({} if same else {"frozen_epochs": (20, "auto")})  # 20, then 10 epochs
+    assert script.config_changes({**stored, "frozen_epochs": 10}, cfg)[0] == (
+        {"frozen_epochs": (10, "auto")} if same else {}
+    )
 
 
 def test_a_run_stored_before_per_method_streams_is_not_reused(tmp_path):

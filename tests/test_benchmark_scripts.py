@@ -262,3 +262,18 @@ def test_reference_sbc_counts_true_parameters_per_fifth_of_the_prior_box():
     assert script._fifths(thetas, prior) == ["1 / 1 / 1 / 0 / 1", "1 / 0 / 1 / 0 / 2"]
     with pytest.raises(SystemExit):
         script.main(["/nonexistent", "--pairs", "5"])
+
+
+@pytest.mark.parametrize(
+    ("calibrated", "widths", "cell"),
+    [
+        (True, [[1.1, 0.9], [1.3, 1.0]], "yes"),
+        (True, [[11.0, 3.0], [12.6, 3.1]], "yes, but 11.8x too wide"),  # SBC passes, far too wide
+        (False, [[1.0, 1.0]], "**no**"),
+        (False, [[2.5, 1.0]], "**no**, and 2.5x too wide"),
+    ],
+)
+def test_benchmark_tables_say_when_a_calibrated_posterior_is_too_wide(calibrated, widths, cell):
+    script = load_script("training_noise")  # puts benchmarks/ on the path; _common's helper
+    entry = {"calibration": {"calibrated": calibrated}, "std_over_reference": widths}
+    assert script.calibrated_cell(entry) == cell

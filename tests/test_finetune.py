@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from sbi.inference import NPE
 from sbi.neural_nets import posterior_nn
 from sbi.utils import BoxUniform
 from torch import nn
 
 from sbi_symmetry._sbi_compat import NullTracker, training_summary
-from sbi_symmetry.symmetry import SymmetryEmbedding, train_npe
+from sbi_symmetry.symmetry import SymmetryEmbedding, finetune, train_npe
+from sbi_symmetry.symmetry.finetune import FROZEN_EPOCHS, FROZEN_STEPS, frozen_epochs_for
 
 
 def _setup(freeze: str = "none", builder: str = "posterior_nn"):
@@ -111,9 +114,65 @@ def test_the_workflow_passes_frozen_epochs_to_symmetry_npe():
     trained = shift_view_symmetry_npe(task, theta, x, max_num_epochs=2, frozen_epochs=2)
     assert trained.epochs > 3  # two frozen epochs (and sbi's epoch 0), then fine-tuning
     assert trained.extra["embedding"].freeze == "none"
+    assert trained.summary()["frozen_epochs"] == 2  # the metrics say how many ran
+    auto = shift_view_symmetry_npe(
+        task, theta, x, max_num_epochs=1, frozen_epochs="auto", training_batch_size=90
+    )
+    assert auto.summary()["frozen_epochs"] == frozen_epochs_for(300, 90) == 20  # 3 steps each
     assert RunConfig.from_preset("damped-oscillator", frozen_epochs=20).frozen_epochs == 20
-    with pytest.raises(ValueError, match="`frozen_epochs` must be"):
-        RunConfig.from_preset("damped-oscillator", frozen_epochs=-2)
+    for bad in (-2, "sometimes"):
+        with pytest.raises(ValueError, match='`frozen_epochs` must be an integer >= 0 or "auto"'):
+            RunConfig.from_preset("damped-oscillator", frozen_epochs=bad)
+
+
+@given(
+    num_simulations=st.integers(1, 10**7),
+    batch=st.integers(1, 2000),
+    validation_fraction=st.sampled_from([0.0, 0.1, 0.25]),
+)
+def test_auto_frozen_epochs_are_the_most_within_both_caps(
+    num_simulations, batch, validation_fraction
+):
+    epochs = frozen_epochs_for(num_simulations, batch, validation_fraction)
+    rows = max(1, int((1 - validation_fraction) * num_simulations))
+    steps = rows // min(batch, rows)  # sbi's batches per epoch (it drops a partial one)
+    assert 1 <= epochs <= FROZEN_EPOCHS
+    assert epochs == 1 or epochs * steps <= FROZEN_STEPS  # one epoch even if it is longer
+    assert epochs == FROZEN_EPOCHS or (epochs + 1) * steps > FROZEN_STEPS  # no fewer than fit
+
+
+def test_train_npe_resolves_auto_from_the_appended_simulations(monkeypatch):
+    trainer, embedding = _setup()  # 300 rows: 270 for training, batches of 90 -> 3 steps
+    monkeypatch.setattr(finetune, "FROZEN_STEPS", 7)  # 2 epochs of 3 steps fit, not 3
+    calls = _spy(trainer, embedding)
+    with pytest.warns(UserWarning, match="max_num_epochs"):
+        train_npe(trainer, embedding, training_batch_size=90, max_num_epochs=1)
+    assert calls[0][0]["max_num_epochs"] == 2 and calls[0][2] == "all"
+    monkeypatch.undo()
+    assert [frozen_epochs_for(n) for n in (10_000, 100_000, 1_000_000)] == [20, 10, 1]
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch", "validation_fraction"),
+    [(300, 90, 0.1), (300, 400, 0.1), (1_001, 50, 0.25), (2_000, 7, 0.05)],
+)
+def test_auto_counts_the_steps_sbi_trains_an_epoch(rows, batch, validation_fraction):
+    torch.manual_seed(0)
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    theta = prior.sample((rows,))
+    npe = NPE(prior, tracker=NullTracker(), show_progress_bars=False)
+    npe.append_simulations(theta, theta + 0.1)
+    loader, _ = npe.get_dataloaders(0, batch, validation_fraction)
+    expected = max(1, min(FROZEN_EPOCHS, FROZEN_STEPS // len(loader)))
+    assert frozen_epochs_for(rows, batch, validation_fraction) == expected
+
+
+def test_train_npe_needs_simulations_before_it_can_choose_the_frozen_epochs():
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    embedding = SymmetryEmbedding(nn.Linear(2, 2), freeze="none")
+    npe = NPE(prior, density_estimator=embedding.posterior_nn("mdn"), tracker=NullTracker())
+    with pytest.raises(ValueError, match="`trainer` holds no simulations"):
+        train_npe(npe, embedding)
 
 
 def _report_entry(epochs: int) -> dict:
@@ -154,18 +213,21 @@ def test_the_epoch_cap_of_symmetry_npe_counts_after_its_frozen_start(epochs, fla
         ("raw_npe", [151], True),
     ],
 )
-def test_every_training_phase_has_its_own_epoch_cap(name, phases, flagged):
+@pytest.mark.parametrize("setting", [20, "auto"])  # "auto": the run records the epochs (20)
+def test_every_training_phase_has_its_own_epoch_cap(name, phases, flagged, setting):
     from types import SimpleNamespace
 
     from sbi_symmetry.workflow import report
     from sbi_symmetry.workflow.config import RunConfig
 
-    config = RunConfig(frozen_epochs=20, npe_train={"max_num_epochs": 150, "anneal": 0.1})
+    config = RunConfig(frozen_epochs=setting, npe_train={"max_num_epochs": 150, "anneal": 0.1})
     results = SimpleNamespace(
         config=config, trained={}, task=SimpleNamespace(parameter_names=("w0", "beta"))
     )
     entry = _report_entry(sum(phases))
     entry["costs"]["epochs_per_phase"] = phases
+    if setting == "auto" and name == "symmetry_npe":
+        entry["costs"]["frozen_epochs"] = 20
     found = report._flags(name, entry, results)
     assert ("epoch_cap" in [f["code"] for f in found]) == flagged
 

@@ -99,7 +99,7 @@ def test_the_default_fast_preset_keeps_its_values():
     assert cfg.ee_encoder == {"output_dim": 16, "channels": 16, **ee_tower, **conv}
     assert cfg.expander == {"output_dim": 32, "hidden_dims": (64, 64)}
     assert cfg.flow == {"hidden_features": 50}
-    assert cfg.frozen_epochs == 20
+    assert cfg.frozen_epochs == "auto"  # 20 epochs at its 10^4 simulations
     assert cfg.pretrain == {
         "max_epochs": 40,
         "batch_size": 256,

@@ -10,6 +10,13 @@ training/validation split, optimiser and best-model tracking) with the embedding
 mode, for up to ``max_num_epochs`` more epochs with early stopping restarted
 (``benchmarks/results/npe_warm_start.md``).
 
+The frozen start is bounded in optimiser steps as well as epochs: ``frozen_epochs="auto"``
+(the default) is :data:`FROZEN_EPOCHS` epochs but at most :data:`FROZEN_STEPS` steps, at least
+one epoch (:func:`frozen_epochs_for`). With sbi's batch of 200 that is 20 epochs at 10^4
+simulations (900 steps), 10 at 10^5, 1 at 10^6. On the oscillator at 10^6 twenty frozen epochs
+(90,000 steps) left the posteriors further from the exact ones than one epoch did, while at 10^5
+one, two, ten and twenty were level (``benchmarks/results/npe_frozen_steps.md``).
+
 Example:
     >>> import torch
     >>> from sbi.inference import NPE
@@ -30,21 +37,88 @@ Example:
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
 from sbi_symmetry._sbi_compat import anneal as _anneal
-from sbi_symmetry._sbi_compat import get_net_builder, get_neural_net, resume
+from sbi_symmetry._sbi_compat import (
+    appended_simulations,
+    get_net_builder,
+    get_neural_net,
+    resume,
+)
 from sbi_symmetry._validation import check_int
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
+
+FROZEN_EPOCHS = 20
+"""Epochs of the flow alone on the frozen summary under ``frozen_epochs="auto"``, at most."""
+FROZEN_STEPS = 4_500
+"""Optimiser steps of the flow alone under ``frozen_epochs="auto"``, at most; one epoch at least."""
+
+
+def frozen_epochs_for(
+    num_simulations: int, training_batch_size: int = 200, validation_fraction: float = 0.1
+) -> int:
+    """:data:`FROZEN_EPOCHS` epochs, fewer where they exceed :data:`FROZEN_STEPS` steps.
+
+    sbi trains on ``int(num_simulations * (1 - validation_fraction))`` rows, one step per full
+    batch of ``training_batch_size`` (it drops the last, partial one). At least one epoch.
+
+    Args:
+        num_simulations: Rows appended to the trainer.
+        training_batch_size: sbi's ``training_batch_size``.
+        validation_fraction: sbi's ``validation_fraction``.
+
+    Returns:
+        The number of frozen epochs.
+
+    Example:
+        >>> [frozen_epochs_for(n) for n in (10_000, 100_000, 200_000, 1_000_000)]
+        [20, 10, 5, 1]
+    """
+    check_int(num_simulations, "num_simulations", 1)
+    check_int(training_batch_size, "training_batch_size", 1)
+    rows = max(1, int((1.0 - validation_fraction) * num_simulations))
+    steps_per_epoch = rows // min(training_batch_size, rows)
+    return max(1, min(FROZEN_EPOCHS, FROZEN_STEPS // steps_per_epoch))
+
+
+def resolve_frozen_epochs(
+    frozen_epochs: int | Literal["auto"], num_simulations: int, **train_kwargs: Any
+) -> int:
+    """``frozen_epochs`` as a number of epochs: ``"auto"`` is :func:`frozen_epochs_for`.
+
+    Args:
+        frozen_epochs: An integer >= 0, or ``"auto"``.
+        num_simulations: The rows the trainer will train on.
+        **train_kwargs: ``NPE.train`` arguments; ``training_batch_size`` and
+            ``validation_fraction`` (sbi's defaults 200 and 0.1) set the steps per epoch.
+
+    Returns:
+        The number of frozen epochs.
+
+    Raises:
+        ValueError: ``frozen_epochs`` neither ``"auto"`` nor an integer >= 0.
+
+    Example:
+        >>> resolve_frozen_epochs("auto", 100_000, training_batch_size=100)
+        5
+    """
+    if frozen_epochs == "auto":
+        return frozen_epochs_for(
+            num_simulations,
+            train_kwargs.get("training_batch_size", 200),
+            train_kwargs.get("validation_fraction", 0.1),
+        )
+    return check_int(frozen_epochs, "frozen_epochs", 0, why=' or "auto"')
 
 
 def train_npe(
     trainer: Any,
     embedding: SymmetryEmbedding,
     *,
-    frozen_epochs: int = 20,
+    frozen_epochs: int | Literal["auto"] = "auto",
     anneal: float = 0.0,
     **train_kwargs: Any,
 ) -> nn.Module:
@@ -59,7 +133,9 @@ def train_npe(
             built around ``embedding`` (``embedding.posterior_nn(...)``).
         embedding: The pretrained embedding; its freeze mode applies after the frozen start
             (``"all"``: one plain ``train`` call).
-        frozen_epochs: Epochs with the embedding frozen; ``0`` trains as ``trainer.train`` does.
+        frozen_epochs: Epochs with the embedding frozen; ``0`` trains as ``trainer.train`` does;
+            ``"auto"`` (default): :func:`frozen_epochs_for` the appended simulations (of every
+            round, also where sbi discards the first round's).
         anneal: The last phase's learning-rate factor, in ``[0, 1)``; ``0`` (default): no
             last phase. The fast preset uses ``0.1`` (``benchmarks/results/npe_anneal.md``).
         **train_kwargs: ``NPE.train`` arguments for every phase; ``max_num_epochs`` caps each
@@ -69,12 +145,16 @@ def train_npe(
         The trained density estimator, as ``trainer.train`` returns it.
 
     Raises:
-        ValueError: A negative ``frozen_epochs``, ``anneal`` outside ``[0, 1)``,
-            ``resume_training`` passed, or an ``embedding`` the trainer's network does not hold
-            (checked before training where the network or ``embedding.posterior_nn``'s builder
-            tells, else after the frozen start, once sbi has built the network).
+        ValueError: A ``trainer`` without simulations, a ``frozen_epochs`` neither ``"auto"``
+            nor an integer >= 0, ``anneal`` outside ``[0, 1)``, ``resume_training`` passed, or
+            an ``embedding`` the trainer's network does not hold (checked before training where
+            the network or ``embedding.posterior_nn``'s builder tells, else after the frozen
+            start, once sbi has built the network).
     """
-    check_int(frozen_epochs, "frozen_epochs", 0)
+    rows = appended_simulations(trainer)
+    if rows == 0:
+        raise ValueError("`trainer` holds no simulations: call trainer.append_simulations first.")
+    frozen_epochs = resolve_frozen_epochs(frozen_epochs, rows, **train_kwargs)
     if not 0.0 <= anneal < 1.0:
         raise ValueError(f"`anneal` must be in [0, 1) (0: no last phase); got {anneal}.")
     if "resume_training" in train_kwargs:

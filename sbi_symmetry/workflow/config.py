@@ -71,7 +71,8 @@ class RunConfig:
             ``fresh_views`` not ``True``; shift views cost no call, so nothing is to split.
         frozen_epochs: Symmetry NPE's first NPE epochs with the pretrained embedding frozen,
             before it is fine-tuned (:func:`~sbi_symmetry.symmetry.train_npe`); 0 fine-tunes
-            from the first epoch.
+            from the first epoch; ``"auto"`` (``fast``): 20 epochs, at most 4,500 steps (10
+            epochs at 10^5 simulations, 1 at 10^6; :func:`~.finetune.frozen_epochs_for`).
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
@@ -116,7 +117,7 @@ class RunConfig:
     pretrain_simulations: int = 10_000
     pretrain_views: str = "auto"
     view_fraction: float | None = None
-    frozen_epochs: int = 0
+    frozen_epochs: int | Literal["auto"] = 0
     num_observations: int = 5
     posterior_samples: int = 2_000
     sbc_pairs: int = 200
@@ -201,14 +202,13 @@ class RunConfig:
         if self.training_seed is not None:
             check_int(self.training_seed, "training_seed", 0)
         check_int(self.workers, "workers", 0)
-        check_int(self.frozen_epochs, "frozen_epochs", 0)
+        if self.frozen_epochs != "auto":
+            check_int(self.frozen_epochs, "frozen_epochs", 0, why=' or "auto"')
         for name in ("npe_train", "ee_train"):
             factor = getattr(self, name).get("anneal", 0.0)
             if not (isinstance(factor, int | float) and 0.0 <= factor < 1.0):
-                raise ValueError(
-                    f"`{name}.anneal` must be a number in [0, 1) (0: no second phase); got "
-                    f"{factor!r}."
-                )
+                msg = f"`{name}.anneal` must be a number in [0, 1) (0: no second phase)"
+                raise ValueError(f"{msg}; got {factor!r}.")
         check_choice(self.pretrain_views, "pretrain_views", ("auto", "resimulated", "shift"))
         counts = ("num_simulations", "pretrain_simulations", "num_observations")
         counts += ("posterior_samples", "sbc_pairs", "sbc_pairs_ratio", "sbc_posterior_samples")
@@ -217,10 +217,8 @@ class RunConfig:
         check_int(self.num_observations, "num_observations", 2, " (a mean and its error)")
         check_int(self.posterior_samples, "posterior_samples", 10, " (C2ST's 5 folds, widths)")
         if self.num_simulations < 500:
-            raise ValueError(
-                f"`num_simulations` must be at least 500 for a meaningful run; got "
-                f"{self.num_simulations}."
-            )
+            msg = "`num_simulations` must be at least 500 for a meaningful run"
+            raise ValueError(f"{msg}; got {self.num_simulations}.")
         unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
             raise ValueError(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, Literal
 
 from sbi.inference import NPE, NRE_C
 from sbi.inference.posteriors.posterior_parameters import MCMCPosteriorParameters
@@ -37,7 +37,7 @@ from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker, anneal, trai
 from sbi_symmetry._validation import check_int
 from sbi_symmetry.emulate import EmbedEmulate, product_estimator
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
-from sbi_symmetry.symmetry.finetune import train_npe
+from sbi_symmetry.symmetry.finetune import resolve_frozen_epochs, train_npe
 from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
 from sbi_symmetry.views import resolve_pretrain_views, shift_views
@@ -249,7 +249,7 @@ def symmetry_npe(
     pretrain_views: str = "auto",
     pretrain_kwargs: dict[str, Any] | None = None,
     embedding: SymmetryEmbedding | None = None,
-    frozen_epochs: int = 0,
+    frozen_epochs: int | Literal["auto"] = 0,
     show_progress_bars: bool = True,
     **train_kwargs: Any,
 ) -> TrainedMethod:
@@ -273,13 +273,16 @@ def symmetry_npe(
         embedding: An already pretrained embedding to reuse instead of pretraining (copied,
             with its freeze mode).
         frozen_epochs: NPE epochs with the embedding frozen before it is fine-tuned
-            (:func:`~sbi_symmetry.symmetry.finetune.train_npe`); 0 fine-tunes from the start.
+            (:func:`~sbi_symmetry.symmetry.finetune.train_npe`); 0 fine-tunes from the start;
+            ``"auto"``: 20, at most 4,500 optimiser steps. ``extra["frozen_epochs"]`` says how
+            many ran.
         show_progress_bars: Progress bars for pretraining and training.
         **train_kwargs: Passed to ``NPE.train``.
 
     Returns:
         The trained method; ``extra["embedding"]`` is the embedding as sbi left it.
     """
+    frozen_epochs = resolve_frozen_epochs(frozen_epochs, len(theta), **_train_kwargs(train_kwargs))
     pretrain_seconds, views_used = 0.0, "reused"
     pretrained = embedding
     if pretrained is None:
@@ -313,6 +316,7 @@ def symmetry_npe(
             "embedding": embedding,
             "pretrained_embedding": pretrained,
             "pretrain_views": views_used,
+            "frozen_epochs": frozen_epochs,
         },
         history=pre_history,
     )

@@ -6,7 +6,7 @@ choice cites the benchmark page that made it.
 
 Example:
     >>> PRESET_SETTINGS[("damped-oscillator", "fast")]["frozen_epochs"]
-    20
+    'auto'
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # The fast encoders average the input over windows of 8 samples. Symmetry NPE's (and the
 # end-to-end baseline's) has 16 channels, 2 residual blocks, a flow of 50 hidden units, 20 frozen
 # epochs before fine-tuning: calibrated on all 6 task-seed pairs tried and sharper on each than 6
-# channels and 1 block (benchmarks/results/npe_warm_start.md). E&E's data tower is as wide,
-# behind a larger emulator than EmbedEmulate's default (128 wide, 3 blocks, against 64 and 2):
-# calibrated on all 7 task-seed pairs tried, where the 64-wide one failed SBC on one and was
-# biased towards the prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
+# channels and 1 block (benchmarks/results/npe_warm_start.md), at most 4,500 optimiser steps of
+# them ("auto": 10 epochs at 10^5 simulations, 1 at 10^6; npe_frozen_steps.md). E&E's data tower
+# is as wide, behind a larger emulator than EmbedEmulate's default (128 wide, 3 blocks, against
+# 64 and 2): calibrated on all 7 task-seed pairs tried, where the 64-wide one failed SBC on one and
+# was biased towards the prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
 # Both towers dilate their second block (1, 2), at no cost: symmetry NPE level or closer on 16
 # paired runs, E&E on 13 runs of 3 tasks. E&E's adds a third block dilated 4 (+26-36% MACs):
 # oscillator 0.636 -> 0.609 (4 seeds), sine-Gaussian and phase level (4 each), observations over
@@ -50,7 +51,7 @@ _FAST_SHO: dict[str, Any] = dict(
     ee={"emulator_kwargs": {"hidden_dim": 128, "num_blocks": 3}, "pretrain": "auto"},
     expander={"output_dim": 32, "hidden_dims": (64, 64)},
     flow={"hidden_features": 50},
-    frozen_epochs=20,
+    frozen_epochs="auto",
     pretrain={
         "max_epochs": 40,
         "batch_size": 256,

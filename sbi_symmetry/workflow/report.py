@@ -199,11 +199,12 @@ def _flags(name: str, entry: dict[str, Any], results: RunResults) -> list[dict[s
     pretrain_cap = None
     if method is not None and "pretrain_val_total" in method.history:
         pretrain_cap = config.pretrain.get("max_epochs", PretrainConfig.max_epochs)
-    frozen = name == "symmetry_npe" and config.frozen_epochs > 0
+    frozen_epochs = entry["costs"].get("frozen_epochs", config.frozen_epochs)  # as trained
+    frozen = name == "symmetry_npe" and frozen_epochs != "auto" and frozen_epochs > 0
     phases = list(entry["costs"].get("epochs_per_phase", []))
     history = {} if method is None else dict(method.history)
     if phases:  # each phase has its own cap (sbi runs cap + 1 epochs when it hits it)
-        started_frozen = frozen and len(phases) > 1 and phases[0] == config.frozen_epochs + 1
+        started_frozen = frozen and len(phases) > 1 and phases[0] == frozen_epochs + 1
         longest = phases.index(max(phases[int(started_frozen) :]), int(started_frozen))
         entry = {**entry, "costs": {**entry["costs"], "epochs": phases[longest]}}
         curve = list(history.get("validation", ()))  # the trend of that phase alone
@@ -211,7 +212,7 @@ def _flags(name: str, entry: dict[str, Any], results: RunResults) -> list[dict[s
         fits = len(curve) == sum(phases)
         history["validation"] = curve[start : start + phases[longest]] if fits else []
     elif frozen:  # older metrics: the cap counts after the frozen start, its frozen + 1 epochs
-        tuned = int(entry["costs"]["epochs"]) - config.frozen_epochs - 1
+        tuned = int(entry["costs"]["epochs"]) - frozen_epochs - 1
         entry = {**entry, "costs": {**entry["costs"], "epochs": tuned}}
     return flags.method_flags(
         entry,
