@@ -79,7 +79,11 @@ def platform_stamp(sbi: bool = False) -> str:
 
 
 def source_commit() -> str | None:
-    """The checkout's short commit, ``-dirty`` if the tracked files changed; ``None`` if unknown."""
+    """The checkout's short commit, ``-dirty`` if tracked files other than results changed.
+
+    Pages and stores under ``benchmarks/results`` are outputs, not source: writing one does not
+    make the next page's commit dirty. ``None`` where git is unknown.
+    """
     root = Path(__file__).resolve().parents[1]
     git = ["git", "-C", str(root)]
     try:
@@ -87,7 +91,9 @@ def source_commit() -> str | None:
             [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         )
         dirty = subprocess.run(
-            [*git, "status", "--porcelain", "-uno"], capture_output=True, text=True
+            [*git, "status", "--porcelain", "-uno", "--", ".", ":!benchmarks/results"],
+            capture_output=True,
+            text=True,
         )
     except OSError:  # no git
         return None
