@@ -78,13 +78,13 @@ def platform_stamp(sbi: bool = False) -> str:
     return text + (f", commit {commit}" if (commit := source_commit()) else "")
 
 
-def source_commit() -> str | None:
+def source_commit(root: Path | None = None) -> str | None:
     """The checkout's short commit, ``-dirty`` if tracked files other than results changed.
 
     Pages and stores under ``benchmarks/results`` are outputs, not source: writing one does not
     make the next page's commit dirty. ``None`` where git is unknown.
     """
-    root = Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[1]
     git = ["git", "-C", str(root)]
     try:
         head = subprocess.run(

@@ -277,3 +277,25 @@ def test_benchmark_tables_say_when_a_calibrated_posterior_is_too_wide(calibrated
     script = load_script("training_noise")  # puts benchmarks/ on the path; _common's helper
     entry = {"calibration": {"calibrated": calibrated}, "std_over_reference": widths}
     assert script.calibrated_cell(entry) == cell
+
+
+def test_a_page_is_stamped_dirty_by_changed_source_not_by_changed_results(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    load_script("training_noise")  # puts benchmarks/ on the path, with its _common
+    common = sys.modules["_common"]
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "benchmarks" / "results" / "page.md").write_text("old\n")
+    for step in (["init", "-q"], ["add", "."], ["commit", "-qm", "start"]):
+        subprocess.run([*git, *step], check=True, capture_output=True)
+    clean = common.source_commit(tmp_path)
+    assert clean is not None and not clean.endswith("-dirty")
+    (tmp_path / "benchmarks" / "results" / "page.md").write_text("new\n")
+    assert common.source_commit(tmp_path) == clean  # a page written: still clean
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert common.source_commit(tmp_path) == f"{clean}-dirty"
