@@ -72,7 +72,8 @@ class RunConfig:
         frozen_epochs: Symmetry NPE's first NPE epochs with the pretrained embedding frozen,
             before it is fine-tuned (:func:`~sbi_symmetry.symmetry.train_npe`); 0 fine-tunes
             from the first epoch; ``"auto"`` (``fast``): 20 epochs, at most 4,500 steps (10
-            epochs at 10^5 simulations, 1 at 10^6; :func:`~.finetune.frozen_epochs_for`).
+            epochs at 10^5 simulations, 1 at 10^6;
+            :func:`~sbi_symmetry.symmetry.finetune.frozen_epochs_for`).
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.
