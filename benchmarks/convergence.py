@@ -204,8 +204,9 @@ def config_changes(stored: dict[str, Any], cfg: RunConfig) -> tuple[dict[str, An
             unnamed += [f"{key}.{k}" for k in value if k not in old[key]]
             now[key] = {k: v for k, v in value.items() if k in old[key]}
     changes = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
-    if "frozen_epochs" in changes and _auto_gives(old, *changes["frozen_epochs"]):
-        del changes["frozen_epochs"]
+    frozen = changes.get("frozen_epochs")
+    if frozen and ("symmetry_npe" not in old.get("methods", ()) or _auto_gives(old, *frozen)):
+        del changes["frozen_epochs"]  # symmetry NPE's alone, and the same epochs
     return changes, unnamed
 
 

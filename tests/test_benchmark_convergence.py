@@ -172,6 +172,11 @@ def test_a_stored_frozen_start_matches_auto_where_auto_trains_as_many_epochs(num
     assert script.config_changes({**stored, "frozen_epochs": 10}, cfg)[0] == (
         {"frozen_epochs": (10, "auto")} if same else {}
     )
+    others = {**stored, "methods": ["embed_emulate"]}  # frozen_epochs: symmetry NPE's alone
+    assert script.config_changes(others, dataclasses.replace(cfg, methods=("embed_emulate",))) == (
+        {},
+        [],
+    )
 
 
 def test_a_run_stored_before_per_method_streams_is_not_reused(tmp_path):
