@@ -195,6 +195,15 @@ def calibrated_cell(entry: dict[str, Any]) -> str:
     return f"{word}, {'but' if word == 'yes' else 'and'} {wide[0]:.1f}x too wide"
 
 
+def calibration_cell(entry: dict[str, Any]) -> str:
+    """``yes (0.270, 0.07)``: :func:`calibrated_cell`, the smallest SBC p-value and the largest
+    coverage error; ``not run`` without a calibration."""
+    cal = entry.get("calibration")
+    if not cal:
+        return "not run"
+    return f"{calibrated_cell(entry)} ({min(cal['ks_pvals']):.3f}, {cal['max_coverage_error']:.2f})"
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A markdown table's lines."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

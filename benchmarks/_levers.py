@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import calibrated_cell, command_line, platform_stamp
+from _common import calibration_cell, command_line, platform_stamp
 from plans import preset
 
 from sbi_symmetry._io import atomic_write_text
@@ -67,19 +67,11 @@ def rows(name: str, metrics: dict[str, Any], seconds: float) -> list[str]:
         out.append(
             f"| {name} | {method} | {entry['c2st']['mean']:.3f} ± {entry['c2st']['sem']:.3f} | "
             + ", ".join(f"{w:.2f}" for w in widths)
-            + f" | {largest:.2f} | {_calibration(entry)} | "
+            + f" | {largest:.2f} | {calibration_cell(entry)} | "
             f"{calls['total']:,} ({calls['training_set']:,} + "
             f"{calls['views']:,}) | {entry['costs']['epochs']} | {seconds:.0f} |"
         )
     return out
-
-
-def _calibration(entry: dict[str, Any]) -> str:
-    """``yes (0.27, 0.07)``: the run's verdict, its smallest SBC p-value and coverage error."""
-    cal = entry.get("calibration")
-    if not cal:
-        return "not run"
-    return f"{calibrated_cell(entry)} ({min(cal['ks_pvals']):.3f}, {cal['max_coverage_error']:.2f})"
 
 
 def main(script: str, title: str, variants: Variants, argv: list[str] | None = None) -> None:

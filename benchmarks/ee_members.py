@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import calibrated_cell, page_head, table, write_page
+from _common import calibration_cell, page_head, table, write_page
 
 from sbi_symmetry.workflow.config import RunConfig
 from sbi_symmetry.workflow.pipeline import run
@@ -61,10 +61,9 @@ def _per_parameter(rows: list[list[float]]) -> str:
 
 
 def _row(seed: int, members: int, m: dict[str, Any]) -> list[str]:
-    costs, cal = m["costs"], m["calibration"]
+    costs = m["costs"]
     per_member = costs.get("epochs_per_phase", [costs["epochs"]])
     seconds = costs["train_seconds"] + costs["pretrain_seconds"]
-    verdict = calibrated_cell(m)
     return [
         str(seed),
         str(members),
@@ -72,7 +71,7 @@ def _row(seed: int, members: int, m: dict[str, Any]) -> list[str]:
         _per_parameter(m["std_over_reference"]),
         _per_parameter(m["interval_over_reference"]),
         f"{sum(max(r) > 2 for r in m['std_over_reference'])} of {len(m['std_over_reference'])}",
-        f"{verdict} ({min(cal['ks_pvals']):.3f}, {cal['max_coverage_error']:.2f})",
+        calibration_cell(m),
         ", ".join(str(e) for e in per_member),
         f"{seconds:.0f}",
         f"{costs['simulator_calls']['total']:,}",
