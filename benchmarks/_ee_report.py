@@ -18,6 +18,7 @@ from plans import EE_KWARGS
 
 HEADER = [
     "method",
+    "simulator calls",
     "C2ST (mean ± sem)",
     "SBC KS p (per param)",
     "max cov. err",
@@ -51,8 +52,10 @@ def _method_row(name: str, e: dict[str, Any]) -> list[str]:
     train_s = costs["train_seconds"]
     pre = costs.get("pretrain_seconds", 0.0)
     cap = "" if ep["stopped_early"] else " cap"
+    calls = costs.get("simulator_calls", {}).get("total")
     return [
         LABELS[name],
+        "not counted" if calls is None else f"{calls:,}",
         f"{c['mean']:.3f} ± {c['sem']:.3f}" if c else "n/a",
         ", ".join(f"{p:.2f}" for p in cal["ks_pvals"]),
         f"{cal['max_coverage_error']:.3f}",
@@ -199,7 +202,9 @@ def protocol(payload: dict[str, Any]) -> list[str]:
         "",
         f"- Training data: {cfg['simulations']} simulations per task (theta and nuisance from "
         f"their priors), seed {cfg['seed']}; every method is trained in this one process from "
-        "the same data, after `torch.manual_seed(seed)`.",
+        "the same data, after `torch.manual_seed(seed)`. 'simulator calls' adds the data sets "
+        "a method simulated besides (symmetry-NPE's pretraining views, the VICReg variant's "
+        "views); 'not counted' marks a run made before they were counted.",
         "- One encoder architecture per task for all methods; E&E and NRE_C also start from "
         "the same initial encoder weights:",
         *encoders,

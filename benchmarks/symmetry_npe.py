@@ -62,6 +62,7 @@ from _npe_eval import LARGE, Evaluation, Settings, evaluate, make_evaluation, pr
 from plans import QUICK_PRETRAIN, SYMMETRY_NPE, TRAINING
 
 from sbi_symmetry.nets.conv import ConvEncoder1D
+from sbi_symmetry.simulation.counting import call_budget
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.tasks import SignalInNoiseTask, get_task
 from sbi_symmetry.workflow.methods import TrainedMethod, end_to_end_npe, raw_npe, symmetry_npe
@@ -119,6 +120,7 @@ def budget_rows(
         result.update({"task": name, "simulations": n, "method": label, "train": train})
         if label.startswith("symmetry_npe"):
             result["costs"]["pretrain_seconds"] = pre["pretrain_seconds"]
+        result["costs"]["simulator_calls"] = call_budget(n, view_calls(label, pre))
         rows.append(result)
         log(
             f"[{name}] n={n} {label}: C2ST {result['c2st']['mean']:.3f} "
@@ -166,16 +168,25 @@ def run_task(name: str, cfg: Settings, log: Log) -> dict[str, Any]:
     }
 
 
+def view_calls(label: str, pretraining: dict[str, Any]) -> int:
+    """Simulator calls a method made besides its training set: symmetry NPE's pretraining views.
+
+    Every symmetry-NPE row shares the task's one pretraining, so each is charged all of it.
+    """
+    return pretraining["pretrain_simulator_calls"] if label.startswith("symmetry_npe") else 0
+
+
 # ------------------------------------------------------------------------------- report
 def _fmt_pair(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
-    """One row per task, budget and method."""
+    """One row per task, budget and method; 'sims' as sbi counts them, 'simulator calls' all."""
     header = [
         "task",
         "sims",
+        "simulator calls",
         "method",
         "C2ST mean +- sem",
         "std / ref",
@@ -197,6 +208,7 @@ def results_table(results: list[dict[str, Any]]) -> str:
                 [
                     res["task"],
                     str(r["simulations"]),
+                    f"{r['simulations'] + view_calls(r['method'], res['pretraining']):,}",
                     r["method"],
                     f"{c['mean']:.3f} +- {c['sem']:.3f}",
                     _fmt_pair(r["std_ratio_mean"]),

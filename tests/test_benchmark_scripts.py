@@ -30,7 +30,12 @@ def test_symmetry_npe_quick_run_writes_table_and_json(tmp_path):
     # The embedding methods share one encoder and flow, cheaper than sbi's raw NPE.
     macs = {r["method"]: r["costs"]["macs_per_1000"] for r in rows}
     assert macs["symmetry_npe[backbone]"] < macs["raw_npe"]
-    assert raw["results"][0]["pretraining"]["pretrain_simulator_calls"] > 0
+    views = raw["results"][0]["pretraining"]["pretrain_simulator_calls"]
+    assert views > 0
+    # every call counts: symmetry NPE is charged its pretraining views, in the JSON and the table
+    calls = {r["method"]: r["costs"]["simulator_calls"]["total"] for r in rows}
+    assert calls == {"raw_npe": 300, "end_to_end_npe": 300, "symmetry_npe[backbone]": 300 + views}
+    assert f"| 300 | {300 + views:,} | symmetry_npe[backbone] |" in text
     assert results[0]["task"] == "damped-oscillator"
 
 
@@ -43,6 +48,10 @@ def test_embed_emulate_quick_run_writes_results(tmp_path):
     script.main([*argv, "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
     result = json.loads(out.with_suffix(".json").read_text())["results"]["damped-oscillator"]
     assert list(result["methods"]) == ratio_methods
+    calls = {k: e["costs"]["simulator_calls"] for k, e in result["methods"].items()}
+    n = calls["nre_c"]["training_set"]
+    assert calls["nre_c"]["total"] == calls["embed_emulate"]["total"] == n > 0
+    assert calls["embed_emulate_vicreg"]["total"] > n  # the regulariser's views count too
     for entry in result["methods"].values():
         assert 0.0 <= entry["c2st"]["mean"] <= 1.0
         assert entry["costs"]["trainable_parameters"] > 0

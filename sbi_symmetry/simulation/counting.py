@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from torch import Tensor
 
-__all__ = ["count_simulator_calls", "simulator_calls"]
+__all__ = ["call_budget", "count_simulator_calls", "simulator_calls"]
 
 T = TypeVar("T")
 
@@ -73,3 +73,24 @@ def simulator_calls(task: Any) -> int:
     """
     simulate = getattr(task, "simulate", None)
     return simulate.calls if isinstance(simulate, _CountedSimulate) else 0
+
+
+def call_budget(training_set: int, views: int) -> dict[str, int]:
+    """A method's ``simulator_calls`` entry: its training set, the views it simulated, the total.
+
+    Args:
+        training_set: Simulations in the training set (what sbi counts).
+        views: Data sets simulated besides (pretraining views, a regulariser's views).
+
+    Returns:
+        ``{"training_set": ..., "views": ..., "total": ...}``.
+
+    Example:
+        >>> call_budget(10_000, 2_000)["total"]
+        12000
+    """
+    return {
+        "training_set": int(training_set),
+        "views": int(views),
+        "total": int(training_set + views),
+    }

@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from sbi_symmetry._random import derived_seed, seeded
 from sbi_symmetry._threads import torch_threads
-from sbi_symmetry.simulation.counting import simulator_calls
+from sbi_symmetry.simulation.counting import call_budget, simulator_calls
 from sbi_symmetry.workflow.registry import METHODS, MethodSpec, TrainingContext
 from sbi_symmetry.workflow.trained import TrainedMethod
 
@@ -121,11 +121,7 @@ def train_method(spec: MethodSpec, ctx: TrainingContext) -> TrainedMethod:
         views = simulator_calls(ctx.task) - before  # pretraining or symmetry views
     training_set = int(method.extra.get("training_simulations", ctx.theta.shape[0]))
     method.extra["torch_threads"] = torch.get_num_threads()
-    method.extra["simulator_calls"] = {
-        "training_set": training_set,
-        "views": views,
-        "total": training_set + views,
-    }
+    method.extra["simulator_calls"] = call_budget(training_set, views)
     return method
 
 
