@@ -35,7 +35,7 @@ HEADER = [
 
 
 #: The settings taken from ``plans.preset`` (as the recorded pages ran) rather than the preset.
-_RECORDED = ("encoder", "flow", "frozen_epochs", "ee_encoder", "ee", "npe_train")
+_RECORDED = ("encoder", "flow", "frozen_epochs", "ee_encoder", "ee", "npe_train", "pretrain")
 
 
 def variant_config(

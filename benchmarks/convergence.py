@@ -15,7 +15,8 @@ resumes; the page goes to ``<out>.md`` and the plot (log x-axis) to ``<out>.png`
     .venv/bin/python benchmarks/convergence.py --task damped-oscillator --budgets 10000 100000
 
 ``--settings recorded`` (the default) runs the fast preset as the recorded pages were made
-(``plans.preset``: flow of 25, no frozen start, the 6-channel encoder but on Lorenz-96);
+(``plans.preset``: flow of 25, no frozen start, the 6-channel encoder but on Lorenz-96, plain
+VICReg, E&E's tower not pretrained);
 ``--settings current`` runs the package's fast preset as it ships (page ``<out>`` defaults to
 ``..._current``). ``--methods`` picks other methods of the run (e.g. ``embed_emulate``; the page
 then ends in their names and has no paired differences unless symmetry NPE is among them).
@@ -62,7 +63,7 @@ METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
 
 SETTINGS = {
     "recorded": "as recorded: flow of 25 hidden units, no frozen start, 6-channel encoder "
-    "but on Lorenz-96",
+    "but on Lorenz-96, plain VICReg, E&E's tower not pretrained",
     "current": "the package's own settings: `RunConfig.from_preset(task, 'fast')`",
 }
 

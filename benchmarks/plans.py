@@ -38,7 +38,14 @@ RECORDED_ENCODER: dict[str, Any] = {"channels": 6, "num_blocks": 1, "dilation": 
 #: Embed and Emulate's likewise (until 2026-12-04): a data tower of 6 channels and 1 block (but
 #: on Lorenz-96) and ``EmbedEmulate``'s default emulator, 64 wide with 2 blocks. The preset now
 #: has 16 channels and 2 blocks and an emulator 128 wide with 3 blocks.
-RECORDED_EE: dict[str, Any] = {"emulator_kwargs": {"hidden_dim": 64, "num_blocks": 2}}
+RECORDED_EE: dict[str, Any] = {
+    "emulator_kwargs": {"hidden_dim": 64, "num_blocks": 2},
+    "pretrain": False,
+}
+#: Pretraining as recorded (until 2026-12-06): plain VICReg. The preset's symmetry NPE has
+#: pretrained with the hybrid loss (``supervised_weight`` 10) since, and its E&E tower on free
+#: shift views (``ee.pretrain="auto"``, the ``False`` above) since 2026-12-05.
+RECORDED_PRETRAIN: dict[str, Any] = {"supervised_weight": 0.0}
 #: The larger emulator the lever and seed benchmarks measured (the ``fast`` preset's since).
 LARGE_EMULATOR: dict[str, int] = {"hidden_dim": 128, "num_blocks": 3}
 #: ``npe_train`` keys the preset gained after the recorded pages were made (a last phase at a
@@ -59,6 +66,7 @@ def preset(task: str) -> RunConfig:
         encoder=encoder,
         ee_encoder=ee_encoder,
         ee={**cfg.ee, **RECORDED_EE},
+        pretrain={**cfg.pretrain, **RECORDED_PRETRAIN},
         npe_train={k: v for k, v in cfg.npe_train.items() if k not in LATER_NPE_TRAIN},
         **RECORDED_NPE,
     )
@@ -161,7 +169,8 @@ def ee_plan(task: str) -> TaskPlan:
             base.pretrain,
             max_epochs=30,
             stop_after_epochs=10,
-            **{"fresh_views": True, **extra.pop("pretrain", {})},  # as recorded
+            # as recorded: fresh views, the frozen backbone (the default until 2026-12-04)
+            **{"fresh_views": True, "freeze": "backbone", **extra.pop("pretrain", {})},
         ),
         pretrain_simulations=base.pretrain_simulations if draws is None else draws,
         flow=dict(base.flow),

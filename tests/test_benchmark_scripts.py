@@ -74,6 +74,18 @@ def test_lever_variants_are_valid_run_configs_and_rows_read_metrics():
             assert cfg.methods == methods and cfg.num_observations == 3
     cfg = levers.variant_config("damped-oscillator", 3, ("symmetry_npe",), {"pretrain": {}})
     assert cfg.pretrain["max_epochs"] == 40  # a dict change updates the preset's, not replaces
+    # as recorded: plain VICReg and no E&E pretraining, whatever today's preset says ...
+    assert cfg.pretrain["supervised_weight"] == 0.0 and cfg.ee["pretrain"] is False
+    hybrid = {"pretrain": {"supervised_weight": 10.0}}  # ... unless a variant names them
+    assert (
+        levers.variant_config("damped-oscillator", 3, ("symmetry_npe",), hybrid).pretrain[
+            "supervised_weight"
+        ]
+        == 10.0
+    )
+    plans = sys.modules["plans"]
+    assert plans.EE_PLANS["damped-oscillator"].pretrain["freeze"] == "backbone"
+    assert plans.SYMMETRY_NPE.pretrain["supervised_weight"] == 0.0
     entry = {
         "c2st": {"mean": 0.7, "sem": 0.01},
         "std_over_reference": [[1.0, 2.0], [3.0, 1.0]],
