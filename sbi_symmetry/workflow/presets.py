@@ -21,10 +21,12 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
     return {"encoder": {"output_dim": npe_dim, **conv}, "ee_encoder": {"output_dim": 16, **conv}}
 
 
-# The fast encoders average the input over windows of 8 samples. Symmetry NPE's (and the
-# end-to-end baseline's) has 16 channels, 2 residual blocks, a flow of 50 hidden units, 20 frozen
-# epochs before fine-tuning: calibrated on all 6 task-seed pairs tried and sharper on each than 6
-# channels and 1 block (benchmarks/results/npe_warm_start.md), at most 4,500 optimiser steps of
+# Oscillator and sine-Gaussian (Lorenz-96's towers below differ): the fast encoders average the
+# input over windows of 8 samples. Symmetry NPE's (and the end-to-end baseline's) has 16
+# channels, 2 residual blocks, a flow of 50 hidden units, 20 frozen epochs before fine-tuning:
+# calibrated on all 6 task-seed pairs tried on 2026-12-04 and sharper on each than 6 channels and
+# 1 block (benchmarks/results/npe_warm_start.md; with today's preset the oscillator passed SBC on
+# 2 of 4 training seeds, symmetry_npe_flow_width.md 14), at most 4,500 optimiser steps of
 # them ("auto": 10 epochs at 10^5 simulations, 1 at 10^6; npe_frozen_steps.md). E&E's data tower
 # is as wide, behind a larger emulator than EmbedEmulate's default (128 wide, 3 blocks, against
 # 64 and 2): calibrated on all 7 task-seed pairs tried, where the 64-wide one failed SBC on one and
@@ -95,7 +97,8 @@ PRESET_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
     ("sine-gaussian", "paper"): _PAPER_SHO
     | {"task": "sine-gaussian"}
     | _towers(3, channels=10, num_blocks=4, kernel_size=11),
-    # Lorenz-96: sites as length axis, circular padding; 10^4 sims (symmetry_npe_flow_width.md 16)
+    # Lorenz-96: sites as length axis, circular padding; 10^4 sims (symmetry_npe_flow_width.md 16);
+    # both towers at full resolution, undilated, 2 blocks each
     ("lorenz96", "fast"): dict(
         _FAST_SHO,
         task="lorenz96",
