@@ -46,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, platform_stamp, write_page
-from _levers import HEADER, rows, variant_config
+from _levers import CALIBRATION_RULE, HEADER, rows, variant_config
 from plans import PRESET
 
 from sbi_symmetry._io import atomic_write_text
@@ -59,6 +59,8 @@ from sbi_symmetry.workflow.registry import label
 from sbi_symmetry.workflow.report import RANDOM_STREAMS
 
 METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
+#: The ``fast`` preset's own NPE epoch cap, which a page's ``--max-epochs`` replaces.
+PRESET_NPE_CAP = RunConfig.from_preset("damped-oscillator", "fast").npe_train["max_num_epochs"]
 
 
 SETTINGS = {
@@ -392,7 +394,7 @@ def report(shown: Shown, title: str, command: str, cap: int, png: str, settings:
         line
         for budget, runs in sorted(shown.items(), key=lambda item: int(item[0]))
         for run in runs
-        for line in rows(f"{int(budget):,}", run["metrics"], run["seconds"])
+        for line in rows(f"{int(budget):,}", run["metrics"])
     ]
     paired = paired_rows(shown)
     if paired:
@@ -411,14 +413,16 @@ def report(shown: Shown, title: str, command: str, cap: int, png: str, settings:
             f"# {title}",
             "",
             f"Script: `benchmarks/convergence.py`. Machine: {platform_stamp(sbi=True)}. Fast "
-            f"preset ({settings}), NPE epoch cap {cap} (early stopping after 20 epochs without "
-            "improvement).",
+            f"preset ({settings}), NPE epoch cap {cap} per phase (the preset's: "
+            f"{PRESET_NPE_CAP}; early stopping after 20 epochs without improvement).",
             "",
             "    " + command,
             "",
             HEADER[0].replace("| variant |", "| budget |"),
             HEADER[1],
             *table,
+            "",
+            CALIBRATION_RULE,
             "",
             *paired,
             f"![mean C2ST against simulator calls]({png})",

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     table = [
         line
         for key, run in sorted(results.items())
-        for line in rows(key.replace("|", " / "), run["metrics"], run["seconds"])
+        for line in rows(key.replace("|", " / "), run["metrics"])
     ]
     text = "\n".join(
         [

@@ -25,6 +25,7 @@ def test_convergence_keeps_finished_budgets_and_writes_table_and_plot(tmp_path, 
             "costs": {
                 "simulator_calls": {"total": budget, "training_set": budget, "views": 0},
                 "epochs": max_epochs,
+                "train_seconds": 1.0,
             },
         }
         metrics = {"methods": dict.fromkeys(config.methods, entry), "config": config.to_dict()}
@@ -69,6 +70,7 @@ def test_convergence_of_other_methods_has_its_own_page_and_no_paired_rows(tmp_pa
             "costs": {
                 "simulator_calls": {"total": 1000, "training_set": 1000, "views": 0},
                 "epochs": 5,
+                "train_seconds": 1.0,
             },
         }
         metrics = {"methods": {"embed_emulate": entry}, "config": config.to_dict()}
@@ -102,6 +104,7 @@ def test_convergence_joins_a_method_run_alone_into_the_page_of_the_others(tmp_pa
                 "costs": {
                     "simulator_calls": {"total": 1000, "training_set": 1000, "views": 0},
                     "epochs": 5,
+                    "train_seconds": 1.0,
                 },
             }
             for method in config.methods

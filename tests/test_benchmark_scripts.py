@@ -89,10 +89,15 @@ def test_lever_variants_are_valid_run_configs_and_rows_read_metrics():
     entry = {
         "c2st": {"mean": 0.7, "sem": 0.01},
         "std_over_reference": [[1.0, 2.0], [3.0, 1.0]],
-        "costs": {"simulator_calls": {"total": 10, "training_set": 10, "views": 0}, "epochs": 5},
+        "costs": {
+            "simulator_calls": {"total": 10, "training_set": 10, "views": 0},
+            "epochs": 5,
+            **{"train_seconds": 12.4, "pretrain_seconds": 3.0, "torch_threads": 1},
+        },
     }
-    (row,) = levers.rows("v", {"methods": {"m": entry}}, 1.0)
+    (row,) = levers.rows("v", {"methods": {"m": entry}})
     assert "| 2.00, 1.50 | 3.00 |" in row
+    assert row.endswith("| 5 | 12 (+ 3), 1 |")  # the method's own seconds, not the run's
 
 
 def test_the_readme_quick_start_blocks_are_found_and_import_real_names():
@@ -134,6 +139,7 @@ def test_fast_encoder_seeds_resumes_and_summarises_per_task_and_encoder(tmp_path
             "costs": {
                 "simulator_calls": {"total": 10, "training_set": 10, "views": 0},
                 "epochs": 5,
+                "train_seconds": 2.0,
             },
         }
         entry["calibration"]["max_coverage_error"] = 0.05
