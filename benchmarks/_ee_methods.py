@@ -32,7 +32,7 @@ from sbi_symmetry._sbi_compat import (
 )
 from sbi_symmetry.emulate import EmbedEmulate, build_two_tower_posterior
 from sbi_symmetry.nets import ConvEncoder1D
-from sbi_symmetry.simulation.counting import call_budget, count_simulator_calls, simulator_calls
+from sbi_symmetry.simulation.counting import CallWindow, call_budget
 from sbi_symmetry.tasks import Lorenz96, NuisanceTask, get_task
 from sbi_symmetry.workflow import methods as M
 
@@ -122,6 +122,7 @@ def _train_one(
         npe_encoder,
         flow_kwargs=plan.flow,
         pretrain_simulations=cfg.pretrain_simulations or plan.pretrain_simulations,
+        pretrain_views="resimulated",  # as recorded: the task's views of fresh parameter draws
         pretrain_kwargs=pretrain,
         **train,
     )
@@ -139,7 +140,8 @@ def train_methods(
     """Train every method on the same simulations; each starts from ``torch.manual_seed``.
 
     Each method's ``extra["simulator_calls"]`` counts its training set and the views it simulated
-    (pretraining, or the VICReg regulariser's), as the workflow counts them.
+    (pretraining, or the VICReg regulariser's), as the workflow counts them: ``task`` counts its
+    simulator calls from here on (:class:`~sbi_symmetry.simulation.counting.CallWindow`).
     """
     # every method deep-copies these: the same initial weights, drawn after the seed (torch's
     # global generator may start from a random seed in each process)
@@ -149,15 +151,12 @@ def train_methods(
         ConvEncoder1D.for_task(task, **plan.npe_encoder()),
     )
     trained: dict[str, M.TrainedMethod] = {}
-    count_simulator_calls(task)
     for name in methods:
         torch.manual_seed(cfg.seed)
-        before = simulator_calls(task)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), CallWindow(task) as views:  # pretraining or VICReg views
             warnings.filterwarnings("ignore", message=".*Maximum number of epochs.*")
             m = _train_one(name, task, plan, (theta, x), towers, cfg)
-        views = simulator_calls(task) - before  # pretraining or symmetry views
-        m.extra["simulator_calls"] = call_budget(theta.shape[0], views)
+        m.extra["simulator_calls"] = call_budget(theta.shape[0], views.calls)
         trained[name] = m
         log(
             f"  trained {LABELS[name]}: {m.epochs} epochs in {m.train_seconds:.0f} s"

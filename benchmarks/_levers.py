@@ -35,8 +35,9 @@ HEADER = [
 #: How a table's "calibrated" cell decides, printed under every table of these pages.
 CALIBRATION_RULE = (
     "Calibrated: `sbi`'s SBC passes, every parameter's KS p-value above 0.05 / (number of "
-    "parameters) (Bonferroni); the coverage error is shown, not tested. Times: each method's own "
-    "training and pretraining, and the torch threads it trained on."
+    "parameters) (Bonferroni); the coverage error is shown, not tested; 'yes, but 3.0x too wide' "
+    "flags a calibrated posterior over twice the exact width on average. Times: each method's "
+    "own training and pretraining, and the torch threads it trained on."
 )
 
 
@@ -47,7 +48,8 @@ _RECORDED = ("encoder", "flow", "frozen_epochs", "ee_encoder", "ee", "npe_train"
 def variant_config(
     task: str, observations: int, methods: tuple[str, ...], changes: dict[str, Any]
 ) -> RunConfig:
-    """The fast preset of ``task`` (both towers as recorded: ``plans.preset``) with ``changes``.
+    """The fast preset of ``task`` as recorded (``plans.preset``: towers, flow, frozen start,
+    pretraining, E&E's settings) with ``changes``.
 
     Dict-valued changes update the preset's.
     """

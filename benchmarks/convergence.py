@@ -59,8 +59,6 @@ from sbi_symmetry.workflow.registry import label
 from sbi_symmetry.workflow.report import RANDOM_STREAMS
 
 METHODS = ("symmetry_npe", "end_to_end_npe", "raw_npe")
-#: The ``fast`` preset's own NPE epoch cap, which a page's ``--max-epochs`` replaces.
-PRESET_NPE_CAP = RunConfig.from_preset("damped-oscillator", "fast").npe_train["max_num_epochs"]
 
 
 SETTINGS = {
@@ -368,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     plot(shown, title, out.with_suffix(".png"))
     command = command_line("convergence.py", _argv(args, sorted(map(int, results))))
     png = out.with_suffix(".png").name
-    described = SETTINGS[args.settings]
+    preset_cap = RunConfig.from_preset(args.task, "fast").npe_train["max_num_epochs"]
+    described = SETTINGS[args.settings] + f"; the preset's own NPE epoch cap is {preset_cap}"
     if args.anneal:
         described += f"; after early stopping every method resumed at {args.anneal:g}x its rate"
     text = report(shown, title, command, args.max_epochs, png, described)
@@ -413,8 +412,8 @@ def report(shown: Shown, title: str, command: str, cap: int, png: str, settings:
             f"# {title}",
             "",
             f"Script: `benchmarks/convergence.py`. Machine: {platform_stamp(sbi=True)}. Fast "
-            f"preset ({settings}), NPE epoch cap {cap} per phase (the preset's: "
-            f"{PRESET_NPE_CAP}; early stopping after 20 epochs without improvement).",
+            f"preset ({settings}), NPE epoch cap {cap} per phase (early stopping after 20 epochs "
+            "without improvement).",
             "",
             "    " + command,
             "",

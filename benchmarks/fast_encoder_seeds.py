@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, platform_stamp, write_page
-from _levers import HEADER, rows, variant_config
+from _levers import CALIBRATION_RULE, HEADER, rows, variant_config
 from convergence import check_kept, load_store
 from plans import LARGE_EMULATOR
 
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
             HEADER[0].replace("| variant |", "| task / seed / encoder |"),
             HEADER[1],
             *table,
+            "",
+            CALIBRATION_RULE,
             "",
         ]
     )

@@ -7,8 +7,9 @@ benchmark departs from the preset:
 * ``embed_emulate.py`` (:func:`ee_plan`): the preset's E&E tower for every method (E&E, NRE_C; the
   same architecture with a 3-D head, 8-D on Lorenz-96, for symmetry-NPE), the sine-Gaussian
   averaged over 4 samples with 8 channels, Lorenz-96 with a 32-unit head; the preset's
-  pretraining shortened to 30 epochs (patience 10) on 20 000 parameter draws (Lorenz-96: the
-  preset's 5 000, one fixed bank of views); the preset's flow;
+  pretraining as recorded (plain VICReg, the frozen backbone, re-simulated views) shortened to 30
+  epochs (patience 10) on 20 000 parameter draws (Lorenz-96: the preset's 5 000, one fixed bank
+  of views); the preset's flow;
 * ``symmetry_npe.py`` (:data:`SYMMETRY_NPE`): the preset's NPE tower, expander and flow, and its
   pretraining three times as long (120 epochs, no early stop) on 10^5 parameter draws.
 

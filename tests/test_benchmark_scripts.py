@@ -44,14 +44,17 @@ def test_embed_emulate_quick_run_writes_results(tmp_path):
     script = load_script("embed_emulate")
     out = tmp_path / "embed_emulate.md"
     ratio_methods = ["embed_emulate", "embed_emulate_vicreg", "nre_c"]
-    argv = ["--quick", "--tasks", "damped-oscillator", "--methods", *ratio_methods]
+    argv = ["--quick", "--tasks", "damped-oscillator", "--methods", *ratio_methods, "symmetry_npe"]
     script.main([*argv, "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
     result = json.loads(out.with_suffix(".json").read_text())["results"]["damped-oscillator"]
-    assert list(result["methods"]) == ratio_methods
+    assert list(result["methods"]) == [*ratio_methods, "symmetry_npe"]
     calls = {k: e["costs"]["simulator_calls"] for k, e in result["methods"].items()}
-    n = calls["nre_c"]["training_set"]
-    assert calls["nre_c"]["total"] == calls["embed_emulate"]["total"] == n > 0
+    settings = json.loads(out.with_suffix(".json").read_text())["settings"]
+    n = settings["simulations"]
+    assert calls["nre_c"] == calls["embed_emulate"] == {"training_set": n, "views": 0, "total": n}
     assert calls["embed_emulate_vicreg"]["total"] > n  # the regulariser's views count too
+    # symmetry NPE pretrains on re-simulated views, as the recorded page did: two per draw
+    assert calls["symmetry_npe"]["views"] >= 2 * settings["pretrain_simulations"] > 0
     for entry in result["methods"].values():
         assert 0.0 <= entry["c2st"]["mean"] <= 1.0
         assert entry["costs"]["trainable_parameters"] > 0

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from torch import Tensor
 
-__all__ = ["call_budget", "count_simulator_calls", "simulator_calls"]
+__all__ = ["CallWindow", "call_budget", "count_simulator_calls", "simulator_calls"]
 
 T = TypeVar("T")
 
@@ -94,3 +94,31 @@ def call_budget(training_set: int, views: int) -> dict[str, int]:
         "views": int(views),
         "total": int(training_set + views),
     }
+
+
+class CallWindow:
+    """The simulator calls ``task`` makes inside a ``with`` block (the task counts from then on).
+
+    Args:
+        task: Any task with a ``simulate`` method.
+
+    Example:
+        >>> from sbi_symmetry.tasks import DampedOscillator
+        >>> task = DampedOscillator()
+        >>> with CallWindow(task) as window:
+        ...     _ = task.sample_joint(5)
+        >>> window.calls
+        5
+    """
+
+    def __init__(self, task: Any) -> None:
+        self.task = count_simulator_calls(task)
+        self.calls = 0
+        self._start = 0
+
+    def __enter__(self) -> CallWindow:
+        self._start = simulator_calls(self.task)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.calls = simulator_calls(self.task) - self._start

@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from sbi_symmetry._random import derived_seed, seeded
 from sbi_symmetry._threads import torch_threads
-from sbi_symmetry.simulation.counting import call_budget, simulator_calls
+from sbi_symmetry.simulation.counting import CallWindow, call_budget
 from sbi_symmetry.workflow.registry import METHODS, MethodSpec, TrainingContext
 from sbi_symmetry.workflow.trained import TrainedMethod
 
@@ -115,13 +115,12 @@ def train_method(spec: MethodSpec, ctx: TrainingContext) -> TrainedMethod:
         The trained method, with ``extra["simulator_calls"]``: its training set, the views it
         simulated (pretraining) and their total.
     """
-    with seeded(derived_seed(ctx.config.method_seed, "method", spec.name), ctx.config.device):
-        before = simulator_calls(ctx.task)
+    seed = derived_seed(ctx.config.method_seed, "method", spec.name)
+    with seeded(seed, ctx.config.device), CallWindow(ctx.task) as views:  # pretraining views
         method = spec.train(ctx)
-        views = simulator_calls(ctx.task) - before  # pretraining or symmetry views
     training_set = int(method.extra.get("training_simulations", ctx.theta.shape[0]))
     method.extra["torch_threads"] = torch.get_num_threads()
-    method.extra["simulator_calls"] = call_budget(training_set, views)
+    method.extra["simulator_calls"] = call_budget(training_set, views.calls)
     return method
 
 
