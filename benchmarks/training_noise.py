@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import calibrated_cell, page_head, stage_value, write_page
+from _common import calibrated_cell, command_line, page_head, stage_value, write_json, write_page
 
 from sbi_symmetry.evaluation import c2st_score
 from sbi_symmetry.workflow import pipeline
@@ -64,6 +64,19 @@ def run_seed(args: argparse.Namespace, training_seed: int) -> tuple[dict[str, An
     metrics = pipeline.run(cfg, folder, resume=True, show_progress=False, log=print)
     print(f"training seed {training_seed}: {time.perf_counter() - start:.0f} s", flush=True)
     return metrics, folder
+
+
+#: What the page's JSON keeps of each method's metrics (the rest stays in the run folders).
+KEPT = ("c2st", "std_over_reference", "calibration", "costs")
+
+
+def compact(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings and, per method, the numbers its page and paired comparisons read."""
+    methods = {
+        name: {key: entry[key] for key in KEPT if key in entry}
+        for name, entry in metrics["methods"].items()
+    }
+    return {"config": metrics["config"], "methods": methods}
 
 
 def ensemble_scores(folders: list[Path], method: str, seed: int) -> list[float]:
@@ -142,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods:
         lines += method_rows(method, runs, folders, args.seed)
     write_page(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    command = command_line("training_noise.py", sys.argv[1:] if argv is None else argv)
+    payload = {"command": command, "runs": [compact(run) for run in runs]}
+    write_json(out.with_suffix(".json"), payload, default=float)
     print("\n".join(lines))
 
 

@@ -226,6 +226,37 @@ def test_training_noise_scores_the_equal_weight_mixture_of_the_runs(tmp_path):
     assert mixture < 0.6 and alone > 0.65  # one mode alone: 0.75 at best
 
 
+def test_training_noise_keeps_each_runs_numbers_beside_its_page(tmp_path, monkeypatch):
+    """The page's JSON holds each run's settings and per-method numbers, not its histories."""
+    script = load_script("training_noise")
+    entry = {
+        "c2st": {"mean": 0.6, "sem": 0.01, "per_observation": [0.59, 0.61]},
+        "std_over_reference": [[1.1, 1.0], [1.2, 1.0]],
+        "calibration": {"calibrated": True, "ks_pvals": [0.3, 0.4], "max_coverage_error": 0.05},
+        "costs": {"epochs": 7, "train_seconds": 3.0},
+        "history": {"validation": [1.0] * 100},
+    }
+
+    def fake_run(args, seed):
+        metrics = {"config": {"training_seed": seed}, "methods": {"symmetry_npe": entry}}
+        return metrics, tmp_path / f"run{seed}"
+
+    monkeypatch.setattr(script, "run_seed", fake_run)
+    out = tmp_path / "page"
+    script.main(["--methods", "symmetry_npe", "--training-seeds", "0", "--out", str(out)])
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert "training_noise.py --methods symmetry_npe" in saved["command"]
+    (run,) = saved["runs"]
+    assert run["config"] == {"training_seed": 0}
+    assert set(run["methods"]["symmetry_npe"]) == {
+        "c2st",
+        "std_over_reference",
+        "calibration",
+        "costs",
+    }
+    assert run["methods"]["symmetry_npe"]["c2st"]["per_observation"] == [0.59, 0.61]
+
+
 def test_ee_summary_check_feeds_npe_the_standardised_direction_of_the_summary():
     """What NPE sees is ``f(x) / |f(x)|`` (all a cosine critic sees), standardised on ``x``."""
     import torch
