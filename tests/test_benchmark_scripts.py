@@ -360,3 +360,37 @@ def test_a_page_is_stamped_dirty_by_changed_source_not_by_changed_results(tmp_pa
     assert common.source_commit(tmp_path) == clean  # a page written: still clean
     (tmp_path / "code.py").write_text("a = 2\n")
     assert common.source_commit(tmp_path) == f"{clean}-dirty"
+
+
+@pytest.mark.parametrize(
+    ("calls", "cell"),
+    [(None, "not counted"), ({"training_set": 10_000, "views": 0, "total": 10_000}, "10,000")],
+)
+def test_ee_tables_count_simulator_calls_and_say_when_a_stored_run_did_not(calls, cell):
+    """``embed_emulate.py``'s rows: a run made before calls were counted reads 'not counted'."""
+    load_script("embed_emulate")
+    report = sys.modules["_ee_report"]
+    costs = {"train_seconds": 30.0, "trainable_parameters": 1000, "macs_per_1000": 2e7}
+    entry = {
+        "c2st": {"mean": 0.6, "sem": 0.02},
+        "calibration": {
+            "ks_pvals": [0.3, 0.5],
+            "max_coverage_error": 0.05,
+            "tarp_atc": 0.01,
+            "tarp_ks_pval": 0.9,
+        },
+        "epochs": {
+            "stopped_early": True,
+            "epochs": 40,
+            "best_epoch": 20,
+            "seconds_per_epoch_median": 0.5,
+            "seconds_to_best_epoch": 10.0,
+        },
+        "costs": costs if calls is None else {**costs, "simulator_calls": calls},
+        "contraction": {"mean": 0.9},
+        "seconds_per_10k_samples": 0.1,
+        "sample_seconds": [0.01],
+    }
+    row = report._method_row("embed_emulate", entry)
+    assert row[:3] == ["E&E", cell, "0.600 ± 0.020"]
+    assert len(row) == len(report.HEADER)
