@@ -142,12 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     name = f"training_noise_{args.task}{'_' + args.name if args.name else ''}"
     args.runs = args.runs or f"/tmp/{name}"
     out = Path(args.out or RESULTS / name)
+    used = sys.argv[1:] if argv is None else argv  # the command that makes the page
     results = [run_seed(args, s) for s in args.training_seeds]
     runs, folders = [r for r, _ in results], [f for _, f in results]
     title = f"Training noise: {args.task}, fast preset, data seed {args.seed}"
     title += f", with {args.changes}" if args.changes != "{}" else ""
     lines = [
-        *page_head(title, "training_noise.py", sys.argv[1:] if argv is None else argv),
+        *page_head(title, "training_noise.py", used),
         "| method | run | C2ST (mean ± sem over observations) | calibrated (SBC smallest p) | "
         "epochs (trainings) |",
         "|---|---|---|---|---|",
@@ -155,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods:
         lines += method_rows(method, runs, folders, args.seed)
     write_page(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    command = command_line("training_noise.py", sys.argv[1:] if argv is None else argv)
-    payload = {"command": command, "runs": [compact(run) for run in runs]}
+    payload = {"command": command_line("training_noise.py", used), "runs": list(map(compact, runs))}
     write_json(out.with_suffix(".json"), payload, default=float)
     print("\n".join(lines))
 

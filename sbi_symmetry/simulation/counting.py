@@ -4,9 +4,11 @@ One call is one simulated ``(theta, nuisance)`` data set: a batch of ``n`` param
 ``n``, and a pair of views counts two. :func:`count_simulator_calls` makes a task count the rows
 that go through its ``simulate`` (whoever calls it: ``sample_joint``, ``task(theta)``, the
 re-simulated views of ``task.views``), so pretraining views, training sets and calibration sets
-are all seen; :func:`simulator_calls` reads the count. Calls made on copies of the task are not:
-``simulate_dataset`` and ``simulate_views`` send a pickled copy to every chunk (with the serial
-engine too); their stores record their own calls instead (rows, and ``fingerprint_calls``).
+are all seen; :func:`simulator_calls` reads the count, :class:`CallWindow` the calls of one
+block (a method's training), and :func:`call_budget` makes a method's entry of them. Calls made
+on copies of the task are not: ``simulate_dataset`` and ``simulate_views`` send a pickled copy
+to every chunk (with the serial engine too); their stores record their own calls instead (rows,
+and ``fingerprint_calls``).
 
 Example:
     >>> import torch
