@@ -78,10 +78,12 @@ def two_phase_npe(factor: float, frozen_epochs: int | None = None) -> Any:
         show: bool,
         train_kwargs: dict[str, Any],
         frozen: Any = None,
+        checkpoint: Any = None,  # progress saves: only inside a pipeline run, not here
         **finish: Any,
     ) -> M.TrainedMethod:
         if name != "symmetry_npe":
-            return _single_phase(name, task, theta, x, builder, show, train_kwargs, **finish)
+            args = (name, task, theta, x, builder, show, train_kwargs)
+            return _single_phase(*args, checkpoint=checkpoint, **finish)
         if frozen is not None:
             raise ValueError("this script runs its own frozen phase: leave frozen_epochs at 0")
         embedding = finish["extra"]["embedding"]

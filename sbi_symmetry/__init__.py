@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from sbi_symmetry._sbi_compat import NullTracker
+from sbi_symmetry.checkpoint import ResumableTraining
 from sbi_symmetry.emulate import (
     EmbedEmulate,
     EmbedEmulateRatioEstimator,
@@ -62,6 +63,7 @@ __all__ = [
     "PretrainConfig",
     "ResidualMLP",
     "ResimulatedViews",
+    "ResumableTraining",
     "SignalInNoiseTask",
     "SimulationStore",
     "SineGaussian",

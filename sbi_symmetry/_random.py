@@ -19,14 +19,16 @@ Example:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from hashlib import sha256
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["derived_seed", "seeded"]
+__all__ = ["derived_seed", "random_states", "seeded", "set_random_states"]
 
 
 def _cuda_indices(device: str | torch.device | None) -> list[int]:
@@ -85,3 +87,34 @@ def derived_seed(seed: int, *labels: str) -> int:
     """
     text = "/".join((str(seed), *labels))
     return int.from_bytes(sha256(text.encode()).digest()[:4], "big") % 2**31
+
+
+def random_states() -> dict[str, Any]:
+    """The global generators' states: torch's (CPU), numpy's and Python's.
+
+    Returns:
+        A dictionary for :func:`set_random_states` (and ``torch.save``).
+
+    Example:
+        >>> saved = random_states()
+        >>> a = torch.rand(1)
+        >>> set_random_states(saved)
+        >>> torch.equal(a, torch.rand(1))
+        True
+    """
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    """Set the global generators to what :func:`random_states` returned.
+
+    Args:
+        states: The saved states.
+    """
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])

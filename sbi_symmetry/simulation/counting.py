@@ -26,7 +26,13 @@ from typing import Any, TypeVar
 
 from torch import Tensor
 
-__all__ = ["CallWindow", "call_budget", "count_simulator_calls", "simulator_calls"]
+__all__ = [
+    "CallWindow",
+    "add_calls",
+    "call_budget",
+    "count_simulator_calls",
+    "simulator_calls",
+]
 
 T = TypeVar("T")
 
@@ -75,6 +81,23 @@ def simulator_calls(task: Any) -> int:
     """
     simulate = getattr(task, "simulate", None)
     return simulate.calls if isinstance(simulate, _CountedSimulate) else 0
+
+
+def add_calls(task: Any, calls: int) -> None:
+    """Count ``calls`` data sets simulated earlier for ``task`` (e.g. before a run was resumed).
+
+    Args:
+        task: A task (it counts from now on, if it did not yet).
+        calls: Data sets simulated elsewhere whose results this run uses.
+
+    Example:
+        >>> from sbi_symmetry.tasks import DampedOscillator
+        >>> task = DampedOscillator()
+        >>> add_calls(task, 7)
+        >>> simulator_calls(task)
+        7
+    """
+    count_simulator_calls(task).simulate.calls += int(calls)  # type: ignore[attr-defined]
 
 
 def call_budget(training_set: int, views: int) -> dict[str, int]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from typing import Any, Literal
 
 from sbi.inference import NPE, NRE_C
@@ -35,12 +36,12 @@ from torch import Tensor, nn
 
 from sbi_symmetry._sbi_compat import FlattenEmbedding, NullTracker, anneal, training_summary
 from sbi_symmetry._validation import check_int
+from sbi_symmetry.checkpoint import ResumableTraining
 from sbi_symmetry.emulate import EmbedEmulate, product_estimator
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 from sbi_symmetry.symmetry.finetune import resolve_frozen_epochs, train_npe
-from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
-from sbi_symmetry.views import resolve_pretrain_views, shift_views
+from sbi_symmetry.workflow.pretraining import pretrain_tower
 from sbi_symmetry.workflow.trained import TrainedMethod, combine
 from sbi_symmetry.workflow.trained import finish as _finish
 
@@ -88,6 +89,7 @@ def _train(
     x: Tensor,
     train_kwargs: dict[str, Any],
     frozen: tuple[SymmetryEmbedding, int] | None = None,
+    checkpoint: ResumableTraining | None = None,
     **extra: Any,
 ) -> tuple[nn.Module, float]:
     """Train an sbi trainer on ``(theta, x)``; return the estimator and the wall time.
@@ -95,20 +97,22 @@ def _train(
     ``frozen``: an embedding inside the trainer's network and its frozen epochs
     (:func:`~sbi_symmetry.symmetry.finetune.train_npe`). ``train_kwargs["anneal"]``, if given
     and not 0: a last phase at the learning rate times it
-    (:func:`~sbi_symmetry._sbi_compat.anneal`).
+    (:func:`~sbi_symmetry._sbi_compat.anneal`). ``checkpoint``: saves the training as it goes
+    and resumes it (an NPE trainer); the seconds then include the earlier processes' training.
     """
     kwargs = _train_kwargs(train_kwargs)
     factor = kwargs.pop("anneal", 0.0)
     start = time.perf_counter()
     trainer.append_simulations(theta, x)
-    if frozen is None:
-        estimator = trainer.train(**kwargs, **extra)
-    else:
-        estimator = train_npe(trainer, frozen[0], frozen_epochs=frozen[1], **kwargs, **extra)
-    if factor:  # the last phase, whichever way the first ones ran
-        _end_line(trainer, kwargs)
-        estimator = anneal(trainer, factor, **kwargs, **extra)
-    seconds = time.perf_counter() - start
+    with checkpoint.attach(trainer) if checkpoint is not None else nullcontext():
+        if frozen is None:
+            estimator = trainer.train(**kwargs, **extra)
+        else:
+            estimator = train_npe(trainer, frozen[0], frozen_epochs=frozen[1], **kwargs, **extra)
+        if factor:  # the last phase, whichever way the first ones ran
+            _end_line(trainer, kwargs)
+            estimator = anneal(trainer, factor, **kwargs, **extra)
+    seconds = time.perf_counter() - start + (checkpoint.earlier_seconds if checkpoint else 0.0)
     _end_line(trainer, kwargs)
     return estimator, seconds
 
@@ -133,6 +137,7 @@ def _npe(
     show_progress_bars: bool,
     train_kwargs: dict[str, Any],
     frozen: tuple[SymmetryEmbedding, int] | None = None,
+    checkpoint: ResumableTraining | None = None,
     **finish: Any,
 ) -> TrainedMethod:
     trainer = NPE(
@@ -141,7 +146,7 @@ def _npe(
         tracker=NullTracker(),
         show_progress_bars=show_progress_bars,
     )
-    estimator, seconds = _train(trainer, theta, x, train_kwargs, frozen)
+    estimator, seconds = _train(trainer, theta, x, train_kwargs, frozen, checkpoint)
     posterior = trainer.build_posterior(estimator)
     return _finish(name, trainer, estimator, seconds, theta, x, posterior, **finish)
 
@@ -154,6 +159,7 @@ def raw_npe(
     model: str = "maf",
     flow_kwargs: dict[str, Any] | None = None,
     show_progress_bars: bool = True,
+    checkpoint: ResumableTraining | None = None,
     **train_kwargs: Any,
 ) -> TrainedMethod:
     """NPE from sbi on the raw data with its default network and default ``z_score_x``.
@@ -168,6 +174,8 @@ def raw_npe(
         flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``); none by
             default, i.e. sbi's default network.
         show_progress_bars: Show sbi's progress.
+        checkpoint: Saves the training as it goes and resumes it
+            (:class:`~sbi_symmetry.checkpoint.ResumableTraining`); ``None``: not saved.
         **train_kwargs: Passed to ``NPE.train`` (e.g. ``max_num_epochs``).
 
     Returns:
@@ -175,7 +183,9 @@ def raw_npe(
     """
     flat = {"embedding_net": FlattenEmbedding()} if x.ndim > 2 else {}  # (B, C, L) data
     builder = posterior_nn(model, **flat, **(flow_kwargs or {}))
-    return _npe("raw_npe", task, theta, x, builder, show_progress_bars, train_kwargs)
+    return _npe(
+        "raw_npe", task, theta, x, builder, show_progress_bars, train_kwargs, checkpoint=checkpoint
+    )
 
 
 def end_to_end_npe(
@@ -187,6 +197,7 @@ def end_to_end_npe(
     model: str = "maf",
     flow_kwargs: dict[str, Any] | None = None,
     show_progress_bars: bool = True,
+    checkpoint: ResumableTraining | None = None,
     **train_kwargs: Any,
 ) -> TrainedMethod:
     """NPE from sbi with ``encoder`` as embedding, trained jointly with the flow, no pretraining.
@@ -203,6 +214,7 @@ def end_to_end_npe(
         model: Flow name.
         flow_kwargs: Extra ``posterior_nn`` arguments (e.g. ``hidden_features``).
         show_progress_bars: Show sbi's progress.
+        checkpoint: As for :func:`raw_npe`.
         **train_kwargs: Passed to ``NPE.train``.
 
     Returns:
@@ -210,31 +222,16 @@ def end_to_end_npe(
     """
     net = copy.deepcopy(encoder)
     builder = posterior_nn(model, embedding_net=net, z_score_x="structured", **(flow_kwargs or {}))
-    return _npe("end_to_end_npe", task, theta, x, builder, show_progress_bars, train_kwargs)
-
-
-def _pretrain(
-    task: NuisanceTask,
-    theta: Tensor,
-    x: Tensor,
-    encoder: nn.Module,
-    views: str,
-    simulations: int,
-    kwargs: dict[str, Any],
-) -> tuple[SymmetryEmbedding, float, str]:
-    """VICReg-pretrain a copy of ``encoder``; the embedding, its seconds and the views used.
-
-    ``views``: ``"shift"`` (noise-filled shifts of the stored ``x``: no simulator call),
-    ``"resimulated"`` (the task's views of ``simulations`` fresh draws) or ``"auto"``.
-    """
-    start = time.perf_counter()
-    used = resolve_pretrain_views(task, views)
-    if used == "shift":  # views of the stored training set
-        maker, inputs = shift_views(task), {"x": x, "theta": theta}
-    else:
-        maker, inputs = task.views, {"num_simulations": simulations}
-    pretrained = pretrain_vicreg(copy.deepcopy(encoder), maker, task.prior, **inputs, **kwargs)
-    return pretrained, time.perf_counter() - start, used
+    return _npe(
+        "end_to_end_npe",
+        task,
+        theta,
+        x,
+        builder,
+        show_progress_bars,
+        train_kwargs,
+        checkpoint=checkpoint,
+    )
 
 
 def symmetry_npe(
@@ -251,6 +248,7 @@ def symmetry_npe(
     embedding: SymmetryEmbedding | None = None,
     frozen_epochs: int | Literal["auto"] = 0,
     show_progress_bars: bool = True,
+    checkpoint: ResumableTraining | None = None,
     **train_kwargs: Any,
 ) -> TrainedMethod:
     """VICReg-pretrain ``encoder`` on the task's views, then train NPE on the embedding.
@@ -277,6 +275,9 @@ def symmetry_npe(
             ``"auto"``: 20, at most 4,500 optimiser steps. ``extra["frozen_epochs"]`` says how
             many ran.
         show_progress_bars: Progress bars for pretraining and training.
+        checkpoint: Saves the pretrained embedding (with the views it simulated, still counted
+            when resumed) and the NPE training as it goes, and resumes them
+            (:class:`~sbi_symmetry.checkpoint.ResumableTraining`); ``None``: not saved.
         **train_kwargs: Passed to ``NPE.train``.
 
     Returns:
@@ -286,14 +287,9 @@ def symmetry_npe(
     pretrain_seconds, views_used = 0.0, "reused"
     pretrained = embedding
     if pretrained is None:
-        pretrained, pretrain_seconds, views_used = _pretrain(
-            task,
-            theta,
-            x,
-            encoder,
-            pretrain_views,
-            pretrain_simulations,
-            {"show_progress_bar": show_progress_bars, **(pretrain_kwargs or {})},
+        settings = {"show_progress_bar": show_progress_bars, **(pretrain_kwargs or {})}
+        pretrained, pretrain_seconds, views_used = pretrain_tower(
+            task, theta, x, encoder, pretrain_views, pretrain_simulations, settings, checkpoint
         )
     embedding = copy.deepcopy(pretrained)  # sbi fine-tunes this copy; `pretrained` stays as is
     builder = embedding.posterior_nn(model, **(flow_kwargs or {}))
@@ -311,6 +307,7 @@ def symmetry_npe(
         show_progress_bars,
         train_kwargs,
         frozen=(embedding, frozen_epochs) if frozen_epochs else None,
+        checkpoint=checkpoint,
         pretrain_seconds=pretrain_seconds,
         extra={
             "embedding": embedding,
@@ -367,7 +364,7 @@ def embed_emulate(
             kwargs = {"show_progress_bar": show_progress_bars, **pretrain_kwargs}
             if kwargs.get("seed") is not None:
                 kwargs["seed"] += k  # member 0: the seed given
-            tower, pretrain_seconds, used = _pretrain(
+            tower, pretrain_seconds, used = pretrain_tower(
                 task, theta, x, encoder, pretrain_views, pretrain_simulations, kwargs
             )
             tower.freeze = "none"  # the ratio trains all of it

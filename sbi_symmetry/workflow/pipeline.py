@@ -4,7 +4,10 @@
 line per stage and writes the report (:mod:`sbi_symmetry.workflow.report`): ``report.md``,
 ``report.html``, ``metrics.json``, ``config.json`` (re-run it with ``sbi-symmetry run --config``),
 the figures and the saved embedding. Each finished stage is also saved in ``.stages/``
-(:mod:`~sbi_symmetry.workflow.checkpoints`), so an interrupted run goes on with ``--resume``.
+(:mod:`~sbi_symmetry.workflow.checkpoints`), so an interrupted run goes on with ``--resume``;
+the NPE methods also save their pretraining and training as they go (``.stages/progress_*``,
+:class:`~sbi_symmetry.checkpoint.ResumableTraining`: every minute of training and at the end of
+each phase), so a resumed run continues them from the last save instead of from the start.
 
 Example:
     >>> from sbi_symmetry.workflow.config import RunConfig
@@ -167,6 +170,7 @@ def _run_stages(
         sims = saved.run("simulate", lambda: stages.simulate(task, config, gen), gen)
     say(1, f"simulate: {_sizes(config, sims)} ({watch.seconds['simulate']:.1f} s)", "simulate")
     ctx = stages.training_context(task, sims, config, show_progress)
+    ctx.progress_dir = saved.dir  # the NPE methods' progress, for --resume
     with watch("train"):
         trained = _train(ctx, saved, gen, references)
     for stage, (kind, what) in enumerate(_KINDS.items(), start=2):
@@ -205,12 +209,18 @@ def _train(
     """Every selected method, in registry order: loaded if saved, else trained and saved.
 
     A resumed run loads the methods an earlier run finished; each method that trains now is
-    saved as soon as it is done, so an interruption loses only the methods still training.
-    ``meanwhile`` runs in this process while workers train, once a core would idle (not at all
-    when the methods train in turn here).
+    saved as soon as it is done, so an interruption loses only the methods still training (and
+    of an NPE method only what it trained since its last progress save). ``meanwhile`` runs in
+    this process while workers train, once a core would idle (not at all when the methods
+    train in turn here).
     """
     loaded = _loaded(saved, "train", ctx.config.methods)
-    done = _saver(saved, "train", gen)
+    save = _saver(saved, "train", gen)
+
+    def done(name: str, method: TrainedMethod) -> None:
+        save(name, method)
+        ctx.clear_progress(name)  # its training is saved whole now
+
     fresh = stages.train_methods(ctx, skip=loaded, done=done, meanwhile=meanwhile)
     return {name: loaded.get(name) or fresh[name] for name in METHODS if name in ctx.config.methods}
 

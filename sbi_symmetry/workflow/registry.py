@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from torch import Tensor, nn
 
+from sbi_symmetry._io import atomic_write_text
+from sbi_symmetry.checkpoint import ResumableTraining
 from sbi_symmetry.nets.heads import Expander
 from sbi_symmetry.views import resolve_pretrain_views, split_budget
 from sbi_symmetry.workflow import methods as M
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
 Kind = Literal["npe", "ratio"]
 
+#: Seconds of training between two saves of an NPE method's progress (and at each phase's end).
+SAVE_EVERY_S = 60.0
 #: The ``RunConfig`` field each kind's shared tower is built from.
 TOWER_SETTINGS: dict[str, str] = {"npe": "encoder", "ratio": "ee_encoder"}
 
@@ -49,6 +54,8 @@ class TrainingContext:
             ``config.ee_encoder``); methods copy them, so methods of a kind start from the same
             weights.
         show_progress: Progress bars.
+        progress_dir: Where the NPE methods save their pretraining and training as they go
+            (:meth:`checkpoint`), so an interrupted run resumes them; ``None``: not saved.
     """
 
     task: Any
@@ -57,6 +64,33 @@ class TrainingContext:
     config: RunConfig
     towers: dict[str, nn.Module]
     show_progress: bool
+    progress_dir: Path | None = None
+
+    def checkpoint(self, method: str) -> ResumableTraining | None:
+        """Where ``method`` saves its training: ``<progress_dir>/progress_<method>.pt``.
+
+        Saved every :data:`SAVE_EVERY_S` seconds of training and at each phase's end; the last
+        save's line (phase, epoch, best validation loss) is in ``progress_<method>.txt``.
+
+        Args:
+            method: The method's name.
+
+        Returns:
+            The checkpoint (resuming what the file holds), or ``None`` without ``progress_dir``.
+        """
+        if self.progress_dir is None:
+            return None
+        path = Path(self.progress_dir) / f"progress_{method}.pt"
+        note = path.with_suffix(".txt")
+        return ResumableTraining(
+            path, every_s=SAVE_EVERY_S, log=lambda line: atomic_write_text(note, line + "\n")
+        )
+
+    def clear_progress(self, method: str) -> None:
+        """Delete ``method``'s :meth:`checkpoint` files (once the trained method is saved)."""
+        if self.progress_dir is not None:
+            for suffix in (".pt", ".txt"):
+                (Path(self.progress_dir) / f"progress_{method}{suffix}").unlink(missing_ok=True)
 
     def npe_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``NPE.train`` (with the progress switch)."""
@@ -158,6 +192,7 @@ def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
         pretrain_kwargs=pretrain,
         flow_kwargs=dict(cfg.flow),
         frozen_epochs=cfg.frozen_epochs,
+        checkpoint=ctx.checkpoint("symmetry_npe"),
         **ctx.npe_kwargs(),
     )
     method.extra["training_simulations"] = len(theta)
@@ -165,13 +200,20 @@ def _symmetry_npe(ctx: TrainingContext) -> M.TrainedMethod:
 
 
 def _raw_npe(ctx: TrainingContext) -> M.TrainedMethod:
-    return M.raw_npe(ctx.task, ctx.theta, ctx.x, **ctx.npe_kwargs())
+    checkpoint = ctx.checkpoint("raw_npe")
+    return M.raw_npe(ctx.task, ctx.theta, ctx.x, checkpoint=checkpoint, **ctx.npe_kwargs())
 
 
 def _end_to_end_npe(ctx: TrainingContext) -> M.TrainedMethod:
     flow = dict(ctx.config.flow)
     return M.end_to_end_npe(
-        ctx.task, ctx.theta, ctx.x, ctx.towers["npe"], flow_kwargs=flow, **ctx.npe_kwargs()
+        ctx.task,
+        ctx.theta,
+        ctx.x,
+        ctx.towers["npe"],
+        flow_kwargs=flow,
+        checkpoint=ctx.checkpoint("end_to_end_npe"),
+        **ctx.npe_kwargs(),
     )
 
 

@@ -1,0 +1,209 @@
+"""``ResumableTraining``: an NPE training cut at any save resumes to the uninterrupted result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sbi.inference import NPE, NRE_C
+from sbi.utils import BoxUniform
+from torch import nn
+
+from sbi_symmetry._sbi_compat import NullTracker, anneal, resume, training_summary
+from sbi_symmetry.checkpoint import ResumableTraining, load_trainer_state, trainer_state
+from sbi_symmetry.symmetry import SymmetryEmbedding, train_npe
+
+BATCH = {"training_batch_size": 50}
+
+
+def _trainer(kind: str, rows: int = 300, shift: float = 0.0):
+    """A small NPE on fixed simulations; ``kind="embedding"``: around a SymmetryEmbedding."""
+    torch.manual_seed(0)
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    theta = prior.sample((rows,))
+    x = torch.cat([theta, theta.flip(-1)], dim=1) + 0.05 * torch.randn(rows, 4) + shift
+    embedding = SymmetryEmbedding(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)))
+    build = embedding.posterior_nn("mdn") if kind == "embedding" else "mdn"
+    npe = NPE(prior, density_estimator=build, tracker=NullTracker(), show_progress_bars=False)
+    return npe.append_simulations(theta, x), embedding
+
+
+def _phases(kind: str, trainer, embedding) -> None:
+    """Three phases: sbi's train, a resumed phase and an annealed one (or train_npe's)."""
+    if kind == "embedding":  # frozen start, fine-tuning, annealing
+        train_npe(trainer, embedding, frozen_epochs=3, anneal=0.1, max_num_epochs=3, **BATCH)
+        return
+    trainer.train(max_num_epochs=3, **BATCH)
+    resume(trainer, max_num_epochs=2, **BATCH)
+    anneal(trainer, 0.1, max_num_epochs=2, **BATCH)
+
+
+def _run(kind: str, path=None, stop_at: int | None = None):
+    """Train (resumably if ``path``); raise KeyboardInterrupt after the ``stop_at``-th save."""
+    trainer, embedding = _trainer(kind)
+    torch.manual_seed(1)  # the batch order's stream
+    if path is None:
+        _phases(kind, trainer, embedding)
+        return trainer, None
+    saves: list[str] = []
+
+    def log(line: str) -> None:
+        saves.append(line)
+        if len(saves) == stop_at:
+            raise KeyboardInterrupt
+
+    saver = ResumableTraining(path, every_s=0, log=log)
+    with saver.attach(trainer):
+        _phases(kind, trainer, embedding)
+    return trainer, saver
+
+
+def _same_training(a, b) -> None:
+    for (name, x), (_, y) in zip(
+        a._neural_net.state_dict().items(), b._neural_net.state_dict().items(), strict=True
+    ):
+        assert torch.equal(x, y), name
+    assert training_summary(a)["epochs_trained"] == training_summary(b)["epochs_trained"]
+    assert training_summary(a)["validation_loss"] == training_summary(b)["validation_loss"]
+
+
+@pytest.mark.parametrize("kind", ["plain", "embedding"])
+@pytest.mark.parametrize("stop_at", [1, 4, 5, 8, 11])
+def test_a_training_cut_at_any_save_resumes_to_the_uninterrupted_result(
+    tmp_path, one_thread, kind, stop_at
+):
+    whole, _ = _run(kind)
+    with pytest.raises(KeyboardInterrupt):
+        _run(kind, tmp_path / "npe.pt", stop_at=stop_at)
+    resumed, saver = _run(kind, tmp_path / "npe.pt")
+    _same_training(whole, resumed)
+    assert saver.earlier_seconds > 0
+    assert "train" not in vars(resumed)  # the trainer's own train method again
+
+
+def test_saving_does_not_change_the_training_and_a_finished_one_is_loaded(tmp_path, one_thread):
+    whole, _ = _run("plain")
+    saved, first = _run("plain", tmp_path / "npe.pt")
+    _same_training(whole, saved)
+    again, second = _run("plain", tmp_path / "npe.pt")
+    _same_training(whole, again)
+    assert first.resumed == [] and second.resumed == ["phase 1", "phase 2", "phase 3"]
+
+
+def test_a_value_is_computed_once_with_the_random_state_after_it(tmp_path):
+    path = tmp_path / "values.pt"
+    first = ResumableTraining(path)
+    torch.manual_seed(3)
+    value = first.value("draw", lambda: torch.rand(2))
+    after = torch.rand(1)
+
+    def must_not_run():
+        raise AssertionError("computed again")
+
+    torch.manual_seed(99)
+    again = ResumableTraining(path)
+    assert torch.equal(again.value("draw", must_not_run), value)
+    assert torch.equal(torch.rand(1), after) and again.resumed == ["draw"]
+    fresh = ResumableTraining(path, resume=False)
+    assert torch.equal(fresh.value("draw", lambda: torch.zeros(2)), torch.zeros(2))
+
+
+def test_resuming_on_other_simulations_or_settings_is_refused(tmp_path, one_thread):
+    path = tmp_path / "npe.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _run("plain", path, stop_at=2)
+    other, _ = _trainer("plain", shift=1.0)
+    with pytest.raises(ValueError, match="other simulations"):
+        with ResumableTraining(path).attach(other):
+            other.train(max_num_epochs=3, **BATCH)
+    same, _ = _trainer("plain")
+    with pytest.raises(ValueError, match="training_batch_size: was 50, now 60"):
+        with ResumableTraining(path).attach(same):
+            same.train(max_num_epochs=3, training_batch_size=60)
+
+
+def test_bad_input_is_refused_before_training(tmp_path):
+    prior = BoxUniform(torch.zeros(1), torch.ones(1))
+    with pytest.raises(ValueError, match=r"folder .* does not exist"):
+        ResumableTraining(tmp_path / "missing" / "npe.pt")
+    with pytest.raises(ValueError, match="every_s"):
+        ResumableTraining(tmp_path / "npe.pt", every_s=-1)
+    with pytest.raises(TypeError, match="NPE trainers; got NRE_C"):
+        with ResumableTraining(tmp_path / "npe.pt").attach(NRE_C(prior, tracker=NullTracker())):
+            pass
+    trainer, _ = _trainer("plain")
+    with pytest.raises(TypeError, match="by keyword"):
+        with ResumableTraining(tmp_path / "npe.pt").attach(trainer):
+            trainer.train(1)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="damaged"):
+        ResumableTraining(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not trained yet"):
+        trainer_state(trainer)
+
+
+def test_a_state_goes_to_a_trainer_in_the_same_place(one_thread):
+    first, _ = _trainer("plain")
+    first.train(max_num_epochs=2, **BATCH)
+    second, _ = _trainer("plain")
+    load_trainer_state(second, trainer_state(first))
+    torch.manual_seed(5)
+    a = resume(first, max_num_epochs=2, **BATCH)
+    torch.manual_seed(5)
+    b = resume(second, max_num_epochs=2, **BATCH)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.slow
+def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    from sbi_symmetry.workflow import pipeline, pretraining, registry
+    from sbi_symmetry.workflow.config import RunConfig
+
+    cfg = RunConfig.from_preset(
+        "damped-oscillator",
+        "fast",
+        num_simulations=500,
+        num_observations=2,
+        posterior_samples=200,
+        sbc_pairs=20,
+        sbc_posterior_samples=30,
+        methods=("symmetry_npe",),
+        workers=1,
+        frozen_epochs=1,
+        pretrain={"max_epochs": 2},
+        npe_train={"max_num_epochs": 3, "anneal": 0.1},
+    )
+    quiet = {"show_progress": False, "log": lambda _: None}
+    whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
+
+    real, lines = registry.atomic_write_text, []
+
+    def cut_at_the_fourth_save(path, text):
+        real(path, text)
+        lines.append(text)
+        if len(lines) == 4:  # phase 1 (frozen start) done, phase 2 under way
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "SAVE_EVERY_S", 0.0)
+    monkeypatch.setattr(registry, "atomic_write_text", cut_at_the_fourth_save)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, tmp_path / "cut", **quiet)
+    stages = tmp_path / "cut" / ".stages"
+    assert (
+        lines[3].startswith("phase 2 saved at epoch")
+        and (stages / "progress_symmetry_npe.pt").exists()
+    )
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("pretrained again")
+
+    later: list[str] = []
+    monkeypatch.setattr(registry, "atomic_write_text", lambda path, text: later.append(text))
+    monkeypatch.setattr(pretraining, "pretrain_vicreg", must_not_run)
+    resumed = pipeline.run(cfg, tmp_path / "cut", resume=True, **quiet)
+    assert later[0].startswith("phase 2 saved") and not any("phase 1" in line for line in later)
+    after, before = resumed["methods"]["symmetry_npe"], whole["methods"]["symmetry_npe"]
+    for key in ("c2st", "calibration"):
+        assert after[key] == before[key], key
+    for key in ("simulator_calls", "epochs_per_phase"):
+        assert after["costs"][key] == before["costs"][key], key
+    assert not list(stages.glob("progress_*"))  # the trained method is saved: progress removed
