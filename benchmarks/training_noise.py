@@ -10,7 +10,9 @@ posteriors (an ensemble, costing one training per member): its samples are the f
 ``posterior_samples / K`` samples of each of the ``K`` runs, for the same observations.
 
 Runs go to ``--runs`` (one folder per training seed) and are resumed there, so an interrupted
-study goes on where it stopped; the page goes to ``<out>.md``.
+study goes on where it stopped (an NPE method within its training too, from its last minute's
+save; ``<runs>/training_seed_<k>/.stages/progress_<method>.txt`` tells how far it got); the page
+goes to ``<out>.md``.
 
     .venv/bin/python benchmarks/training_noise.py --task damped-oscillator --training-seeds 0 1 2 3
 

@@ -90,7 +90,7 @@ def derived_seed(seed: int, *labels: str) -> int:
 
 
 def random_states() -> dict[str, Any]:
-    """The global generators' states: torch's (CPU), numpy's and Python's.
+    """The global generators' states: torch's (CPU, each CUDA device), numpy's and Python's.
 
     Returns:
         A dictionary for :func:`set_random_states` (and ``torch.save``).
@@ -102,19 +102,28 @@ def random_states() -> dict[str, Any]:
         >>> torch.equal(a, torch.rand(1))
         True
     """
-    return {
+    states = {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def set_random_states(states: dict[str, Any]) -> None:
     """Set the global generators to what :func:`random_states` returned.
 
+    States it lacks (e.g. Python's, in a file written before it was saved) are left as they are.
+
     Args:
-        states: The saved states.
+        states: The saved states (at least ``"torch"``).
     """
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    if "numpy" in states:
+        np.random.set_state(states["numpy"])
+    if "python" in states:
+        random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from sbi.inference import NPE, NRE_C
@@ -93,7 +95,7 @@ def test_a_value_is_computed_once_with_the_random_state_after_it(tmp_path):
     path = tmp_path / "values.pt"
     first = ResumableTraining(path)
     torch.manual_seed(3)
-    value = first.value("draw", lambda: torch.rand(2))
+    value = first.value("draw", lambda: (time.sleep(0.05), torch.rand(2))[1])
     after = torch.rand(1)
 
     def must_not_run():
@@ -105,6 +107,7 @@ def test_a_value_is_computed_once_with_the_random_state_after_it(tmp_path):
     assert torch.equal(torch.rand(1), after) and again.resumed == ["draw"]
     fresh = ResumableTraining(path, resume=False)
     assert torch.equal(fresh.value("draw", lambda: torch.zeros(2)), torch.zeros(2))
+    assert again.earlier_seconds == 0.0  # a value's time is not training time
 
 
 def test_resuming_on_other_simulations_or_settings_is_refused(tmp_path, one_thread):
@@ -134,6 +137,9 @@ def test_bad_input_is_refused_before_training(tmp_path):
     with pytest.raises(TypeError, match="by keyword"):
         with ResumableTraining(tmp_path / "npe.pt").attach(trainer):
             trainer.train(1)
+    with pytest.raises(ValueError, match="retrain_from_scratch"):
+        with ResumableTraining(tmp_path / "npe.pt").attach(trainer):
+            trainer.train(retrain_from_scratch=True)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="damaged"):
         ResumableTraining(tmp_path / "bad.pt")

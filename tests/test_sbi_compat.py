@@ -236,3 +236,19 @@ def test_flatten_embedding_serves_as_an_embedding_net(tmp_path, monkeypatch):
     x_o = torch.full((1, 2, 3), 0.5)
     assert posterior.sample((7,), x=x_o, show_progress_bars=False).shape == (7, 1)
     assert sum(p.numel() for p in FlattenEmbedding().parameters() if p.requires_grad) == 0
+
+
+def test_the_training_state_fields_are_those_sbi_keeps_and_the_epoch_hook_fires(
+    tmp_path, monkeypatch
+):
+    from sbi_symmetry._sbi_compat.state import _FIELDS, on_epoch_end, trainer_state
+
+    trainer = _trained_npe(tmp_path, monkeypatch)
+    for name in (*_FIELDS, "_theta_roundwise", "_x_roundwise", "_data_round_index", "_device"):
+        assert hasattr(trainer, name), name
+    assert callable(trainer._initialize_neural_network)
+    epochs: list[int] = []
+    with on_epoch_end(trainer, lambda: epochs.append(trainer.epoch)):
+        trainer.train(max_num_epochs=trainer.epoch + 2, resume_training=True)
+    assert epochs == [3, 4, 5] and "_maybe_show_progress" not in vars(trainer)
+    assert trainer_state(trainer)["epoch"] == 5

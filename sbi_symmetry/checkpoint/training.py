@@ -4,13 +4,13 @@ A 10^6-simulation NPE trains for one to two hours on a laptop CPU; ``sbi`` keeps
 on the trainer object only, so a crash or a closed session loses all of it. Inside
 :meth:`ResumableTraining.attach` every ``train`` call of the trainer (one per phase: sbi's
 ``train``, and each ``resume``/``anneal`` phase of this package) is numbered, and the trainer's
-state (:mod:`sbi_symmetry.checkpoint.state`) is written to one file at most every ``every_s``
-seconds of training and at the end of each phase. Run the same code again with ``resume=True``
-(same simulations, same settings): phases that had finished are not trained again (their end
-state is put back), the phase that was cut continues from its last save, with the same
-training/validation split, weights, Adam state, early-stopping count and batch order, so the
-result equals the uninterrupted run's (on the same machine and thread count). Named results
-computed before the training (a pretrained embedding) are kept too
+state (:func:`~sbi_symmetry._sbi_compat.state.trainer_state`) is written to one file at most
+every ``every_s`` seconds of training and at the end of each phase. Run the same code again
+with ``resume=True`` (same simulations, same settings): phases that had finished are not
+trained again (their end state is put back), the phase that was cut continues from its last
+save, with the same training/validation split, weights, Adam state, early-stopping count and
+batch order, so the result equals the uninterrupted run's (on the same machine and thread
+count). Named results computed before the training (a pretrained embedding) are kept too
 (:meth:`ResumableTraining.value`).
 
 Example:
@@ -49,7 +49,12 @@ from torch import nn
 from sbi_symmetry._io import atomic_write, versions
 from sbi_symmetry._random import random_states, set_random_states
 from sbi_symmetry._sbi_compat import get_neural_net
-from sbi_symmetry.checkpoint.state import check_supported, load_trainer_state, trainer_state
+from sbi_symmetry._sbi_compat.state import (
+    check_supported,
+    load_trainer_state,
+    on_epoch_end,
+    trainer_state,
+)
 
 __all__ = ["ResumableTraining"]
 
@@ -95,6 +100,7 @@ class ResumableTraining:
         self.resumed: list[str] = []
         self._calls, self._phase = 0, (0, 2**31 - 1, {})
         self._started = self._last = time.monotonic()
+        self._attached, self._closed_s = False, self.earlier_seconds
 
     def value(self, name: str, compute: Callable[[], T]) -> T:
         """``compute()``, saved under ``name``; when resuming, the saved value instead.
@@ -134,17 +140,20 @@ class ResumableTraining:
         check_supported(trainer)
         train = trainer.train
         trainer.train = lambda *args, **kwargs: self._train(trainer, train, args, kwargs)
-        trainer._maybe_show_progress = lambda show, epoch: self._epoch(trainer, show, epoch)
         self._started = self._last = time.monotonic()
+        self._attached = True
         try:
-            yield self
+            with on_epoch_end(trainer, lambda: self._epoch(trainer)):
+                yield self
         finally:
-            del trainer.train, trainer._maybe_show_progress  # the class's own again
+            self._closed_s, self._attached = self.seconds, False
+            del trainer.train  # the class's own again
 
     @property
     def seconds(self) -> float:
-        """Seconds of training so far: the earlier processes' and this one's since ``attach``."""
-        return self.earlier_seconds + time.monotonic() - self._started
+        """Seconds of training so far: earlier processes' and blocks', and this block's."""
+        now = time.monotonic() - self._started if self._attached else 0.0
+        return self._closed_s + now
 
     def _train(
         self, trainer: Any, train: Callable[..., nn.Module], args: tuple, kwargs: dict[str, Any]
@@ -152,6 +161,8 @@ class ResumableTraining:
         """One phase: loaded if it had finished, continued if it was cut, else trained."""
         if args:
             raise TypeError("pass `train`'s arguments by keyword when its training is resumable.")
+        if kwargs.get("retrain_from_scratch"):
+            raise ValueError("`retrain_from_scratch=True` cannot be resumed (a new network).")
         call, self._calls = self._calls, self._calls + 1
         saved = self._training
         if saved is not None and call <= saved["call"]:
@@ -168,9 +179,8 @@ class ResumableTraining:
         self._save(trainer, done=True)
         return net
 
-    def _epoch(self, trainer: Any, show: bool, epoch: int) -> None:
-        """The epoch hook of sbi's loop: print as sbi does; save if ``every_s`` has passed."""
-        type(trainer)._maybe_show_progress(show, epoch)
+    def _epoch(self, trainer: Any) -> None:
+        """After each epoch: save if ``every_s`` seconds have passed since the last save."""
         if time.monotonic() - self._last >= self.every_s:
             self._save(trainer, done=False)
 
@@ -199,6 +209,7 @@ class ResumableTraining:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """The content of a checkpoint file; a damaged one is refused, naming it."""
     try:  # holds numpy's random state and the user's values: not weights-only
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a damaged file
@@ -215,6 +226,7 @@ def _simple(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_same(saved: dict[str, Any], kwargs: dict[str, Any], call: int) -> None:
+    """Refuse to continue phase ``call`` with other plain ``train`` arguments than it had."""
     now = _simple(kwargs)
     keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if keys:

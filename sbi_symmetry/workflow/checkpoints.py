@@ -31,10 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from sbi_symmetry._io import atomic_write, versions
+from sbi_symmetry._random import random_states, set_random_states
 from sbi_symmetry.workflow.config import CONFIG_FILE, RunConfig
 
 __all__ = ["STAGES_DIR", "StageCheckpoints"]
@@ -82,8 +82,7 @@ class StageCheckpoints:
         """
         saved = self.load(name)
         if saved is not None:
-            torch.set_rng_state(saved["torch"])
-            np.random.set_state(saved["numpy"])
+            set_random_states(saved)
             gen.set_state(saved["gen"].to(gen.get_state().device))
             return saved["value"]
         value = stage()
@@ -93,8 +92,8 @@ class StageCheckpoints:
     def load(self, name: str) -> dict[str, Any] | None:
         """When resuming, what :meth:`save` wrote for ``name``; else (or if absent) ``None``.
 
-        The dictionary holds ``"value"`` and the random states (``"torch"``, ``"numpy"``,
-        ``"gen"``) at the time it was saved.
+        The dictionary holds ``"value"`` and the random states at the time it was saved
+        (:func:`~sbi_symmetry._random.random_states`' keys, and ``"gen"``).
 
         Raises:
             ValueError: If the file is damaged (it names the file to delete).
@@ -113,11 +112,10 @@ class StageCheckpoints:
         return saved
 
     def save(self, name: str, value: Any, gen: torch.Generator) -> None:
-        """Write ``value`` and the random states now (torch's, numpy's, ``gen``'s) atomically."""
+        """Write ``value`` and the random states now (the global ones, ``gen``'s) atomically."""
         state = {
             "value": value,
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            **random_states(),
             "gen": gen.get_state(),
             "versions": versions(),
         }

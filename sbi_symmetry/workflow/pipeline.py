@@ -216,6 +216,8 @@ def _train(
     """
     loaded = _loaded(saved, "train", ctx.config.methods)
     save = _saver(saved, "train", gen)
+    for name in loaded:  # cut between saving a method and clearing its progress
+        ctx.clear_progress(name)
 
     def done(name: str, method: TrainedMethod) -> None:
         save(name, method)

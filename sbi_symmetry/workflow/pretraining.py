@@ -59,17 +59,30 @@ def pretrain_tower(
     Returns:
         The pretrained embedding, the seconds it took (when it ran) and the views used.
     """
-    if checkpoint is not None:
+    if checkpoint is None:
+        return _pretrain(task, theta, x, encoder, views, simulations, kwargs)
 
-        def pretrain() -> tuple[SymmetryEmbedding, float, str, int]:
-            with CallWindow(task) as window:
-                done = pretrain_tower(task, theta, x, encoder, views, simulations, kwargs)
-            return (*done, window.calls)
+    def pretrain() -> tuple[SymmetryEmbedding, float, str, int]:
+        with CallWindow(task) as window:
+            done = _pretrain(task, theta, x, encoder, views, simulations, kwargs)
+        return (*done, window.calls)
 
-        *done, calls = checkpoint.value("pretraining", pretrain)
-        if "pretraining" in checkpoint.resumed:  # its views were simulated before the resume
-            add_calls(task, calls)
-        return tuple(done)  # type: ignore[return-value]
+    tower, seconds, used, calls = checkpoint.value("pretraining", pretrain)
+    if "pretraining" in checkpoint.resumed:  # its views were simulated before the resume
+        add_calls(task, calls)
+    return tower, seconds, used
+
+
+def _pretrain(
+    task: NuisanceTask,
+    theta: Tensor,
+    x: Tensor,
+    encoder: nn.Module,
+    views: str,
+    simulations: int,
+    kwargs: dict[str, Any],
+) -> tuple[SymmetryEmbedding, float, str]:
+    """:func:`pretrain_tower` without a checkpoint."""
     start = time.perf_counter()
     used = resolve_pretrain_views(task, views)
     if used == "shift":  # views of the stored training set

@@ -1,4 +1,4 @@
-"""Every use of sbi 0.27 internals, in one file, so that the next sbi release breaks only this one.
+"""Every use of sbi 0.27 internals, in one package, so that the next sbi release breaks only it.
 
 * :class:`NullTracker` and :class:`FlattenEmbedding` work around two sharp edges (TensorBoard
   logs written to ``./sbi-logs``; ``next(embedding_net.parameters())`` on a parameter-free net);
@@ -13,7 +13,9 @@
   ``_report_convergence_at_end``, ``_maybe_show_progress``) overridden once, here, and forwarded
   to named, documented methods that :class:`~sbi_symmetry.emulate.EmbedEmulate` implements;
 * ``LossArgsNRE`` / ``LossArgsNRE_C`` are sbi's private loss-argument dataclasses, ``Tracker``
-  the protocol of sbi's ``tracker=`` argument (``sbi.sbi_types``).
+  the protocol of sbi's ``tracker=`` argument (``sbi.sbi_types``);
+* :mod:`sbi_symmetry._sbi_compat.state` takes an NPE trainer's training state out and puts it
+  back (for :class:`~sbi_symmetry.checkpoint.ResumableTraining`), and hooks its epoch loop.
 
 ``tests/test_sbi_compat.py`` checks each against the installed sbi.
 

@@ -1,5 +1,7 @@
 """The training state of an ``sbi`` NPE trainer, taken out and put back (sbi 0.27 internals).
 
+Part of :mod:`sbi_symmetry._sbi_compat`: every private name of sbi this package touches is there.
+
 ``sbi``'s ``train(resume_training=True)`` continues a training in the same process: the network,
 the Adam state, the training/validation split, the epoch count and early stopping's bookkeeping
 all live on the trainer. :func:`trainer_state` copies them (and the random generators' states,
@@ -9,7 +11,9 @@ has none. The data are not part of the state: the caller appends them again.
 
 The private fields are sbi 0.27's (``_neural_net``, ``optimizer``, ``epoch``, ``_val_loss``,
 ``_best_val_loss``, ``_epochs_since_last_improvement``, ``_best_model_state_dict``, ``_summary``,
-``train_indices``, ``val_indices``); only single-round NPE trainers are supported.
+``train_indices``, ``val_indices``; the simulations in ``_theta_roundwise``/``_x_roundwise``; the
+network built by ``_initialize_neural_network``); :func:`on_epoch_end` hooks sbi's per-epoch
+``_maybe_show_progress``. Only single-round NPE trainers are supported.
 
 Example:
     >>> import torch
@@ -33,6 +37,8 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -41,7 +47,13 @@ from torch.optim import Adam
 from sbi_symmetry._random import random_states, set_random_states
 from sbi_symmetry._sbi_compat import appended_simulations, get_neural_net
 
-__all__ = ["check_supported", "data_fingerprint", "load_trainer_state", "trainer_state"]
+__all__ = [
+    "check_supported",
+    "data_fingerprint",
+    "load_trainer_state",
+    "on_epoch_end",
+    "trainer_state",
+]
 
 #: Scalar and dictionary fields of sbi 0.27's training loop, copied as they are.
 _FIELDS = (
@@ -70,10 +82,11 @@ def check_supported(trainer: Any) -> None:
 
     if not isinstance(trainer, PosteriorEstimatorTrainer):
         raise TypeError(
-            f"resumable training supports sbi's NPE trainers; got {type(trainer).__name__}."
+            "`trainer`: resumable training supports sbi's NPE trainers; got "
+            f"{type(trainer).__name__}."
         )
     if len(getattr(trainer, "_data_round_index", [])) > 1:
-        raise TypeError("resumable training supports one round of simulations; got several.")
+        raise TypeError("`trainer`: resumable training supports one round of simulations.")
 
 
 def data_fingerprint(trainer: Any) -> dict[str, Any]:
@@ -110,7 +123,7 @@ def trainer_state(trainer: Any) -> dict[str, Any]:
     """
     net = get_neural_net(trainer)
     if net is None or getattr(trainer, "optimizer", None) is None:
-        raise ValueError("the trainer has not trained yet: there is no state to save.")
+        raise ValueError("`trainer` has not trained yet: there is no state to save.")
     state = {name: copy.deepcopy(getattr(trainer, name, None)) for name in _FIELDS}
     state["net"] = copy.deepcopy(net.state_dict())
     state["optimizer"] = copy.deepcopy(trainer.optimizer.state_dict())
@@ -138,7 +151,7 @@ def load_trainer_state(trainer: Any, state: dict[str, Any]) -> None:
     check_supported(trainer)
     if data_fingerprint(trainer) != state["data"]:
         raise ValueError(
-            "the saved training state belongs to other simulations (number, shapes or values "
+            "`state` belongs to other simulations than `trainer` holds (number, shapes or values "
             f"differ: saved {state['data']}, now {data_fingerprint(trainer)})."
         )
     for name in _FIELDS:
@@ -147,6 +160,38 @@ def load_trainer_state(trainer: Any, state: dict[str, Any]) -> None:
         trainer._initialize_neural_network(retrain_from_scratch=False, start_idx=0)
     net = get_neural_net(trainer)
     net.load_state_dict(state["net"])
+    net.to(trainer._device)  # as sbi's loop does, before Adam (whose state follows the net)
     trainer.optimizer = Adam(list(net.parameters()))  # sbi's parameter order
     trainer.optimizer.load_state_dict(state["optimizer"])
     set_random_states(state["random"])
+
+
+@contextmanager
+def on_epoch_end(trainer: Any, callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback()`` after each epoch of ``trainer``'s training loop, within the block.
+
+    sbi 0.27's loop calls ``_maybe_show_progress(show, epoch)`` once per epoch, after the epoch
+    count moved on and before early stopping looks at the epoch's validation loss; the hook runs
+    sbi's own first. A state saved there resumes exactly (:func:`load_trainer_state`).
+
+    Args:
+        trainer: An sbi trainer.
+        callback: Called with no argument.
+
+    Yields:
+        Nothing.
+    """
+    show, own = trainer._maybe_show_progress, vars(trainer).get("_maybe_show_progress")
+
+    def hook(*args: Any) -> None:
+        show(*args)  # sbi's (a static method in 0.27), or an outer hook's
+        callback()
+
+    trainer._maybe_show_progress = hook
+    try:
+        yield
+    finally:
+        if own is None:
+            del trainer._maybe_show_progress  # the class's own again
+        else:
+            trainer._maybe_show_progress = own
