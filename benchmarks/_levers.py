@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import calibration_cell, command_line, platform_stamp
-from plans import preset
+from plans import merged, preset
 
 from sbi_symmetry._io import atomic_write_text
 from sbi_symmetry.workflow import pipeline
@@ -55,12 +55,9 @@ def variant_config(
     """
     base = preset(task)
     recorded = {key: getattr(base, key) for key in _RECORDED}
-    merged = {
-        key: {**getattr(base, key), **value} if isinstance(value, dict) else value
-        for key, value in changes.items()
-    }
+    changed = merged(base, changes)
     return RunConfig.from_preset(
-        task, "fast", num_observations=observations, methods=methods, **{**recorded, **merged}
+        task, "fast", num_observations=observations, methods=methods, **{**recorded, **changed}
     )
 
 

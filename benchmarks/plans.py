@@ -73,6 +73,20 @@ def preset(task: str) -> RunConfig:
     )
 
 
+def merged(base: RunConfig, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``changes`` with each dict-valued one updating ``base``'s dict of that name.
+
+    Example:
+        >>> cfg = RunConfig.from_preset("damped-oscillator", "fast")
+        >>> merged(cfg, {"npe_train": {"anneal": 0.0}})["npe_train"]["training_batch_size"]
+        200
+    """
+    return {
+        key: {**getattr(base, key), **value} if isinstance(value, dict) else value
+        for key, value in changes.items()
+    }
+
+
 def _with(settings: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
     """``settings`` as a plain dict in sorted key order, with ``overrides`` on top."""
     return {**dict(sorted(settings.items())), **overrides}

@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import calibrated_cell, command_line, page_head, stage_value, write_json, write_page
+from plans import merged
 
 from sbi_symmetry.evaluation import c2st_score
 from sbi_symmetry.workflow import pipeline
@@ -48,10 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def run_seed(args: argparse.Namespace, training_seed: int) -> tuple[dict[str, Any], Path]:
     """One run (resumed if its folder holds one); its metrics and folder."""
     base = RunConfig.from_preset(args.task, "fast")
-    changes = {  # a dict-valued change updates the preset's dict
-        key: {**getattr(base, key), **value} if isinstance(value, dict) else value
-        for key, value in json.loads(args.changes).items()
-    }
+    changes = merged(base, json.loads(args.changes))  # a dict updates the preset's dict
     cfg = RunConfig.from_preset(
         args.task,
         "fast",

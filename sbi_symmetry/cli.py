@@ -118,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="go on with an interrupted run in --out: finished stages are loaded, not redone",
+        help=(
+            "go on with an interrupted run in --out: finished stages are loaded, not redone, "
+            "and an NPE method cut while training continues from its last save (every minute)"
+        ),
     )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
