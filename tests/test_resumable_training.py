@@ -159,12 +159,11 @@ def test_a_state_goes_to_a_trainer_in_the_same_place(one_thread):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
-@pytest.mark.slow
-def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_path, monkeypatch):
-    from sbi_symmetry.workflow import pipeline, pretraining, registry
+def _symmetry_npe_run():
+    """A tiny run of symmetry NPE alone, in this process (so patches reach it)."""
     from sbi_symmetry.workflow.config import RunConfig
 
-    cfg = RunConfig.from_preset(
+    return RunConfig.from_preset(
         "damped-oscillator",
         "fast",
         num_simulations=500,
@@ -178,6 +177,13 @@ def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_pat
         pretrain={"max_epochs": 2},
         npe_train={"max_num_epochs": 3, "anneal": 0.1},
     )
+
+
+@pytest.mark.slow
+def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    from sbi_symmetry.workflow import pipeline, pretraining, registry
+
+    cfg = _symmetry_npe_run()
     quiet = {"show_progress": False, "log": lambda _: None}
     whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
 
@@ -213,3 +219,34 @@ def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_pat
     for key in ("simulator_calls", "epochs_per_phase"):
         assert after["costs"][key] == before["costs"][key], key
     assert not list(stages.glob("progress_*"))  # the trained method is saved: progress removed
+
+
+@pytest.mark.slow
+def test_a_run_cut_while_symmetry_npe_pretrains_resumes_from_the_last_epoch(tmp_path, monkeypatch):
+    from sbi_symmetry.workflow import pipeline, pretraining
+
+    cfg = _symmetry_npe_run()
+    quiet = {"show_progress": False, "log": lambda _: None}
+    whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
+    real, epochs = pretraining.pretrain_vicreg, []
+
+    def pretrain(*args, stop_at: int | None = None, **kwargs):
+        def callback(epoch, history):
+            epochs.append(epoch)
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        return real(*args, callback=callback, **kwargs)
+
+    monkeypatch.setattr(
+        pretraining, "pretrain_vicreg", lambda *a, **k: pretrain(*a, stop_at=1, **k)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, tmp_path / "cut", **quiet)
+    assert (tmp_path / "cut" / ".stages" / "progress_symmetry_npe_pretraining.pt").exists()
+    monkeypatch.setattr(pretraining, "pretrain_vicreg", pretrain)
+    epochs.clear()
+    resumed = pipeline.run(cfg, tmp_path / "cut", resume=True, **quiet)
+    assert epochs == [2]  # epoch 1 was loaded, not trained again
+    assert resumed["methods"]["symmetry_npe"]["c2st"] == whole["methods"]["symmetry_npe"]["c2st"]
+    assert not list((tmp_path / "cut" / ".stages").glob("progress_*"))

@@ -55,6 +55,10 @@ def pretrain_tower(
         checkpoint: If given, a pretraining saved there is loaded instead of run again, and
             the views it simulated are counted on ``task``
             (:func:`~sbi_symmetry.simulation.counting.add_calls`); a new one is saved there.
+            While it runs, its epochs are saved beside (``<checkpoint>_pretraining.pt``), so a
+            cut pretraining continues from its last epoch, unless its views are re-simulated
+            every epoch (the paper's set-up: the calls of the epochs before the cut could not
+            be counted, so it starts again).
 
     Returns:
         The pretrained embedding, the seconds it took (when it ran) and the views used.
@@ -62,9 +66,14 @@ def pretrain_tower(
     if checkpoint is None:
         return _pretrain(task, theta, x, encoder, views, simulations, kwargs)
 
+    settings = kwargs
+    if resolve_pretrain_views(task, views) == "shift" or kwargs.get("fresh_views") is not True:
+        epochs = checkpoint.path.with_name(f"{checkpoint.path.stem}_pretraining.pt")
+        settings = {**kwargs, "checkpoint_path": str(epochs), "resume": True}
+
     def pretrain() -> tuple[SymmetryEmbedding, float, str, int]:
         with CallWindow(task) as window:
-            done = _pretrain(task, theta, x, encoder, views, simulations, kwargs)
+            done = _pretrain(task, theta, x, encoder, views, simulations, settings)
         return (*done, window.calls)
 
     tower, seconds, used, calls = checkpoint.value("pretraining", pretrain)

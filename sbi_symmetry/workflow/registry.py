@@ -70,7 +70,8 @@ class TrainingContext:
         """Where ``method`` saves its training: ``<progress_dir>/progress_<method>.pt``.
 
         Saved every :data:`SAVE_EVERY_S` seconds of training and at each phase's end; the last
-        save's line (phase, epoch, best validation loss) is in ``progress_<method>.txt``.
+        save's line (phase, epoch, best validation loss) is in ``progress_<method>.txt``, the
+        pretraining's epochs in ``progress_<method>_pretraining.pt``.
 
         Args:
             method: The method's name.
@@ -89,7 +90,7 @@ class TrainingContext:
     def clear_progress(self, method: str) -> None:
         """Delete ``method``'s :meth:`checkpoint` files (once the trained method is saved)."""
         if self.progress_dir is not None:
-            for suffix in (".pt", ".txt"):
+            for suffix in (".pt", ".txt", "_pretraining.pt"):
                 (Path(self.progress_dir) / f"progress_{method}{suffix}").unlink(missing_ok=True)
 
     def npe_kwargs(self) -> dict[str, Any]:
