@@ -212,7 +212,7 @@ def config_changes(stored: dict[str, Any], cfg: RunConfig) -> tuple[dict[str, An
 
 
 def _auto_gives(stored: dict[str, Any], before: Any, now: Any) -> bool:
-    """Whether ``frozen_epochs="auto"`` (now) trains ``before`` epochs at the stored budget."""
+    """Whether ``frozen_epochs="auto"`` (now) resolves to ``before`` at the stored budget."""
     if now != "auto" or not isinstance(before, int):
         return False
     rows = stored["num_simulations"]

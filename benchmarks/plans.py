@@ -31,9 +31,10 @@ QUICK_PRETRAIN: dict[str, Any] = {"batch_size": 64, "max_epochs": 2}
 #: Symmetry NPE's settings in the fast preset when the recorded pages were made (until
 #: 2026-12-04): a flow of 25 hidden units, fine-tuned from the first epoch, and (but on
 #: Lorenz-96) 6 channels and 1 block. The preset now has 16 channels, 2 blocks, a flow of 50
-#: and a frozen start (20 epochs, since 2026-12-07 at most 4,500 steps: ``"auto"``) and, since
-#: 2026-12-06, a dilated second block; benchmarks keep the recorded values so that every page's
-#: command still makes that page, and name the new ones where they measure them.
+#: and a frozen start (``frozen_epochs`` 20, since 2026-12-07 at most 4,500 steps: ``"auto"``;
+#: sbi trains one epoch more) and, since 2026-12-06, a dilated second block; benchmarks keep
+#: the recorded values so that every page's command still makes that page, and name the new
+#: ones where they measure them.
 RECORDED_NPE: dict[str, Any] = {"flow": {"hidden_features": 25}, "frozen_epochs": 0}
 RECORDED_ENCODER: dict[str, Any] = {"channels": 6, "num_blocks": 1, "dilation": 1}
 #: Embed and Emulate's likewise (until 2026-12-04): a data tower of 6 channels and 1 block (but

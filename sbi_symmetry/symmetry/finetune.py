@@ -5,17 +5,20 @@ flow starts untrained, so its first gradients into the pretrained summary are no
 encoder can lose there what pretraining found: on the sine-Gaussian, a 16-channel encoder
 fine-tuned from the start left the posterior of the frequency ``f0`` 1.4-2.5x too wide and failed
 SBC (``benchmarks/results/fast_encoder_seeds.md``). :func:`train_npe` first trains the flow
-alone on the frozen summary for ``frozen_epochs`` epochs, then resumes the same trainer (same
-training/validation split, optimiser and best-model tracking) with the embedding's own freeze
-mode, for up to ``max_num_epochs`` more epochs with early stopping restarted
+alone on the frozen summary, one ``sbi`` ``train`` call with ``max_num_epochs=frozen_epochs``,
+which trains ``frozen_epochs + 1`` epochs (sbi 0.27 counts from 0), then resumes the same
+trainer (same training/validation split, optimiser and best-model tracking) with the embedding's
+own freeze mode, for up to ``max_num_epochs`` more epochs with early stopping restarted
 (``benchmarks/results/npe_warm_start.md``).
 
 The frozen start is bounded in optimiser steps as well as epochs: ``frozen_epochs="auto"``
 (the default) is :data:`FROZEN_EPOCHS` epochs but at most :data:`FROZEN_STEPS` steps, at least
-one epoch (:func:`frozen_epochs_for`). With sbi's batch of 200 that is 20 epochs at 10^4
-simulations (900 steps), 10 at 10^5, 1 at 10^6. On the oscillator at 10^6 twenty frozen epochs
-(90,000 steps) left the posteriors further from the exact ones than one epoch did, while at 10^5
-one, two, ten and twenty were level (``benchmarks/results/npe_frozen_steps.md``).
+one epoch (:func:`frozen_epochs_for`), so the start trains at most :data:`FROZEN_STEPS` steps
+plus one epoch. With sbi's batch of 200 that is the setting 20 at 10^4 simulations, 10 at 10^5,
+1 at 10^6 (trained: 21 epochs, 945 steps; 11, 4,950; 2, 9,000). On the oscillator at 10^6
+``frozen_epochs=20`` (21 epochs, 94,500 steps) left the posteriors further from the exact ones
+than ``frozen_epochs=1`` (2 epochs) did, while at 10^5 the settings one, two, ten and twenty
+were level (``benchmarks/results/npe_frozen_steps.md``).
 
 Example:
     >>> import torch
@@ -52,9 +55,10 @@ from sbi_symmetry._validation import check_int
 from sbi_symmetry.symmetry.embedding import SymmetryEmbedding
 
 FROZEN_EPOCHS = 20
-"""Epochs of the flow alone on the frozen summary under ``frozen_epochs="auto"``, at most."""
+"""``frozen_epochs="auto"``'s setting, at most (the frozen start trains one epoch more)."""
 FROZEN_STEPS = 4_500
-"""Optimiser steps of the flow alone under ``frozen_epochs="auto"``, at most; one epoch at least."""
+"""Optimiser steps of the setting's epochs under ``frozen_epochs="auto"``, at most; one epoch at
+least (the frozen start trains one epoch more: at most these steps plus one epoch)."""
 
 
 def frozen_epochs_for(
@@ -71,7 +75,7 @@ def frozen_epochs_for(
         validation_fraction: sbi's ``validation_fraction``.
 
     Returns:
-        The number of frozen epochs.
+        The setting ``frozen_epochs`` (the frozen start trains one epoch more).
 
     Example:
         >>> [frozen_epochs_for(n) for n in (10_000, 100_000, 200_000, 1_000_000)]
@@ -96,7 +100,7 @@ def resolve_frozen_epochs(
             ``validation_fraction`` (sbi's defaults 200 and 0.1) set the steps per epoch.
 
     Returns:
-        The number of frozen epochs.
+        The setting ``frozen_epochs`` (the frozen start trains one epoch more).
 
     Raises:
         ValueError: ``frozen_epochs`` neither ``"auto"`` nor an integer >= 0.
@@ -122,7 +126,7 @@ def train_npe(
     anneal: float = 0.0,
     **train_kwargs: Any,
 ) -> nn.Module:
-    """Train ``sbi``'s NPE with ``embedding`` frozen for ``frozen_epochs`` epochs, then fine-tuned.
+    """Train ``sbi``'s NPE, ``embedding`` frozen for ``frozen_epochs + 1`` epochs, then fine-tuned.
 
     With ``anneal`` the fine-tuned run then goes on at its learning rate times ``anneal`` until
     early stopping stops it again (:func:`~sbi_symmetry._sbi_compat.anneal`), keeping the best
@@ -133,9 +137,12 @@ def train_npe(
             built around ``embedding`` (``embedding.posterior_nn(...)``).
         embedding: The pretrained embedding; its freeze mode applies after the frozen start
             (``"all"``: one plain ``train`` call).
-        frozen_epochs: Epochs with the embedding frozen; ``0`` trains as ``trainer.train`` does;
-            ``"auto"`` (default): :func:`frozen_epochs_for` the appended simulations (of every
-            round, also where sbi discards the first round's).
+        frozen_epochs: The frozen start's ``max_num_epochs``: it is one ``train`` call with the
+            embedding frozen and ``max_num_epochs=frozen_epochs``, which trains
+            ``frozen_epochs + 1`` epochs (sbi 0.27 counts from 0); ``0``: no frozen start,
+            trains as ``trainer.train`` does; ``"auto"`` (default): :func:`frozen_epochs_for`
+            the appended simulations (of every round, also where sbi discards the first
+            round's).
         anneal: The last phase's learning-rate factor, in ``[0, 1)``; ``0`` (default): no
             last phase. The fast preset uses ``0.1`` (``benchmarks/results/npe_anneal.md``).
         **train_kwargs: ``NPE.train`` arguments for every phase; ``max_num_epochs`` caps each

@@ -70,10 +70,10 @@ class RunConfig:
             shared training set) for NPE. Needs re-simulated views and
             ``fresh_views`` not ``True``; shift views cost no call, so nothing is to split.
         frozen_epochs: Symmetry NPE's first NPE epochs with the pretrained embedding frozen,
-            before it is fine-tuned (:func:`~sbi_symmetry.symmetry.train_npe`); 0 fine-tunes
-            from the first epoch; ``"auto"`` (``fast``): 20 epochs, at most 4,500 steps (10
-            epochs at 10^5 simulations, 1 at 10^6;
-            :func:`~sbi_symmetry.symmetry.finetune.frozen_epochs_for`).
+            before it is fine-tuned (:func:`~sbi_symmetry.symmetry.train_npe`; sbi trains
+            ``frozen_epochs + 1``); 0 fine-tunes from the first epoch; ``"auto"`` (``fast``):
+            20 epochs, at most 4,500 steps (10 epochs at 10^5 simulations, 1 at 10^6, so 11
+            and 2 trained; :func:`~sbi_symmetry.symmetry.finetune.frozen_epochs_for`).
         num_observations: Held-out observations compared against the reference posterior.
         posterior_samples: Samples per observation for C2ST and the corner plots.
         sbc_pairs: Test pairs for SBC / expected coverage / TARP of the NPE methods.

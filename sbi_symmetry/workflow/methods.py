@@ -272,8 +272,8 @@ def symmetry_npe(
             with its freeze mode).
         frozen_epochs: NPE epochs with the embedding frozen before it is fine-tuned
             (:func:`~sbi_symmetry.symmetry.finetune.train_npe`); 0 fine-tunes from the start;
-            ``"auto"``: 20, at most 4,500 optimiser steps. ``extra["frozen_epochs"]`` says how
-            many ran.
+            ``"auto"``: 20, at most 4,500 optimiser steps. ``extra["frozen_epochs"]`` says the
+            setting that ran (sbi trains ``frozen_epochs + 1`` epochs).
         show_progress_bars: Progress bars for pretraining and training.
         checkpoint: Saves the pretrained embedding (with the views it simulated, still counted
             when resumed) and the NPE training as it goes, and resumes them

@@ -27,7 +27,8 @@ def _towers(npe_dim: int, **conv: Any) -> dict[str, dict[str, Any]]:
 # calibrated on all 6 task-seed pairs tried on 2026-12-04 and sharper on each than 6 channels and
 # 1 block (benchmarks/results/npe_warm_start.md; with today's preset the oscillator passed SBC on
 # 2 of 4 training seeds, symmetry_npe_flow_width.md 14), at most 4,500 optimiser steps of
-# them ("auto": 10 epochs at 10^5 simulations, 1 at 10^6; npe_frozen_steps.md). E&E's data tower
+# them ("auto": 10 epochs at 10^5 simulations, 1 at 10^6; sbi trains frozen_epochs + 1: 21,
+# 11, 2, at most 4,500 steps plus one epoch; npe_frozen_steps.md). E&E's data tower
 # is as wide, behind a larger emulator than EmbedEmulate's default (128 wide, 3 blocks, against
 # 64 and 2): calibrated on all 7 task-seed pairs tried, where the 64-wide one failed SBC on one and
 # was biased towards the prior's centre on others (benchmarks/results/fast_ee_tower_seeds.md).
