@@ -28,7 +28,10 @@ from sbi_symmetry.symmetry.pretrain import pretrain_vicreg
 from sbi_symmetry.tasks.base import NuisanceTask
 from sbi_symmetry.views import resolve_pretrain_views, shift_views
 
-__all__ = ["pretrain_tower"]
+__all__ = ["EPOCHS_SUFFIX", "pretrain_tower"]
+
+#: The pretraining's own epoch checkpoint beside the method's: ``<checkpoint stem><suffix>``.
+EPOCHS_SUFFIX = "_pretraining.pt"
 
 
 def pretrain_tower(
@@ -68,7 +71,7 @@ def pretrain_tower(
 
     settings = kwargs
     if resolve_pretrain_views(task, views) == "shift" or kwargs.get("fresh_views") is not True:
-        epochs = checkpoint.path.with_name(f"{checkpoint.path.stem}_pretraining.pt")
+        epochs = checkpoint.path.with_name(checkpoint.path.stem + EPOCHS_SUFFIX)
         settings = {**kwargs, "checkpoint_path": str(epochs), "resume": True}
 
     def pretrain() -> tuple[SymmetryEmbedding, float, str, int]:

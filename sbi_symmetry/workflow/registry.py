@@ -29,6 +29,7 @@ from sbi_symmetry.checkpoint import ResumableTraining
 from sbi_symmetry.nets.heads import Expander
 from sbi_symmetry.views import resolve_pretrain_views, split_budget
 from sbi_symmetry.workflow import methods as M
+from sbi_symmetry.workflow.pretraining import EPOCHS_SUFFIX
 
 if TYPE_CHECKING:
     from sbi_symmetry.workflow.config import RunConfig
@@ -90,7 +91,7 @@ class TrainingContext:
     def clear_progress(self, method: str) -> None:
         """Delete ``method``'s :meth:`checkpoint` files (once the trained method is saved)."""
         if self.progress_dir is not None:
-            for suffix in (".pt", ".txt", "_pretraining.pt"):
+            for suffix in (".pt", ".txt", EPOCHS_SUFFIX):
                 (Path(self.progress_dir) / f"progress_{method}{suffix}").unlink(missing_ok=True)
 
     def npe_kwargs(self) -> dict[str, Any]:
