@@ -118,10 +118,16 @@ def test_resuming_on_other_simulations_or_settings_is_refused(tmp_path, one_thre
     with pytest.raises(ValueError, match="other simulations"):
         with ResumableTraining(path).attach(other):
             other.train(max_num_epochs=3, **BATCH)
-    same, _ = _trainer("plain")
-    with pytest.raises(ValueError, match="training_batch_size: was 50, now 60"):
-        with ResumableTraining(path).attach(same):
-            same.train(max_num_epochs=3, training_batch_size=60)
+    changes = [
+        ({"training_batch_size": 60}, "training_batch_size: was 50, now 60"),
+        ({**BATCH, "max_num_epochs": 5}, "max_num_epochs: was 3, now 5"),
+        ({**BATCH, "dataloader_kwargs": {"drop_last": False}}, "dataloader_kwargs: was None"),
+    ]
+    for change, message in changes:
+        same, _ = _trainer("plain")
+        with pytest.raises(ValueError, match=message):
+            with ResumableTraining(path).attach(same):
+                same.train(**{"max_num_epochs": 3, **change})
 
 
 def test_bad_input_is_refused_before_training(tmp_path):

@@ -59,8 +59,8 @@ from sbi_symmetry._sbi_compat.state import (
 __all__ = ["ResumableTraining"]
 
 T = TypeVar("T")
-#: ``train`` arguments a resumed phase must repeat (the cap and the resume flag are the file's).
-_OWN = frozenset({"max_num_epochs", "resume_training"})
+#: The one ``train`` argument a resumed phase need not repeat: the file's continuation sets it.
+_OWN = frozenset({"resume_training"})
 
 
 class ResumableTraining:
@@ -166,8 +166,8 @@ class ResumableTraining:
         call, self._calls = self._calls, self._calls + 1
         saved = self._training
         if saved is not None and call <= saved["call"]:
-            if call == saved["call"]:
-                _check_same(saved["kwargs"], kwargs, call)
+            if call == saved["call"]:  # a finished phase's cap was derived from a later epoch
+                _check_same(saved["kwargs"], kwargs, call, cap=not saved["done"])
             load_trainer_state(trainer, saved["state"])
             if call < saved["call"] or saved["done"]:
                 self.resumed.append(f"phase {call + 1}")
@@ -220,15 +220,35 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _simple(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The plain-valued ``train`` arguments of a phase (what a resumed phase must repeat)."""
-    plain = (bool, int, float, str, type(None))
-    return {k: v for k, v in kwargs.items() if k not in _OWN and isinstance(v, plain)}
+    """The plain-valued ``train`` arguments of a phase (what a resumed phase must repeat).
+
+    Plain: numbers, strings, ``None``, and dicts, lists and tuples of them (``dataloader_kwargs``);
+    a callable such as ``calibration_kernel`` cannot be compared and is left out.
+    """
+    return {k: v for k, v in kwargs.items() if k not in _OWN and _plain(v)}
 
 
-def _check_same(saved: dict[str, Any], kwargs: dict[str, Any], call: int) -> None:
-    """Refuse to continue phase ``call`` with other plain ``train`` arguments than it had."""
+def _plain(value: Any) -> bool:
+    """Whether ``value`` compares by content: a number, string, ``None`` or a container of them."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, (bool, int, float, str, type(None)))
+
+
+def _check_same(saved: dict[str, Any], kwargs: dict[str, Any], call: int, cap: bool) -> None:
+    """Refuse to continue phase ``call`` with other plain ``train`` arguments than it had.
+
+    ``cap``: compare ``max_num_epochs`` too. A phase cut part way sees the cap it started with
+    (``resume``/``anneal`` count it from the last finished phase's end), a finished one does not.
+    """
     now = _simple(kwargs)
-    keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    keys = sorted(
+        k
+        for k in set(saved) | set(now)
+        if saved.get(k) != now.get(k) and (cap or k != "max_num_epochs")
+    )
     if keys:
         detail = "; ".join(f"{k}: was {saved.get(k)!r}, now {now.get(k)!r}" for k in keys)
         raise ValueError(
