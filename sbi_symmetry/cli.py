@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=(
             "go on with an interrupted run in --out: finished stages are loaded, not redone, "
-            "and an NPE method cut while training continues from its last save (every minute)"
+            "and a method cut while training continues from its last save (every minute)"
         ),
     )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")

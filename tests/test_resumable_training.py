@@ -6,27 +6,49 @@ import time
 
 import pytest
 import torch
-from sbi.inference import NPE, NRE_C
+from sbi.inference import NLE, NPE, NRE_C
 from sbi.utils import BoxUniform
 from torch import nn
 
 from sbi_symmetry._sbi_compat import NullTracker, anneal, resume, training_summary
 from sbi_symmetry.checkpoint import ResumableTraining, load_trainer_state, trainer_state
+from sbi_symmetry.emulate import EmbedEmulate
+from sbi_symmetry.nets.mlp import ResidualMLP
 from sbi_symmetry.symmetry import SymmetryEmbedding, train_npe
 
 BATCH = {"training_batch_size": 50}
 
 
+#: Trainers the resumable training supports: NPE (plain, or around a SymmetryEmbedding with
+#: train_npe's phases), Embed and Emulate (each ``train`` ends with its refining phase), NRE-C.
+KINDS = ["plain", "embedding", "embed_emulate", "nre_c"]
+
+
+@pytest.fixture(autouse=True)
+def short_refining(monkeypatch):
+    """Embed and Emulate's refining phase capped at 3 epochs (its default cap is 1,000)."""
+    real = EmbedEmulate.refine
+    monkeypatch.setattr(
+        EmbedEmulate, "refine", lambda self, **kwargs: real(self, **{"max_num_epochs": 3, **kwargs})
+    )
+
+
 def _trainer(kind: str, rows: int = 300, shift: float = 0.0):
-    """A small NPE on fixed simulations; ``kind="embedding"``: around a SymmetryEmbedding."""
+    """A small trainer of ``kind`` (:data:`KINDS`) on fixed simulations, and an embedding."""
     torch.manual_seed(0)
     prior = BoxUniform(torch.zeros(2), torch.ones(2))
     theta = prior.sample((rows,))
     x = torch.cat([theta, theta.flip(-1)], dim=1) + 0.05 * torch.randn(rows, 4) + shift
     embedding = SymmetryEmbedding(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)))
-    build = embedding.posterior_nn("mdn") if kind == "embedding" else "mdn"
-    npe = NPE(prior, density_estimator=build, tracker=NullTracker(), show_progress_bars=False)
-    return npe.append_simulations(theta, x), embedding
+    quiet = {"tracker": NullTracker(), "show_progress_bars": False}
+    if kind == "embed_emulate":
+        trainer = EmbedEmulate(prior, encoder=ResidualMLP(4, 8, hidden_dim=16), **quiet)
+    elif kind == "nre_c":
+        trainer = NRE_C(prior, classifier="mlp", **quiet)
+    else:
+        build = embedding.posterior_nn("mdn") if kind == "embedding" else "mdn"
+        trainer = NPE(prior, density_estimator=build, **quiet)
+    return trainer.append_simulations(theta, x), embedding
 
 
 def _phases(kind: str, trainer, embedding) -> None:
@@ -68,7 +90,7 @@ def _same_training(a, b) -> None:
     assert training_summary(a)["validation_loss"] == training_summary(b)["validation_loss"]
 
 
-@pytest.mark.parametrize("kind", ["plain", "embedding"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stop_at", [1, 4, 5, 8, 11])
 def test_a_training_cut_at_any_save_resumes_to_the_uninterrupted_result(
     tmp_path, one_thread, kind, stop_at
@@ -136,8 +158,8 @@ def test_bad_input_is_refused_before_training(tmp_path):
         ResumableTraining(tmp_path / "missing" / "npe.pt")
     with pytest.raises(ValueError, match="every_s"):
         ResumableTraining(tmp_path / "npe.pt", every_s=-1)
-    with pytest.raises(TypeError, match="NPE trainers; got NRE_C"):
-        with ResumableTraining(tmp_path / "npe.pt").attach(NRE_C(prior, tracker=NullTracker())):
+    with pytest.raises(TypeError, match="NPE and ratio trainers; got NLE"):
+        with ResumableTraining(tmp_path / "npe.pt").attach(NLE(prior, tracker=NullTracker())):
             pass
     trainer, _ = _trainer("plain")
     with pytest.raises(TypeError, match="by keyword"):
@@ -153,6 +175,31 @@ def test_bad_input_is_refused_before_training(tmp_path):
         trainer_state(trainer)
 
 
+def test_embed_emulate_cut_while_it_refines_resumes_to_the_uninterrupted_result(
+    tmp_path, one_thread, monkeypatch
+):
+    """A cut in the refining phase (no save of its own) goes on from the last epoch's save."""
+    whole, _ = _run("embed_emulate")
+    real, calls = EmbedEmulate.refine, []
+
+    def refine_cut_once(self, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second phase's refining
+            raise KeyboardInterrupt
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(EmbedEmulate, "refine", refine_cut_once)
+    with pytest.raises(KeyboardInterrupt):
+        _run("embed_emulate", tmp_path / "ee.pt")
+    resumed, saver = _run("embed_emulate", tmp_path / "ee.pt")
+    _same_training(whole, resumed)
+    assert saver.resumed == ["phase 1"] and resumed.refinement is not None
+    loaded, again = _run("embed_emulate", tmp_path / "ee.pt")  # every phase loaded
+    _same_training(whole, loaded)
+    assert again.resumed == ["phase 1", "phase 2", "phase 3"]
+    assert loaded.refinement == resumed.refinement
+
+
 def test_a_state_goes_to_a_trainer_in_the_same_place(one_thread):
     first, _ = _trainer("plain")
     first.train(max_num_epochs=2, **BATCH)
@@ -165,8 +212,33 @@ def test_a_state_goes_to_a_trainer_in_the_same_place(one_thread):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def _symmetry_npe_run():
-    """A tiny run of symmetry NPE alone, in this process (so patches reach it)."""
+def test_each_member_has_its_files_and_they_go_together(tmp_path):
+    from sbi_symmetry.workflow.registry import TrainingContext
+
+    ctx = TrainingContext(None, torch.zeros(1), torch.zeros(1), None, {}, False, tmp_path)
+    first, second = ctx.checkpoint("embed_emulate"), ctx.checkpoint("embed_emulate", member=1)
+    assert (first.path.name, second.path.name) == (
+        "progress_embed_emulate.pt",
+        "progress_embed_emulate_member2.pt",
+    )
+    names = [
+        "progress_embed_emulate.pt",
+        "progress_embed_emulate.txt",
+        "progress_embed_emulate_pretraining.pt",
+        "progress_embed_emulate_member2.pt",
+        "progress_embed_emulate_member2.txt",
+        "progress_embed_emulate_member2_pretraining.pt",
+        "progress_nre_c.pt",
+        "progress_embed_emulate_notes.md",  # not a progress file of the method: kept
+    ]
+    for name in names:
+        (tmp_path / name).write_text("")
+    ctx.clear_progress("embed_emulate")
+    assert sorted(p.name for p in tmp_path.iterdir()) == names[-1:] + names[-2:-1]
+
+
+def _tiny_run(method: str):
+    """A tiny run of one method alone, in this process (so patches reach it)."""
     from sbi_symmetry.workflow.config import RunConfig
 
     return RunConfig.from_preset(
@@ -177,11 +249,12 @@ def _symmetry_npe_run():
         posterior_samples=200,
         sbc_pairs=20,
         sbc_posterior_samples=30,
-        methods=("symmetry_npe",),
+        methods=(method,),
         workers=1,
         frozen_epochs=1,
         pretrain={"max_epochs": 2},
         npe_train={"max_num_epochs": 3, "anneal": 0.1},
+        ee_train={"max_num_epochs": 3, "anneal": 0.1},
     )
 
 
@@ -189,7 +262,7 @@ def _symmetry_npe_run():
 def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_path, monkeypatch):
     from sbi_symmetry.workflow import pipeline, pretraining, registry
 
-    cfg = _symmetry_npe_run()
+    cfg = _tiny_run("symmetry_npe")
     quiet = {"show_progress": False, "log": lambda _: None}
     whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
 
@@ -231,7 +304,7 @@ def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_pat
 def test_a_run_cut_while_symmetry_npe_pretrains_resumes_from_the_last_epoch(tmp_path, monkeypatch):
     from sbi_symmetry.workflow import pipeline, pretraining
 
-    cfg = _symmetry_npe_run()
+    cfg = _tiny_run("symmetry_npe")
     quiet = {"show_progress": False, "log": lambda _: None}
     whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
     real, epochs = pretraining.pretrain_vicreg, []
@@ -255,4 +328,42 @@ def test_a_run_cut_while_symmetry_npe_pretrains_resumes_from_the_last_epoch(tmp_
     resumed = pipeline.run(cfg, tmp_path / "cut", resume=True, **quiet)
     assert epochs == [2]  # epoch 1 was loaded, not trained again
     assert resumed["methods"]["symmetry_npe"]["c2st"] == whole["methods"]["symmetry_npe"]["c2st"]
+    assert not list((tmp_path / "cut" / ".stages").glob("progress_*"))
+
+
+@pytest.mark.slow
+def test_a_run_cut_while_embed_emulate_trains_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    from sbi_symmetry.workflow import pipeline, pretraining, registry
+
+    cfg = _tiny_run("embed_emulate")
+    quiet = {"show_progress": False, "log": lambda _: None}
+    whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
+    real, lines = registry.atomic_write_text, []
+
+    def cut_at_the_sixth_save(path, text):
+        real(path, text)
+        lines.append(text)
+        if len(lines) == 6:  # phase 1 done, phase 2 (the slower rate) under way
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "SAVE_EVERY_S", 0.0)
+    monkeypatch.setattr(registry, "atomic_write_text", cut_at_the_sixth_save)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, tmp_path / "cut", **quiet)
+    assert lines[4].startswith("phase 1 finished") and lines[5].startswith("phase 2 saved")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("pretrained again")
+
+    later: list[str] = []
+    monkeypatch.setattr(registry, "atomic_write_text", lambda path, text: later.append(text))
+    monkeypatch.setattr(pretraining, "pretrain_vicreg", must_not_run)
+    resumed = pipeline.run(cfg, tmp_path / "cut", resume=True, **quiet)
+    assert later[0].startswith("phase 2 saved")
+    after, before = resumed["methods"]["embed_emulate"], whole["methods"]["embed_emulate"]
+    assert before["costs"]["pretrain_views"] == "shift"  # the tower was pretrained, then kept
+    for key in ("c2st", "calibration"):
+        assert after[key] == before[key], key
+    for key in ("simulator_calls", "epochs_per_phase"):
+        assert after["costs"][key] == before["costs"][key], key
     assert not list((tmp_path / "cut" / ".stages").glob("progress_*"))

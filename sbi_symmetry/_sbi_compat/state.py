@@ -1,4 +1,4 @@
-"""The training state of an ``sbi`` NPE trainer, taken out and put back (sbi 0.27 internals).
+"""The training state of an ``sbi`` trainer, taken out and put back (sbi 0.27 internals).
 
 Part of :mod:`sbi_symmetry._sbi_compat`: every private name of sbi this package touches is there.
 
@@ -13,7 +13,8 @@ The private fields are sbi 0.27's (``_neural_net``, ``optimizer``, ``epoch``, ``
 ``_best_val_loss``, ``_epochs_since_last_improvement``, ``_best_model_state_dict``, ``_summary``,
 ``train_indices``, ``val_indices``; the simulations in ``_theta_roundwise``/``_x_roundwise``; the
 network built by ``_initialize_neural_network``); :func:`on_epoch_end` hooks sbi's per-epoch
-``_maybe_show_progress``. Only single-round NPE trainers are supported.
+``_maybe_show_progress``. Single-round NPE and ratio trainers (``NRE_C``, ``EmbedEmulate``,
+whose ``refinement`` summary is kept too) in one process are supported.
 
 Example:
     >>> import torch
@@ -71,22 +72,29 @@ _FIELDS = (
 def check_supported(trainer: Any) -> None:
     """Refuse a trainer whose state :func:`load_trainer_state` cannot put back.
 
+    Supported: ``sbi``'s NPE trainers and its ratio trainers (``NRE_C`` and this package's
+    ``EmbedEmulate``, which run the same training loop), with one round of simulations, in one
+    process.
+
     Args:
         trainer: The trainer to check.
 
     Raises:
-        TypeError: Not a single-round ``sbi`` NPE trainer (e.g. ``NRE_C`` or ``EmbedEmulate``,
-            whose training has phases of its own).
+        TypeError: Another trainer, several rounds, or several processes (``torchrun``).
     """
     from sbi.inference.trainers.npe.npe_base import PosteriorEstimatorTrainer
+    from sbi.inference.trainers.nre.nre_base import RatioEstimatorTrainer
 
-    if not isinstance(trainer, PosteriorEstimatorTrainer):
+    if not isinstance(trainer, (PosteriorEstimatorTrainer, RatioEstimatorTrainer)):
         raise TypeError(
-            "`trainer`: resumable training supports sbi's NPE trainers; got "
+            "`trainer`: resumable training supports sbi's NPE and ratio trainers; got "
             f"{type(trainer).__name__}."
         )
     if len(getattr(trainer, "_data_round_index", [])) > 1:
         raise TypeError("`trainer`: resumable training supports one round of simulations.")
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise TypeError("resumable training runs in one process; under torchrun it is refused.")
 
 
 def data_fingerprint(trainer: Any) -> dict[str, Any]:
@@ -116,7 +124,7 @@ def trainer_state(trainer: Any) -> dict[str, Any]:
     """Copy what ``train(resume_training=True)`` continues from, and the random states.
 
     Args:
-        trainer: A single-round sbi NPE trainer that has trained at least one epoch.
+        trainer: A single-round sbi NPE or ratio trainer that has trained at least one epoch.
 
     Returns:
         A dictionary of tensors and plain values (for ``torch.save``).
@@ -127,6 +135,8 @@ def trainer_state(trainer: Any) -> dict[str, Any]:
     state = {name: copy.deepcopy(getattr(trainer, name, None)) for name in _FIELDS}
     state["net"] = copy.deepcopy(net.state_dict())
     state["optimizer"] = copy.deepcopy(trainer.optimizer.state_dict())
+    if hasattr(trainer, "refinement"):  # EmbedEmulate's last-phase summary
+        state["refinement"] = copy.deepcopy(trainer.refinement)
     state["data"] = data_fingerprint(trainer)
     state["random"] = random_states()
     return state
@@ -140,8 +150,8 @@ def load_trainer_state(trainer: Any, state: dict[str, Any]) -> None:
     (the global random generators are set to the saved states).
 
     Args:
-        trainer: A single-round sbi NPE trainer holding the simulations the state was saved
-            with (same network builder).
+        trainer: A single-round sbi NPE or ratio trainer holding the simulations the state
+            was saved with (same network builder).
         state: What :func:`trainer_state` returned.
 
     Raises:
@@ -154,8 +164,9 @@ def load_trainer_state(trainer: Any, state: dict[str, Any]) -> None:
             "`state` belongs to other simulations than `trainer` holds (number, shapes or values "
             f"differ: saved {state['data']}, now {data_fingerprint(trainer)})."
         )
-    for name in _FIELDS:
-        setattr(trainer, name, copy.deepcopy(state[name]))
+    for name in (*_FIELDS, "refinement"):
+        if name in state:
+            setattr(trainer, name, copy.deepcopy(state[name]))
     if get_neural_net(trainer) is None:  # as sbi's first train() call builds it
         trainer._initialize_neural_network(retrain_from_scratch=False, start_idx=0)
     net = get_neural_net(trainer)

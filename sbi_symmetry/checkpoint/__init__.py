@@ -1,4 +1,4 @@
-"""Resumable training: an sbi NPE training saved as it goes, continued after an interruption.
+"""Resumable training: an sbi training (NPE, NRE_C, EmbedEmulate) saved as it goes, then continued.
 
 :class:`ResumableTraining` numbers a trainer's ``train`` calls (its phases), saves its state
 (:mod:`sbi_symmetry._sbi_compat.state`) during and after each, and on resume skips the phases that

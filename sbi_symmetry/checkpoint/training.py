@@ -1,4 +1,4 @@
-"""Resumable NPE training: save an sbi training as it goes, continue it after an interruption.
+"""Resumable training: save an sbi training as it goes, continue it after an interruption.
 
 A 10^6-simulation NPE trains for one to two hours on a laptop CPU; ``sbi`` keeps its progress
 on the trainer object only, so a crash or a closed session loses all of it. Inside
@@ -11,7 +11,9 @@ trained again (their end state is put back), the phase that was cut continues fr
 save, with the same training/validation split, weights, Adam state, early-stopping count and
 batch order, so the result equals the uninterrupted run's (on the same machine and thread
 count). Named results computed before the training (a pretrained embedding) are kept too
-(:meth:`ResumableTraining.value`).
+(:meth:`ResumableTraining.value`). The trainer is one of ``sbi``'s NPEs, ``NRE_C`` or
+:class:`~sbi_symmetry.emulate.EmbedEmulate` (its ``train`` call, the refining phase at its end
+included, is one phase: a cut during the refining continues from the last epoch's save).
 
 Example:
     >>> import tempfile
@@ -64,7 +66,7 @@ _OWN = frozenset({"resume_training"})
 
 
 class ResumableTraining:
-    """Keep an sbi NPE training, and results computed before it, in a file as it goes.
+    """Keep an sbi training (NPE, ``NRE_C``, ``EmbedEmulate``), and results before it, in a file.
 
     Args:
         path: The file (written atomically; its folder must exist).
@@ -129,13 +131,15 @@ class ResumableTraining:
         """Within the block, number ``trainer.train`` calls, save them, resume them.
 
         Args:
-            trainer: A single-round sbi NPE trainer with its simulations appended.
+            trainer: A single-round sbi trainer with its simulations appended: an NPE, ``NRE_C``
+                or :class:`~sbi_symmetry.emulate.EmbedEmulate` (whose ``train`` call, its last
+                refining phase included, is one phase).
 
         Yields:
             This object.
 
         Raises:
-            TypeError: An unsupported trainer (``NRE_C``, ``EmbedEmulate``, several rounds).
+            TypeError: An unsupported trainer (another kind, several rounds, several processes).
         """
         check_supported(trainer)
         train = trainer.train

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, Literal
 
@@ -98,7 +99,7 @@ def _train(
     (:func:`~sbi_symmetry.symmetry.finetune.train_npe`). ``train_kwargs["anneal"]``, if given
     and not 0: a last phase at the learning rate times it
     (:func:`~sbi_symmetry._sbi_compat.anneal`). ``checkpoint``: saves the training as it goes
-    and resumes it (an NPE trainer); the seconds then include the earlier processes' training.
+    and resumes it; the seconds then include the earlier processes' training.
     """
     kwargs = _train_kwargs(train_kwargs)
     factor = kwargs.pop("anneal", 0.0)
@@ -331,6 +332,7 @@ def embed_emulate(
     pretrain_views: str = "auto",
     pretrain_simulations: int = 20_000,
     members: int = 1,
+    checkpoints: Callable[[int], ResumableTraining | None] | None = None,
     **train_kwargs: Any,
 ) -> TrainedMethod:
     """Train :class:`~sbi_symmetry.emulate.EmbedEmulate`; its posterior is a ``TwoTowerPosterior``.
@@ -351,6 +353,8 @@ def embed_emulate(
             own pretraining (seed ``pretrain_kwargs["seed"] + k``; re-simulated views are drawn
             again) and a fresh emulator; more than one: the posterior is their product
             (:func:`~sbi_symmetry.emulate.product_estimator`), costs add up.
+        checkpoints: ``checkpoints(k)``: where member ``k`` (from 0) saves its pretraining and
+            training as they go and resumes them, as in :func:`symmetry_npe`; ``None``: not saved.
         **train_kwargs: Passed to ``EmbedEmulate.train``.
 
     Returns:
@@ -360,19 +364,20 @@ def embed_emulate(
     trained, estimator_kwargs = [], estimator_kwargs or {}
     for k in range(members):  # one after another, each from its own pretraining
         tower, pretrain_seconds, extra = copy.deepcopy(encoder), 0.0, {}
+        checkpoint = checkpoints(k) if checkpoints is not None else None
         if pretrain_kwargs is not None:
             kwargs = {"show_progress_bar": show_progress_bars, **pretrain_kwargs}
             if kwargs.get("seed") is not None:
                 kwargs["seed"] += k  # member 0: the seed given
             tower, pretrain_seconds, used = pretrain_tower(
-                task, theta, x, encoder, pretrain_views, pretrain_simulations, kwargs
+                task, theta, x, encoder, pretrain_views, pretrain_simulations, kwargs, checkpoint
             )
             tower.freeze = "none"  # the ratio trains all of it
             extra["pretrain_views"] = used
         trainer = EmbedEmulate(
             task.prior, encoder=tower, show_progress_bars=show_progress_bars, **estimator_kwargs
         )
-        estimator, seconds = _train(trainer, theta, x, train_kwargs)
+        estimator, seconds = _train(trainer, theta, x, train_kwargs, checkpoint=checkpoint)
         args = (trainer, estimator, seconds, theta, x, None, pretrain_seconds, extra)
         trained.append(_finish("embed_emulate", *args))
     if members > 1:  # one member: its estimator as trained
@@ -390,6 +395,7 @@ def nre_c(
     model: str = "resnet",
     num_classes: int = 5,
     show_progress_bars: bool = True,
+    checkpoint: ResumableTraining | None = None,
     **train_kwargs: Any,
 ) -> TrainedMethod:
     """``NRE_C`` from sbi with ``encoder`` as x-embedding (default classifier and classes).
@@ -402,6 +408,7 @@ def nre_c(
         model: ``classifier_nn`` model.
         num_classes: NRE-C's number of classes ``K``.
         show_progress_bars: Show sbi's progress.
+        checkpoint: As for :func:`raw_npe`.
         **train_kwargs: Passed to ``NRE_C.train``.
 
     Returns:
@@ -411,6 +418,8 @@ def nre_c(
     trainer = NRE_C(
         task.prior, classifier=builder, tracker=NullTracker(), show_progress_bars=show_progress_bars
     )
-    estimator, seconds = _train(trainer, theta, x, train_kwargs, num_classes=num_classes)
+    estimator, seconds = _train(
+        trainer, theta, x, train_kwargs, checkpoint=checkpoint, num_classes=num_classes
+    )
     posterior = trainer.build_posterior(estimator, posterior_parameters=mcmc_parameters(x))
     return _finish("nre_c", trainer, estimator, seconds, theta, x, posterior)

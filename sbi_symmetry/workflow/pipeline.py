@@ -170,7 +170,7 @@ def _run_stages(
         sims = saved.run("simulate", lambda: stages.simulate(task, config, gen), gen)
     say(1, f"simulate: {_sizes(config, sims)} ({watch.seconds['simulate']:.1f} s)", "simulate")
     ctx = stages.training_context(task, sims, config, show_progress)
-    ctx.progress_dir = saved.dir  # the NPE methods' progress, for --resume
+    ctx.progress_dir = saved.dir  # the methods' progress, for --resume
     with watch("train"):
         trained = _train(ctx, saved, gen, references)
     for stage, (kind, what) in enumerate(_KINDS.items(), start=2):

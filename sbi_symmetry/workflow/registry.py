@@ -55,7 +55,7 @@ class TrainingContext:
             ``config.ee_encoder``); methods copy them, so methods of a kind start from the same
             weights.
         show_progress: Progress bars.
-        progress_dir: Where the NPE methods save their pretraining and training as they go
+        progress_dir: Where the methods save their pretraining and training as they go
             (:meth:`checkpoint`), so an interrupted run resumes them; ``None``: not saved.
     """
 
@@ -67,8 +67,11 @@ class TrainingContext:
     show_progress: bool
     progress_dir: Path | None = None
 
-    def checkpoint(self, method: str) -> ResumableTraining | None:
+    def checkpoint(self, method: str, member: int = 0) -> ResumableTraining | None:
         """Where ``method`` saves its training: ``<progress_dir>/progress_<method>.pt``.
+
+        Embed and Emulate's further members (``member`` k >= 1, from ``ee.members``) save in
+        ``progress_<method>_member<k + 1>.pt``.
 
         Saved every :data:`SAVE_EVERY_S` seconds of training and at each phase's end; the last
         save's line (phase, epoch, best validation loss) is in ``progress_<method>.txt``, the
@@ -76,23 +79,28 @@ class TrainingContext:
 
         Args:
             method: The method's name.
+            member: Which of the method's trainings (from 0).
 
         Returns:
             The checkpoint (resuming what the file holds), or ``None`` without ``progress_dir``.
         """
         if self.progress_dir is None:
             return None
-        path = Path(self.progress_dir) / f"progress_{method}.pt"
+        name = method if member == 0 else f"{method}_member{member + 1}"
+        path = Path(self.progress_dir) / f"progress_{name}.pt"
         note = path.with_suffix(".txt")
         return ResumableTraining(
             path, every_s=SAVE_EVERY_S, log=lambda line: atomic_write_text(note, line + "\n")
         )
 
     def clear_progress(self, method: str) -> None:
-        """Delete ``method``'s :meth:`checkpoint` files (once the trained method is saved)."""
-        if self.progress_dir is not None:
-            for suffix in (".pt", ".txt", EPOCHS_SUFFIX):
-                (Path(self.progress_dir) / f"progress_{method}{suffix}").unlink(missing_ok=True)
+        """Delete ``method``'s :meth:`checkpoint` files, every member's (once it is saved)."""
+        if self.progress_dir is None:
+            return
+        for path in Path(self.progress_dir).glob(f"progress_{method}*"):
+            rest = path.name.removeprefix(f"progress_{method}")
+            if rest in (".pt", ".txt", EPOCHS_SUFFIX) or rest.startswith("_member"):
+                path.unlink(missing_ok=True)
 
     def npe_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``NPE.train`` (with the progress switch)."""
@@ -238,6 +246,7 @@ def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
         pretrain_views=cfg.pretrain_views,
         pretrain_simulations=draws,
         members=cfg.ee.get("members", 1),
+        checkpoints=lambda k: ctx.checkpoint("embed_emulate", member=k),
         **ctx.ratio_kwargs(),
     )
     method.extra["training_simulations"] = len(theta)
@@ -245,7 +254,10 @@ def _embed_emulate(ctx: TrainingContext) -> M.TrainedMethod:
 
 
 def _nre_c(ctx: TrainingContext) -> M.TrainedMethod:
-    return M.nre_c(ctx.task, ctx.theta, ctx.x, ctx.towers["ratio"], **ctx.ratio_kwargs())
+    checkpoint = ctx.checkpoint("nre_c")
+    return M.nre_c(
+        ctx.task, ctx.theta, ctx.x, ctx.towers["ratio"], checkpoint=checkpoint, **ctx.ratio_kwargs()
+    )
 
 
 #: Every method the run can compare, in training order.
