@@ -259,30 +259,35 @@ def _tiny_run(method: str):
 
 
 @pytest.mark.slow
-def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("method", "cut_at"), [("symmetry_npe", 4), ("embed_emulate", 6)])
+def test_a_run_cut_while_a_method_trains_resumes_to_the_same_numbers(
+    tmp_path, monkeypatch, method, cut_at
+):
+    """Cut at the first save of phase 2 (symmetry NPE: after its frozen start; Embed and
+    Emulate: after its first phase, refining included): the pretrained tower and phase 1 are
+    loaded, not redone, and the numbers equal an uninterrupted run's."""
     from sbi_symmetry.workflow import pipeline, pretraining, registry
 
-    cfg = _tiny_run("symmetry_npe")
+    cfg = _tiny_run(method)
     quiet = {"show_progress": False, "log": lambda _: None}
     whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
 
     real, lines = registry.atomic_write_text, []
 
-    def cut_at_the_fourth_save(path, text):
+    def cut(path, text):
         real(path, text)
         lines.append(text)
-        if len(lines) == 4:  # phase 1 (frozen start) done, phase 2 under way
+        if len(lines) == cut_at:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(registry, "SAVE_EVERY_S", 0.0)
-    monkeypatch.setattr(registry, "atomic_write_text", cut_at_the_fourth_save)
+    monkeypatch.setattr(registry, "atomic_write_text", cut)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(cfg, tmp_path / "cut", **quiet)
     stages = tmp_path / "cut" / ".stages"
-    assert (
-        lines[3].startswith("phase 2 saved at epoch")
-        and (stages / "progress_symmetry_npe.pt").exists()
-    )
+    assert lines[cut_at - 2].startswith("phase 1 finished")
+    assert lines[cut_at - 1].startswith("phase 2 saved at epoch")
+    assert (stages / f"progress_{method}.pt").exists()
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("pretrained again")
@@ -292,7 +297,8 @@ def test_a_run_cut_while_symmetry_npe_trains_resumes_to_the_same_numbers(tmp_pat
     monkeypatch.setattr(pretraining, "pretrain_vicreg", must_not_run)
     resumed = pipeline.run(cfg, tmp_path / "cut", resume=True, **quiet)
     assert later[0].startswith("phase 2 saved") and not any("phase 1" in line for line in later)
-    after, before = resumed["methods"]["symmetry_npe"], whole["methods"]["symmetry_npe"]
+    after, before = resumed["methods"][method], whole["methods"][method]
+    assert before["costs"]["pretrain_views"] == "shift"  # the tower was pretrained, then kept
     for key in ("c2st", "calibration"):
         assert after[key] == before[key], key
     for key in ("simulator_calls", "epochs_per_phase"):
@@ -328,42 +334,4 @@ def test_a_run_cut_while_symmetry_npe_pretrains_resumes_from_the_last_epoch(tmp_
     resumed = pipeline.run(cfg, tmp_path / "cut", resume=True, **quiet)
     assert epochs == [2]  # epoch 1 was loaded, not trained again
     assert resumed["methods"]["symmetry_npe"]["c2st"] == whole["methods"]["symmetry_npe"]["c2st"]
-    assert not list((tmp_path / "cut" / ".stages").glob("progress_*"))
-
-
-@pytest.mark.slow
-def test_a_run_cut_while_embed_emulate_trains_resumes_to_the_same_numbers(tmp_path, monkeypatch):
-    from sbi_symmetry.workflow import pipeline, pretraining, registry
-
-    cfg = _tiny_run("embed_emulate")
-    quiet = {"show_progress": False, "log": lambda _: None}
-    whole = pipeline.run(cfg, tmp_path / "whole", **quiet)
-    real, lines = registry.atomic_write_text, []
-
-    def cut_at_the_sixth_save(path, text):
-        real(path, text)
-        lines.append(text)
-        if len(lines) == 6:  # phase 1 done, phase 2 (the slower rate) under way
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(registry, "SAVE_EVERY_S", 0.0)
-    monkeypatch.setattr(registry, "atomic_write_text", cut_at_the_sixth_save)
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.run(cfg, tmp_path / "cut", **quiet)
-    assert lines[4].startswith("phase 1 finished") and lines[5].startswith("phase 2 saved")
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("pretrained again")
-
-    later: list[str] = []
-    monkeypatch.setattr(registry, "atomic_write_text", lambda path, text: later.append(text))
-    monkeypatch.setattr(pretraining, "pretrain_vicreg", must_not_run)
-    resumed = pipeline.run(cfg, tmp_path / "cut", resume=True, **quiet)
-    assert later[0].startswith("phase 2 saved")
-    after, before = resumed["methods"]["embed_emulate"], whole["methods"]["embed_emulate"]
-    assert before["costs"]["pretrain_views"] == "shift"  # the tower was pretrained, then kept
-    for key in ("c2st", "calibration"):
-        assert after[key] == before[key], key
-    for key in ("simulator_calls", "epochs_per_phase"):
-        assert after["costs"][key] == before["costs"][key], key
     assert not list((tmp_path / "cut" / ".stages").glob("progress_*"))
