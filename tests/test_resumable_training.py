@@ -113,6 +113,34 @@ def test_saving_does_not_change_the_training_and_a_finished_one_is_loaded(tmp_pa
     assert first.resumed == [] and second.resumed == ["phase 1", "phase 2", "phase 3"]
 
 
+def _uncapped(path=None, stop_at: int | None = None):
+    """sbi's train without ``max_num_epochs`` (early stopping ends it), cut at a save."""
+    trainer, _ = _trainer("plain")
+    torch.manual_seed(1)
+    kwargs = {"stop_after_epochs": 2, **BATCH}
+    if path is None:
+        trainer.train(**kwargs)
+        return trainer
+    saves: list[str] = []
+
+    def log(line: str) -> None:
+        saves.append(line)
+        if len(saves) == stop_at:
+            raise KeyboardInterrupt
+
+    with ResumableTraining(path, every_s=0, log=log).attach(trainer):
+        trainer.train(**kwargs)
+    return trainer
+
+
+def test_a_phase_without_a_cap_cut_twice_resumes_to_the_uninterrupted_result(tmp_path, one_thread):
+    whole = _uncapped()
+    for _ in range(2):  # cut at the second save of each process
+        with pytest.raises(KeyboardInterrupt):
+            _uncapped(tmp_path / "npe.pt", stop_at=2)
+    _same_training(whole, _uncapped(tmp_path / "npe.pt"))
+
+
 def test_a_value_is_computed_once_with_the_random_state_after_it(tmp_path):
     path = tmp_path / "values.pt"
     first = ResumableTraining(path)

@@ -14,8 +14,9 @@
   to named, documented methods that :class:`~sbi_symmetry.emulate.EmbedEmulate` implements;
 * ``LossArgsNRE`` / ``LossArgsNRE_C`` are sbi's private loss-argument dataclasses, ``Tracker``
   the protocol of sbi's ``tracker=`` argument (``sbi.sbi_types``);
-* :mod:`sbi_symmetry._sbi_compat.state` takes an NPE trainer's training state out and puts it
-  back (for :class:`~sbi_symmetry.checkpoint.ResumableTraining`), and hooks its epoch loop.
+* :mod:`sbi_symmetry._sbi_compat.state` takes an NPE or ratio trainer's training state out and
+  puts it back (for :class:`~sbi_symmetry.checkpoint.ResumableTraining`), and hooks its epoch
+  loop.
 
 ``tests/test_sbi_compat.py`` checks each against the installed sbi.
 

@@ -13,7 +13,8 @@ batch order, so the result equals the uninterrupted run's (on the same machine a
 count). Named results computed before the training (a pretrained embedding) are kept too
 (:meth:`ResumableTraining.value`). The trainer is one of ``sbi``'s NPEs, ``NRE_C`` or
 :class:`~sbi_symmetry.emulate.EmbedEmulate` (its ``train`` call, the refining phase at its end
-included, is one phase: a cut during the refining continues from the last epoch's save).
+included, is one phase: the refining saves nothing of its own, so a cut during it goes on from
+the last save of the epochs before, which are trained again from there).
 
 Example:
     >>> import tempfile
@@ -100,7 +101,7 @@ class ResumableTraining:
         self.earlier_seconds: float = float(saved.get("seconds", 0.0))
         #: What was loaded instead of computed: value names and ``"phase <n>"`` (finished phases).
         self.resumed: list[str] = []
-        self._calls, self._phase = 0, (0, 2**31 - 1, {})
+        self._calls, self._phase = 0, (0, {})
         self._started = self._last = time.monotonic()
         self._attached, self._closed_s = False, self.earlier_seconds
 
@@ -176,9 +177,8 @@ class ResumableTraining:
             if call < saved["call"] or saved["done"]:
                 self.resumed.append(f"phase {call + 1}")
                 return get_neural_net(trainer)
-            kwargs = {**kwargs, "max_num_epochs": saved["cap"], "resume_training": True}
-        cap = kwargs.get("max_num_epochs", 2**31 - 1)
-        self._phase = (call, cap, _simple(kwargs))
+            kwargs = {**kwargs, "resume_training": True}  # the same cap: checked above
+        self._phase = (call, _simple(kwargs))
         net = train(**kwargs)
         self._save(trainer, done=True)
         return net
@@ -189,9 +189,9 @@ class ResumableTraining:
             self._save(trainer, done=False)
 
     def _save(self, trainer: Any, done: bool) -> None:
-        call, cap, kwargs = self._phase
+        call, kwargs = self._phase
         state = trainer_state(trainer)
-        self._training = {"call": call, "cap": cap, "kwargs": kwargs, "done": done, "state": state}
+        self._training = {"call": call, "kwargs": kwargs, "done": done, "state": state}
         self._write()
         self._last = time.monotonic()
         if self.log is not None:
@@ -244,8 +244,10 @@ def _plain(value: Any) -> bool:
 def _check_same(saved: dict[str, Any], kwargs: dict[str, Any], call: int, cap: bool) -> None:
     """Refuse to continue phase ``call`` with other plain ``train`` arguments than it had.
 
-    ``cap``: compare ``max_num_epochs`` too. A phase cut part way sees the cap it started with
-    (``resume``/``anneal`` count it from the last finished phase's end), a finished one does not.
+    ``cap``: compare ``max_num_epochs`` too. A phase cut part way is called with the cap it
+    started with (``resume``/``anneal`` count it from the last finished phase's end, which the
+    loaded state still holds); a finished phase's cap is not compared: for ``resume``/``anneal``
+    it is computed from the state loaded, which has moved on, and the phase is loaded, not run.
     """
     now = _simple(kwargs)
     keys = sorted(

@@ -372,6 +372,7 @@ def embed_emulate(
             tower, pretrain_seconds, used = pretrain_tower(
                 task, theta, x, encoder, pretrain_views, pretrain_simulations, kwargs, checkpoint
             )
+            tower = copy.deepcopy(tower)  # trained below; the saved pretraining stays as it is
             tower.freeze = "none"  # the ratio trains all of it
             extra["pretrain_views"] = used
         trainer = EmbedEmulate(

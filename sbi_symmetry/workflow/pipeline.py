@@ -5,7 +5,7 @@ line per stage and writes the report (:mod:`sbi_symmetry.workflow.report`): ``re
 ``report.html``, ``metrics.json``, ``config.json`` (re-run it with ``sbi-symmetry run --config``),
 the figures and the saved embedding. Each finished stage is also saved in ``.stages/``
 (:mod:`~sbi_symmetry.workflow.checkpoints`), so an interrupted run goes on with ``--resume``;
-the NPE methods also save their pretraining and training as they go (``.stages/progress_*``,
+the methods also save their pretraining and training as they go (``.stages/progress_*``,
 :class:`~sbi_symmetry.checkpoint.ResumableTraining`: every minute of training and at the end of
 each phase), so a resumed run continues them from the last save instead of from the start.
 
@@ -210,7 +210,7 @@ def _train(
 
     A resumed run loads the methods an earlier run finished; each method that trains now is
     saved as soon as it is done, so an interruption loses only the methods still training (and
-    of an NPE method only what it trained since its last progress save). ``meanwhile`` runs in
+    of those only what they trained since their last progress save). ``meanwhile`` runs in
     this process while workers train, once a core would idle (not at all when the methods
     train in turn here).
     """

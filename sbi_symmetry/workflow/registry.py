@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 Kind = Literal["npe", "ratio"]
 
-#: Seconds of training between two saves of an NPE method's progress (and at each phase's end).
+#: Seconds of training between two saves of a method's progress (and at each phase's end).
 SAVE_EVERY_S = 60.0
 #: The ``RunConfig`` field each kind's shared tower is built from.
 TOWER_SETTINGS: dict[str, str] = {"npe": "encoder", "ratio": "ee_encoder"}
@@ -71,7 +71,7 @@ class TrainingContext:
         """Where ``method`` saves its training: ``<progress_dir>/progress_<method>.pt``.
 
         Embed and Emulate's further members (``member`` k >= 1, from ``ee.members``) save in
-        ``progress_<method>_member<k + 1>.pt``.
+        ``progress_<method>_member<k + 1>.pt`` (and ``.txt``, ``_pretraining.pt``) instead.
 
         Saved every :data:`SAVE_EVERY_S` seconds of training and at each phase's end; the last
         save's line (phase, epoch, best validation loss) is in ``progress_<method>.txt``, the
