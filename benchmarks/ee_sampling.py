@@ -23,6 +23,7 @@ observation): the fast sampler should agree with MCMC on the same estimator.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules,
 
 from _common import command_line, make_log, platform_stamp, table, write_text
 from _ee_methods import TASKS, Settings, make_task, sample_one, train_methods, with_mcmc
-from plans import EE_KWARGS, EE_PLANS, TRAINING
+from plans import EE_KWARGS, EE_PLANS, TRAINING, TaskPlan
 
 from sbi_symmetry.emulate import build_two_tower_posterior
 from sbi_symmetry.evaluation import c2st_score
@@ -95,6 +96,14 @@ def _emulator_size(args: argparse.Namespace) -> dict[str, int]:
     return EE_KWARGS["emulator_kwargs"]
 
 
+def _plan(name: str, args: argparse.Namespace) -> TaskPlan:
+    """``plans.py``'s plan; with ``--current-tower``, the ``fast`` preset's E&E tower of today."""
+    if not args.current_tower:
+        return EE_PLANS[name]
+    tower = dict(RunConfig.from_preset(name, "fast").ee_encoder)
+    return dataclasses.replace(EE_PLANS[name], encoder=tower)
+
+
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Tensor, float]:
     """``fn(*args, **kwargs)`` and its wall time."""
     start = time.perf_counter()
@@ -116,7 +125,8 @@ def run_task(name: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
     theta, x = task.sample_joint(args.simulations, generator=gen)
     _, x_o = task.sample_joint(args.observations, generator=gen)
     log(f"{name}: {args.simulations} simulations, x {tuple(x.shape[1:])}")
-    trained = train_methods(task, EE_PLANS[name], theta, x, cfg, ("embed_emulate", "nre_c"), log)
+    plan = _plan(name, args)
+    trained = train_methods(task, plan, theta, x, cfg, ("embed_emulate", "nre_c"), log)
     ee, nre = trained["embed_emulate"], trained["nre_c"]
     ee_mcmc = with_mcmc(ee, task.prior, args.quick)  # (b): the same estimator, sbi's MCMC
     fast = build_two_tower_posterior(ee.estimator, task.prior)
@@ -151,6 +161,7 @@ def run_task(name: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
     out = {
         "task": name,
         "theta_dim": task.theta_dim,
+        "encoder": plan.encoder,
         "epochs": {"embed_emulate": ee.epochs, "nre_c": nre.epochs},
         "train_seconds": {"embed_emulate": ee.train_seconds, "nre_c": nre.train_seconds},
         "a": statistics.mean(rows["a"]),
@@ -224,6 +235,11 @@ def render(
         )
         + ". E&E's emulator: a `ResidualMLP` with {hidden_dim} hidden units and {num_blocks} "
         "blocks.".format(**_emulator_size(args)),
+        "- The data tower (E&E's, and NRE_C's x-embedding), `ConvEncoder1D` arguments"
+        + (" (the `fast` preset's of today)" if args.current_tower else "")
+        + ": "
+        + "; ".join(f"{r['task']} `{r['encoder']}`" for r in results)
+        + ".",
         f"- (a), (b), (c): {args.samples} samples for each of the first {args.timed} "
         "observations (theta and nuisance from their priors), mean wall time; (a) and (b) "
         "through `_ee_methods.sample_one` (the MCMC settings of `embed_emulate.py`).",
@@ -262,6 +278,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--current-emulator",
         action="store_true",
         help="the fast preset's emulator of today instead of the recorded 64-wide one",
+    )
+    p.add_argument(
+        "--current-tower",
+        action="store_true",
+        help="the fast preset's E&E data tower of today instead of plans.py's recorded one",
     )
     p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT} (none: --quick)")
     args = p.parse_args(argv)
