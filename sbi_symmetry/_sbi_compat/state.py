@@ -47,6 +47,7 @@ from torch.optim import Adam
 
 from sbi_symmetry._random import random_states, set_random_states
 from sbi_symmetry._sbi_compat import appended_simulations, get_neural_net
+from sbi_symmetry.distributed.process import is_distributed
 
 __all__ = [
     "check_supported",
@@ -92,8 +93,7 @@ def check_supported(trainer: Any) -> None:
         )
     if len(getattr(trainer, "_data_round_index", [])) > 1:
         raise TypeError("`trainer`: resumable training supports one round of simulations.")
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if is_distributed():
         raise TypeError("resumable training runs in one process; under torchrun it is refused.")
 
 
