@@ -5,36 +5,13 @@ exp(<z_o, g(theta)> / T)``, ``z_o = f(x_o)`` (``sum_k f(x_k)`` for i.i.d. trials
 ratios). ``x_o`` is encoded once; ``C`` candidates cost one emulator pass and, for ``J``
 observations, one ``(C x n) @ (n x J)`` product. Three samplers, chosen per observation:
 
-1. **Exact rejection from the prior** (cosine or scaled: ``|g| = 1``): ``<z_o, g> <= ||z_o||``, so
-   ``log r <= log B := ||z_o|| / T``; a prior draw kept with probability ``r / B`` is an exact
-   posterior draw. The observations so served are the cheapest set given their acceptance rates on a
-   pilot chunk, counting ``num_samples / min_acceptance`` candidates per observation left to (2);
-   their draws start after the pilot (a pilot reused after a choice made on it would be tilted).
-   They share the prior draws and one uniform per draw, each observation reading the uniforms from
-   its own random cyclic offset: a draw is kept where ``log r - log B > log u``, with no random
-   number or ``exp`` per pair. Each observation's samples are i.i.d.; those of different
-   observations depend on each other through the shared draws (two copies of one observation
-   share many of their samples), so each observation's are returned in random order: sbi's SBC
-   takes the first sample of each as a draw of the data-averaged posterior. (``"dot"``: ``B`` as
-   in (2).)
-2. **Adaptive importance sampling**, weights ``w = p r / q``: first ``q = p``; while the Kish
-   effective sample size ``ESS = (sum w)^2 / sum w^2`` is below a quarter of the candidates,
-   ``q = a p + (1 - a) sum_k pi_k N(mu_k, 1.5 Sigma_k)`` (``a = 0.1``; ``w <= r / a``), a Gaussian
-   mixture fitted by EM to candidates resampled by weight. The last proposal's candidates are
-   resampled without duplicates: each is kept with probability ``w / B``, ``B`` the largest
-   weight seen; when ``B`` grows, earlier acceptances are thinned by ``B_old / B_new``. Each is
-   so kept with probability ``w / B_final``: rejection sampling, exact where ``w <= B_final``.
-3. **sbi's MCMC** on the same potential, with a warning, above ``max_theta_dim`` parameters or
-   where a sample would still cost over ``max_draws_per_sample`` candidates after ``max_rounds``
-   proposals.
+1. **exact rejection from the prior**, shared by every observation it serves;
+2. **adaptive importance sampling**, its candidates shared as well (prior draws, or pooled
+   Gaussian mixtures among neighbouring observations);
+3. **sbi's MCMC** on the same potential, with a warning, where neither can work.
 
-``last_ess`` holds, per observation, the Kish ESS of the weighted candidates the last draw
-resampled from (2): by construction about the number of samples or more, so it tells how many
-candidates backed the draw, not whether ``B`` was the largest weight; an exact rejection draw (1) is
-i.i.d.: its ESS is the number of samples. Observations are sampled in blocks of 512, so at most
-``4M`` log ratios are held at once however many there are. All randomness
-comes from torch's global generator (the MCMC fallback seeds numpy's slice sampler from it):
-``torch.manual_seed`` reproduces a draw.
+The samplers module derives them, with their cost model and exactness. ``torch.manual_seed``
+reproduces a draw (the MCMC fallback seeds numpy's slice sampler from torch's generator).
 
 Example:
     >>> import torch
@@ -54,7 +31,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
 
@@ -69,16 +45,11 @@ from torch.distributions import Distribution
 from sbi_symmetry._random import seeded
 from sbi_symmetry._validation import check_choice, check_finite, check_int, check_tensor
 from sbi_symmetry.emulate.estimator import EmbedEmulateRatioEstimator
+from sbi_symmetry.emulate.proposal import PAIRS as _PAIRS
 from sbi_symmetry.emulate.proposal import ROUND as _ROUND
-from sbi_symmetry.emulate.proposal import MixtureProposal, kish_ess
+from sbi_symmetry.emulate.samplers import EMULATE, TwoTowerSamplers
 from sbi_symmetry.losses.local import prior_log_prob
 
-#: ``draw(idx, want)``: candidates ``(1 or len(idx), C, d)`` and their log weights
-#: ``(len(idx), C)``; ``want`` (a hint) is about as many candidates as the neediest row lacks.
-Draw = Callable[[Tensor, float], tuple[Tensor, Tensor]]
-_PAIRS = 2**22  # most log ratios (observations x candidates) held at once: 16 MB per tensor
-_EMULATE = 2**11  # parameters per emulator call: its activations stay in cache (2x faster)
-_ESS_FRACTION = 0.25  # a proposal is good enough when its Kish ESS is this share
 _MCMC = {"method": "slice_np_vectorized", "num_chains": 20, "thin": 1, "warmup_steps": 50}
 _MCMC["init_strategy"] = "resample"  # multi-channel x: from prior draws (see ``__init__``)
 
@@ -87,7 +58,7 @@ def _warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=4)
 
 
-class TwoTowerPosterior(NeuralPosterior):
+class TwoTowerPosterior(TwoTowerSamplers, NeuralPosterior):
     """The posterior of an :class:`EmbedEmulateRatioEstimator`, sampled through its two towers.
 
     An sbi ``NeuralPosterior``: sbi's ``run_sbc``, ``run_tarp`` and ``LC2ST`` take it as is. Its
@@ -98,12 +69,12 @@ class TwoTowerPosterior(NeuralPosterior):
     Args:
         estimator: The trained two-tower estimator (switched to ``eval()``).
         prior: The prior (``sample``, ``log_prob``, ``support``), e.g. sbi's ``BoxUniform``.
-        method: ``"auto"`` (module docstring), ``"rejection"`` (exact; cosine or scaled only),
+        method: ``"auto"`` (samplers module), ``"rejection"`` (exact; cosine or scaled only),
             ``"importance"`` (adaptive for all) or ``"mcmc"`` (sbi's MCMC, no warning).
         chunk_size: Most parameters per draw of candidates (the emulator takes them 2048 at
             a time); with at most 4M log ratios held at once the default keeps the memory
             under about 200 MB for a 64-wide emulator.
-        min_acceptance: The price of exactness, > 0 (module docstring); for one observation
+        min_acceptance: The price of exactness, > 0 (samplers module); for one observation
             the least acceptance rate of rejection from the prior.
         max_rounds: Most mixture proposals fitted per draw.
         max_draws_per_sample: Most candidates per observation and sample (for at least 1000
@@ -115,7 +86,7 @@ class TwoTowerPosterior(NeuralPosterior):
 
     Attributes:
         last_ess: Kish ESS of the candidates each observation's last draw resampled from
-            (module docstring; the number of samples where exact rejection drew, NaN where
+            (samplers module; the number of samples where exact rejection drew, NaN where
             MCMC drew).
         last_method: ``"rejection"``, ``"importance"`` or ``"mcmc"`` per observation.
     """
@@ -195,137 +166,6 @@ class TwoTowerPosterior(NeuralPosterior):
     def _encode(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return torch.cat([self.estimator.encode(part) for part in x.split(1024)])
-
-    def _log_ratio(self, theta: Tensor, z: Tensor) -> Tensor:
-        """``<z_j, g(theta_i)> / T`` for ``theta`` ``(1 or J, C, d)`` and ``z`` ``(J, n)``."""
-        with torch.no_grad():
-            parts = theta.reshape(-1, theta.shape[-1]).split(_EMULATE)
-            g = torch.cat([self.estimator.emulate(part) for part in parts])
-            g, z = g.reshape(*theta.shape[:-1], -1), z / self.estimator.temperature
-            return z @ g[0].T if len(g) == 1 else (g @ z.unsqueeze(-1)).squeeze(-1)
-
-    # ------------------------------------------------------------------ samplers
-    def _accept(
-        self,
-        z: Tensor,
-        draw: Draw,
-        num: int,
-        log_bound: Tensor,
-        first: tuple[Tensor, Tensor] | None,
-        exact: bool = False,
-    ) -> tuple[list[Tensor | None], Tensor]:
-        """Keep each candidate with probability ``w / B``; the samples and their ESS.
-
-        ``B`` grows with the largest weight seen, or, ``exact``, is a true bound: then the
-        samples are i.i.d. draws (ESS = their number) and no weight statistics are kept.
-        """
-        count = len(z)
-        kept: list[list[Tensor]] = [[] for _ in range(count)]
-        got, seen = torch.zeros((2, count), dtype=torch.long)
-        s1, s2 = torch.full((2, count), -math.inf, device=z.device)
-        log_bound, active, batch = log_bound.clone(), torch.ones(count, dtype=torch.bool), first
-        while bool(active.any()):
-            idx = active.nonzero().squeeze(1).to(z.device)
-            rate = got[active] / seen[active].clamp_min(1)  # none kept yet: want all (inf)
-            want = float(((num - got[active]) / rate).max()) * 1.2 + 256
-            theta, log_w = batch if batch is not None else draw(idx, want)
-            if exact:  # keep iff log w - log B > log u: C uniforms, a cyclic shift per row
-                new, batch, size = log_bound[idx], None, log_w.shape[1]
-                log_u = -torch.empty(size, device=log_w.device).exponential_()  # log U, > -inf
-                shift = torch.randint(size, (len(idx),), device=log_w.device)
-                keep = log_w.sub_(new[:, None]) > log_u.repeat(2).unfold(0, size, 1)[shift]
-            else:
-                top = log_w.max(-1).values.clamp_min(-1e30)  # w = exp(top) * e, one exp pass
-                e = (log_w - top[:, None]).exp()
-                s1[idx] = torch.logaddexp(s1[idx], top + e.sum(-1).log())
-                s2[idx] = torch.logaddexp(s2[idx], 2 * top + e.square().sum(-1).log())
-                new, batch = torch.maximum(log_bound[idx], top), None
-                keep = torch.rand_like(e) < e * (top - new).exp()[:, None]  # w / B
-            rows, cols = keep.nonzero().T
-            per_row = torch.bincount(rows, minlength=len(idx)).cpu()  # cheaper than a sum
-            picks = theta.expand(len(idx), -1, -1)[rows, cols].split(per_row.tolist())
-            grew = [False] * len(idx) if exact else (new > log_bound[idx]).tolist()
-            for k, j in enumerate(idx.tolist()):
-                if grew[k] and kept[j]:  # B grew: thin by B_old / B_new
-                    p = float((log_bound[j] - new[k]).exp())
-                    kept[j] = [t[torch.rand(len(t), device=t.device) < p] for t in kept[j]]
-                    got[j] = sum(len(t) for t in kept[j])
-                kept[j].append(picks[k])
-            got[idx.cpu()] += per_row
-            seen[idx.cpu()] += log_w.shape[1]
-            log_bound[idx] = new
-            active = (got < num) & (seen < self._budget)
-        out = [torch.cat(k)[:num] if got[j] >= num else None for j, k in enumerate(kept)]
-        if count > 1:  # shared candidates: random order, as SBC's first sample (module docstring)
-            out = [d if d is None else d[torch.randperm(len(d), device=d.device)] for d in out]
-        return out, got.clamp(max=num).to(s1) if exact else (2 * s1 - s2).exp()
-
-    def _prior_draw(self, z: Tensor) -> Draw:
-        size = min(self.chunk_size, max(_ROUND, _PAIRS // len(z)), _ROUND * len(z))
-
-        def draw(idx: Tensor, want: float = math.inf) -> tuple[Tensor, Tensor]:
-            theta = self.prior.sample((int(min(size, want)),)).to(z).unsqueeze(0)
-            return theta, self._log_ratio(theta, z[idx])
-
-        return draw
-
-    def _adapt(self, z: Tensor, num: int, pilot: tuple[Tensor, Tensor]) -> tuple[Tensor, Draw, Any]:
-        """Fit proposals to the pilot until the ESS suffices: who can go on, the draw, a batch."""
-        (theta, log_w), draw = pilot, self._prior_draw(z)
-        everyone = torch.arange(len(z), device=z.device)
-        for _ in range(self.max_rounds):
-            if bool((kish_ess(log_w) >= _ESS_FRACTION * log_w.shape[1]).all()):
-                break
-            draw = MixtureProposal(self, z, theta, log_w)
-            parts = [draw(everyone, _ROUND)]
-            while sum(p[1].shape[1] for p in parts) < _ROUND:
-                parts.append(draw(everyone, _ROUND))
-            theta, log_w = (torch.cat(t, dim=1) for t in zip(*parts, strict=True))
-        # candidates `num` samples would need: num * max(w) / mean(w)
-        cost = num * (log_w.max(-1).values - log_w.logsumexp(-1)).exp() * log_w.shape[1]
-        fine = (cost <= self._budget).nonzero().squeeze(1)
-        first = (theta[fine] if len(theta) > 1 else theta, log_w[fine])
-        return fine, lambda i, want: draw(fine[i], want), first
-
-    def _prior_served(self, pilot: Tensor, log_bound: Tensor, num: int) -> Tensor:
-        """The observations rejection from the shared prior draws serves at the least cost."""
-        if self.method != "auto":
-            return torch.arange(len(pilot) if self.method == "rejection" else 0)
-        rate, order = (pilot - log_bound[:, None]).exp().mean(-1).sort(descending=True)
-        pool = (num / rate).clamp(min=pilot.shape[1])  # prior draws serving the first k + 1
-        pool[pool > self._budget] = math.inf
-        other = num / self.min_acceptance  # the price of an observation left to adapt
-        left = other * torch.arange(len(pool) - 1, -1, -1)  # observations left to adapt
-        cost = torch.cat([pool.new_tensor([len(pool) * other]), pool + left])
-        return order[: int(cost.argmin())]
-
-    def _draw(self, z: Tensor, num: int) -> tuple[list[Tensor | None], Tensor, list[str]]:
-        """Samples (``None`` where the samplers gave up), ESS and sampler per row of ``z``."""
-        count, draw = len(z), self._prior_draw(z)
-        self._budget = self.max_draws * max(num, 1000)  # candidates per observation
-        pilot = draw(torch.arange(count, device=z.device), math.inf)
-        out: list[Tensor | None] = [None] * count
-        ess, how = torch.full((count,), math.nan, device=z.device), ["mcmc"] * count
-        bounded = self.estimator.similarity != "dot"  # unit g(theta): ||z|| / T bounds log r
-        bound = z.norm(dim=-1) / self.estimator.temperature if bounded else pilot[1].max(-1).values
-        chosen = self._prior_served(pilot[1], bound, num).to(z.device)
-        # the pilot chose the rows: only a choice made without it ("rejection") may reuse it
-        reuse = (pilot[0], pilot[1][chosen]) if self.method == "rejection" else None
-        jobs = [(chosen, lambda i, n: draw(chosen[i], n), reuse, bound[chosen])]
-        rest = torch.ones(count, dtype=torch.bool, device=z.device)
-        rest[chosen] = False
-        rest = rest.nonzero().squeeze(1)
-        if len(rest) and self.method != "rejection":
-            fine, adapted, first = self._adapt(z[rest], num, (pilot[0], pilot[1][rest]))
-            jobs.append((rest[fine], adapted, first, torch.full((len(fine),), -math.inf)))
-        for label, (idx, job, first, start) in zip(("rejection", "importance"), jobs, strict=False):
-            if len(idx):
-                exact = bounded and label == "rejection"
-                draws, ess[idx] = self._accept(z[idx], job, num, start.to(z), first, exact)
-                for j, d in zip(idx.tolist(), draws, strict=True):
-                    out[j], how[j] = d, label if d is not None else "mcmc"
-        ess[torch.tensor([d is None for d in out], device=z.device)] = math.nan
-        return out, ess, how
 
     def _mcmc_sample(self, rows: Tensor, num: int, show_progress_bars: bool) -> Tensor:
         """``num`` draws of sbi's MCMC for one observation, seeded from torch's generator."""
@@ -415,7 +255,7 @@ class TwoTowerPosterior(NeuralPosterior):
         with torch.set_grad_enabled(track_gradients):
             theta = theta.to(self._device, torch.float32)
             emulate, log_prior = self.estimator.emulate, partial(prior_log_prob, self.prior)
-            parts = [emulate(t) @ z + log_prior(t) for t in theta.split(_EMULATE)]
+            parts = [emulate(t) @ z + log_prior(t) for t in theta.split(EMULATE)]
         return torch.cat(parts) if parts else theta.new_zeros(0)
 
 
