@@ -67,6 +67,17 @@ def test_embed_emulate_quick_run_writes_results(tmp_path):
     assert "--quick" in text and "## Targets" in text and "| E&E |" in text
 
 
+def test_ee_sampling_cost_counts_emulator_passes_and_writes_its_page(tmp_path):
+    script = load_script("ee_sampling_cost")
+    out = tmp_path / "cost.md"
+    [result] = script.main(["--quick", "--tasks", "damped-oscillator", "--out", str(out)])
+    assert result["single"] >= 300 and result["batched"] >= 300  # a pass per sample at least
+    assert sum(result["samplers"].values()) == 6  # every observation of the batch
+    assert result["factor"][1] >= result["factor"][0] >= 1.0  # max r >= mean r
+    assert result["pool"] == pytest.approx(300 * result["factor"][1] / 6)
+    assert "| damped-oscillator | " in out.read_text() and "--quick" in out.read_text()
+
+
 def test_lever_variants_are_valid_run_configs_and_rows_read_metrics():
     """Every variant of both ablation scripts builds a checked config; a row shows the widest."""
     scripts = [load_script(name) for name in ("symmetry_npe_levers", "ee_levers")]

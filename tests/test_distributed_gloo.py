@@ -289,10 +289,13 @@ def test_two_process_pretraining_agrees_across_ranks_and_resumes_in_one_process(
         resume=True,
         **PRETRAIN,
     )
-    # Two epochs on 2 x 16 rows and one on 1 x 32 equal three on 1 x 32 (float tolerance).
+    # Two epochs on 2 x 16 rows and one on 1 x 32 equal three on 1 x 32 (float tolerance: the
+    # all-reduce sums in another order; on an AMD EPYC host, 2026-12-08, the third epoch differed
+    # by 1.8e-5 relative in the loss and 2.4e-4 in the effective rank, an entropy of singular
+    # values that amplifies float noise).
     assert resumed.history["epoch"] == [1, 2, 3]
     for key in ("train_total", "val_total", "val_invariance", "lr", "effective_rank"):
-        assert resumed.history[key] == pytest.approx(one.history[key], rel=1e-5, abs=1e-7), key
+        assert resumed.history[key] == pytest.approx(one.history[key], rel=1e-3, abs=1e-7), key
     # The summaries agree up to a constant shift, which VICReg cannot see (the encoder's last
     # bias drifts with float noise there).
     x = ToyViews()(_prior().sample((300,)))[0]

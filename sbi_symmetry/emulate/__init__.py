@@ -12,8 +12,9 @@
   geometric-mean ensemble, again a two-tower critic).
 * :class:`TwoTowerPosterior` / :func:`build_two_tower_posterior`: its posterior sampled without
   MCMC: ``x_o`` encoded once, the emulator and one matrix product over chunks of ``theta``
-  (exact rejection from the prior or adaptive importance sampling, whose Gaussian-mixture
-  proposal lives in :mod:`sbi_symmetry.emulate.proposal`).
+  (exact rejection from the prior or adaptive importance sampling, in
+  :mod:`sbi_symmetry.emulate.samplers`, observations of a batch sharing their candidates; the
+  pooled Gaussian-mixture proposal lives in :mod:`sbi_symmetry.emulate.proposal`).
 
 Example:
     >>> from sbi_symmetry.emulate import EmbedEmulate

@@ -22,7 +22,7 @@ All ``J K`` Gaussian log densities of a candidate come from one matrix product: 
 mu, S) = phi(theta) . c`` with the features ``phi = (vec(theta theta^T), theta, 1)`` and the
 coefficients ``c = (-vec(P) / 2, P mu, -mu^T P mu / 2 - log |2 pi S| / 2)``, ``P = S^-1`` (in
 float64). Kish's effective sample size ``ESS = (sum w)^2 / sum w^2`` says when a proposal is good
-enough (the posterior module fits a new one while it is below a quarter of an observation's share
+enough (the samplers module fits a new one while it is below a quarter of an observation's share
 of the candidates).
 
 Example:
