@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from itertools import pairwise
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from sbi.utils import BoxUniform
 from test_emulate_sampler import assert_moments, von_mises, von_mises_moments
 from torch.distributions import MultivariateNormal
 
-from sbi_symmetry.emulate import TwoTowerPosterior
+from sbi_symmetry.emulate import TwoTowerPosterior, samplers
 from sbi_symmetry.emulate.proposal import (
     MixtureProposal,
     gaussian_coefficients,
@@ -50,6 +51,10 @@ def test_pooled_weights_are_prior_times_ratio_over_the_pooled_density():
     log_q = torch.logaddexp(math.log(0.1) + log_p, math.log(0.9) + log_mix)
     want = post._log_ratio(cand, z[rows]) + log_p - log_q
     torch.testing.assert_close(log_w, want, rtol=1e-4, atol=1e-3)
+    # unbiased: E_Q[w_j] = int p r_j = I0(kappa)^2 on the whole circle (kappa = 1 / (2 T) = 50)
+    log_z = 2 * (torch.special.i0e(torch.tensor(50.0, dtype=torch.float64)).log() + 50.0)
+    mean_w = log_w.double().logsumexp(-1) - math.log(log_w.shape[1])
+    assert torch.allclose(mean_w, log_z.expand(2), atol=0.1), (mean_w, log_z)
 
 
 def count_emulations(post: TwoTowerPosterior) -> list[int]:
@@ -64,16 +69,24 @@ def count_emulations(post: TwoTowerPosterior) -> list[int]:
     return seen
 
 
-def test_overlapping_sharp_posteriors_share_mixture_candidates_and_stay_exact():
+def test_overlapping_sharp_posteriors_share_mixture_candidates_and_stay_exact(monkeypatch):
     """40 nearby observations, concentration 100: mixtures, one pool, fewer emulator calls."""
     _, post = von_mises(0.005)
+    pools = []
+
+    class Spy(MixtureProposal):
+        def __init__(self, post, z, theta, log_w):
+            pools.append(len(z))
+            super().__init__(post, z, theta, log_w)
+
+    monkeypatch.setattr(samplers, "MixtureProposal", Spy)
     jitter = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
     xs = torch.tensor([[0.3, -1.0]]) + 0.05 * jitter  # posterior std about 0.1
     seen = count_emulations(post)
     torch.manual_seed(0)
     batched = post.sample_batched((5_000,), x=xs)
     per_observation = seen[0] / len(xs)
-    assert post.last_method == ["importance"] * 40
+    assert post.last_method == ["importance"] * 40 and pools and set(pools) == {40}
     for j in (0, 17, 39):
         assert_moments(batched[:, j], *von_mises_moments(xs[j], 100.0))
     seen[0] = 0
@@ -84,9 +97,9 @@ def test_overlapping_sharp_posteriors_share_mixture_candidates_and_stay_exact():
 
 def test_broad_posteriors_share_prior_draws_under_the_importance_sampler():
     _, post = von_mises(0.05, method="importance")  # concentration 10: prior draws suffice
+    torch.manual_seed(1)
     xs = BoxUniform(-3 * torch.ones(2), 3 * torch.ones(2)).sample((30,))
     seen = count_emulations(post)
-    torch.manual_seed(1)
     draws = post.sample_batched((2_000,), x=xs)
     assert post.last_method == ["importance"] * 30
     assert seen[0] / 30 < 2_000 * 5  # shared: below the 2,000 / acceptance each would need
@@ -94,6 +107,7 @@ def test_broad_posteriors_share_prior_draws_under_the_importance_sampler():
 
 
 def test_many_sharp_posteriors_are_grouped_with_their_neighbours():
+    torch.manual_seed(0)
     prior = BoxUniform(-5 * torch.ones(2), 5 * torch.ones(2))
     theta = prior.sample((20_000,)).unsqueeze(0)
     centres = torch.stack([torch.linspace(-4, 4, 150), torch.zeros(150)], -1)
@@ -103,3 +117,11 @@ def test_many_sharp_posteriors_are_grouped_with_their_neighbours():
     assert sorted(len(g) for g in groups) == [50, 50, 50]
     spans = sorted((float(centres[g, 0].min()), float(centres[g, 0].max())) for g in groups)
     assert all(a[1] < b[0] for a, b in pairwise(spans))  # contiguous along the line
+
+
+def test_rows_of_a_batch_past_their_budget_fall_back_to_mcmc():
+    _, post = von_mises(0.02, max_rounds=0, max_draws_per_sample=1)
+    torch.manual_seed(2)
+    with pytest.warns(UserWarning, match="2 of 2 observation"):
+        draws = post.sample_batched((50,), x=torch.tensor([[0.3, -1.0], [2.0, 2.0]]))
+    assert draws.shape == (50, 2, 2) and post.last_method == ["mcmc", "mcmc"]

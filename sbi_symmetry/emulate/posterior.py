@@ -78,7 +78,8 @@ class TwoTowerPosterior(TwoTowerSamplers, NeuralPosterior):
             the least acceptance rate of rejection from the prior.
         max_rounds: Most mixture proposals fitted per draw.
         max_draws_per_sample: Most candidates per observation and sample (for at least 1000
-            samples) before the observation falls back to MCMC.
+            samples) before the observation falls back to MCMC; where ``J`` observations share
+            their candidates, ``min(J, 8)`` times as many of the shared ones.
         max_theta_dim: Above this parameter dimension ``"auto"`` samples with MCMC.
         mcmc_parameters: ``MCMCPosterior`` arguments of the fallback; default slice sampling,
             20 chains, 50 warm-up steps from sbi's ``resample`` start (multi-channel ``x``: 200

@@ -5,14 +5,14 @@ Where rejection from the prior accepts too rarely, observation ``j``'s posterior
 
     q_j(theta) = sum_k pi_jk N(theta; mu_jk, c Sigma_jk),
 
-``K = 8`` components fitted by 10 EM steps to 1,024 candidates resampled by its weights (fewer,
-down to 256, when many observations are sampled together), widened by ``c = 1.5``. The ``J``
-observations sampled together share their candidates: each is drawn from the pooled proposal
+``K = 8`` components fitted by 10 EM steps to 1,024 candidates resampled by its weights, widened
+by ``c = 1.5``. The ``J`` observations sampled together share their candidates: each is drawn
+from the pooled proposal
 
     Q(theta) = a p(theta) + (1 - a) / J sum_j q_j(theta),   a = 0.1,
 
 costs one emulator pass, and serves every observation ``j`` with the weight ``w_j = p r_j / Q``
-(multiple importance sampling with the balance heuristic: ``w_j <= J r_j / (1 - a) q_j``
+(multiple importance sampling with the balance heuristic: ``w_j <= J p r_j / ((1 - a) q_j)``
 where ``q_j`` covers, and ``w_j <= r_j / a`` everywhere, so no weight explodes where the
 Gaussians miss). Where posteriors are disjoint a candidate serves one observation, as if each had
 its own proposal; where they overlap it serves several, and the batch needs fewer candidates
@@ -22,8 +22,8 @@ All ``J K`` Gaussian log densities of a candidate come from one matrix product: 
 mu, S) = phi(theta) . c`` with the features ``phi = (vec(theta theta^T), theta, 1)`` and the
 coefficients ``c = (-vec(P) / 2, P mu, -mu^T P mu / 2 - log |2 pi S| / 2)``, ``P = S^-1`` (in
 float64). Kish's effective sample size ``ESS = (sum w)^2 / sum w^2`` says when a proposal is good
-enough (the samplers module fits a new one while it is below a quarter of an observation's share
-of the candidates).
+enough (the samplers module fits a new one while any observation's is below a quarter of its
+share of the candidates).
 
 Example:
     >>> import torch
@@ -91,7 +91,7 @@ class MixtureProposal:
     """
 
     def __init__(self, post: TwoTowerPosterior, z: Tensor, theta: Tensor, log_w: Tensor) -> None:
-        num, dim, size = len(z), theta.shape[-1], max(256, min(_RESAMPLED, 2**18 // len(z)))
+        num, dim, size = len(z), theta.shape[-1], _RESAMPLED
         pick = torch.multinomial(torch.softmax(log_w, -1), size, replacement=True)
         pts = theta.expand(num, -1, -1).gather(1, pick[..., None].expand(-1, -1, dim)).double()
         reg = 1e-3 * torch.diag(theta.flatten(0, 1).double().var(0))  # for repeated points
@@ -99,10 +99,8 @@ class MixtureProposal:
         cov = (centred.mT @ centred / size + reg).unsqueeze(1).repeat(1, _COMPONENTS, 1, 1)
         mean, log_pi = pts[:, :_COMPONENTS], torch.full((num, _COMPONENTS), -math.log(_COMPONENTS))
         for _ in range(_EM_STEPS):
-            log_n = (
-                quadratic_features(pts).unsqueeze(1) @ gaussian_coefficients(mean, cov)[..., None]
-            )  # (J, K, S, 1)
-            resp = torch.softmax(log_n.squeeze(-1).mT + log_pi.to(pts)[:, None], -1)  # (J, S, K)
+            log_n = quadratic_features(pts) @ gaussian_coefficients(mean, cov).mT  # (J, S, K)
+            resp = torch.softmax(log_n + log_pi.to(pts)[:, None], -1)
             total = resp.sum(1) + 1e-9
             mean = resp.mT @ pts / total[..., None]
             diff = pts.unsqueeze(2) - mean.unsqueeze(1)  # (J, S, K, d)

@@ -21,11 +21,12 @@ candidates among observations is what makes ``sample_batched`` cheaper per obser
 
    - the broad posteriors among the rest share prior draws (``q = p``), chosen by the same cost
      model with ``B`` the largest weight seen instead of the bound, and a row left to a
-     mixture priced at ``4 num`` candidates and one round;
-   - the others, in groups of up to 64 neighbours (along the first principal axis of their
-     pilot means), share a pooled proposal ``Q = a p + (1 - a) / J sum_j q_j``, ``q_j =
-     sum_k pi_jk N(mu_jk, 1.5 Sigma_jk)`` a Gaussian mixture fitted by EM to observation
-     ``j``'s candidates resampled by weight (``a = 0.1``; proposal module), refitted while an
+     mixture priced at ``4 num`` candidates and one round (their draws start after the pilot);
+   - the others, in groups of up to 64 neighbours for 2 parameters (fewer for more; along the
+     first principal axis of their pilot means), share a pooled proposal ``Q = a p + (1 - a) /
+     J sum_j q_j``, ``q_j = sum_k pi_jk N(mu_jk, 1.5 Sigma_jk)`` a Gaussian mixture fitted by
+     EM to observation
+     ``j``'s candidates resampled by weight (``a = 0.1``; proposal module), refitted while any
      observation's Kish ``ESS = (sum w)^2 / sum w^2`` is below a quarter of its share
      ``C / J`` of the ``C`` candidates. A candidate serves every observation of its group
      (``w_j = p r_j / Q``), so overlapping posteriors need fewer candidates than one by one.
@@ -33,7 +34,8 @@ candidates among observations is what makes ``sample_batched`` cheaper per obser
    The candidates are resampled without duplicates: each is kept with probability ``w / B``,
    ``B`` the largest weight seen; when ``B`` grows, earlier acceptances are thinned by ``B_old /
    B_new``. Each is so kept with probability ``w / B_final``: rejection sampling, exact where
-   ``w <= B_final``. A row gives up past the budget times the rows sharing its candidates.
+   ``w <= B_final``. A row whose candidates ``J`` rows share gives up past ``min(J, 8)``
+   budgets of them (``max_draws_per_sample`` per sample).
 3. **sbi's MCMC** on the same potential, with a warning, above ``max_theta_dim`` parameters or
    where a sample would still cost over ``max_draws_per_sample`` candidates after ``max_rounds``
    proposals.
@@ -62,7 +64,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 import torch
@@ -78,8 +81,9 @@ from sbi_symmetry.emulate.proposal import MixtureProposal, kish_ess, pool_size
 Draw = Callable[[Tensor, float], tuple[Tensor, Tensor]]
 EMULATE = 2**11  # parameters per emulator call: its activations stay in cache (2x faster)
 _ESS_FRACTION = 0.25  # a proposal is good enough when its Kish ESS is this share
-_GROUP = 64  # most observations sharing one pooled proposal (proposal module)
+_GROUP = 448  # most rows x Gaussian features sharing one pooled proposal: 64 rows in 2-d
 _SHARE = 1024  # candidates per observation in a round of the pooled proposal (ROUND at least)
+_SHARED_BUDGET = 8  # a row sharing its candidates may see up to this many budgets of them
 
 
 class TwoTowerSamplers:
@@ -120,7 +124,7 @@ class TwoTowerSamplers:
 
         ``B`` grows with the largest weight seen, or, ``exact``, is a true bound: then the
         samples are i.i.d. draws (ESS = their number) and no weight statistics are kept. A row
-        gives up past ``share`` times the budget of candidates (a pool of ``share`` rows).
+        of a pool of ``share`` rows gives up past ``min(share, 8)`` budgets of candidates.
         """
         count = len(z)
         kept: list[list[Tensor]] = [[] for _ in range(count)]
@@ -157,7 +161,7 @@ class TwoTowerSamplers:
             got[idx.cpu()] += per_row
             seen[idx.cpu()] += log_w.shape[1]
             log_bound[idx] = new
-            active = (got < num) & (seen < self._budget * share)
+            active = (got < num) & (seen < self._budget * min(share, _SHARED_BUDGET))
         out = [torch.cat(k)[:num] if got[j] >= num else None for j, k in enumerate(kept)]
         if count > 1:  # shared candidates: random order, as SBC's first sample (module docstring)
             out = [d if d is None else d[torch.randperm(len(d), device=d.device)] for d in out]
@@ -181,14 +185,18 @@ class TwoTowerSamplers:
         """
         (theta, log_w), draw = pilot, self._prior_draw(z)
         everyone = torch.arange(len(z), device=z.device)
+        size = max(_ROUND, _SHARE * len(z))  # candidates per round (several draws if need be)
         for done in range(self.max_rounds):
             if done and bool((kish_ess(log_w) * len(z) >= _ESS_FRACTION * log_w.shape[1]).all()):
                 break
             draw = MixtureProposal(self, z, theta, log_w)
-            theta, log_w = draw(everyone, max(_ROUND, _SHARE * len(z)))
+            parts = [draw(everyone, size)]
+            while (drawn := sum(p[1].shape[1] for p in parts)) < size:
+                parts.append(draw(everyone, size - drawn))
+            theta, log_w = (torch.cat(t, dim=1) for t in zip(*parts, strict=True))
         # candidates `num` samples would need: num * max(w) / mean(w)
         cost = num * (log_w.max(-1).values - log_w.logsumexp(-1)).exp() * log_w.shape[1]
-        fine = (cost <= self._budget * len(z)).nonzero().squeeze(1)
+        fine = (cost <= self._budget * min(len(z), _SHARED_BUDGET)).nonzero().squeeze(1)
         first = (theta[fine] if len(theta) > 1 else theta, log_w[fine])
         return fine, lambda i, want: draw(fine[i], want), first
 
@@ -210,36 +218,42 @@ class TwoTowerSamplers:
 
     @staticmethod
     def _groups(rows: Tensor, pilot: tuple[Tensor, Tensor]) -> list[Tensor]:
-        """``rows`` in groups of at most ``_GROUP`` that share candidates, neighbours together.
+        """``rows`` in groups that share candidates, neighbours together.
 
-        Rows are ordered along the first principal axis of their pilot posterior means.
+        A group holds at most ``448 / (d^2 + d + 1)`` rows, at least 8 (64 for ``d = 2``), so
+        the pooled density costs at most about 3,600 float64 products per candidate (8 mixture
+        components each; ``d = 10``: 7,100). Rows are ordered along the first principal axis of
+        their pilot posterior means.
         """
-        if len(rows) <= _GROUP:
+        dim = pilot[0].shape[-1]
+        size = max(8, _GROUP // (dim * dim + dim + 1))
+        if len(rows) <= size:
             return [rows] if len(rows) else []
         weights = torch.softmax(pilot[1][rows], -1)  # (J, C) on the shared prior draws
-        means = weights @ pilot[0][0]
+        means = (weights @ pilot[0][0]).nan_to_num(0.0)  # a row with no finite weight: centre
         means = (means - means.mean(0)) / pilot[0][0].std(0).clamp_min(1e-12)  # prior scale
         axis = torch.linalg.eigh(means.T @ means).eigenvectors[:, -1]
         ordered = rows[(means @ axis).argsort()]
-        return list(ordered.tensor_split(math.ceil(len(rows) / _GROUP)))
+        return list(ordered.tensor_split(math.ceil(len(rows) / size)))
 
     def _importance_jobs(
         self, z: Tensor, num: int, rows: Tensor, pilot: tuple[Tensor, Tensor]
-    ) -> list[tuple[str, Tensor, Draw, Any, Tensor]]:
+    ) -> Iterator[tuple[str, Tensor, Draw, Any, Tensor]]:
         """The importance samplers of ``rows``: shared prior draws, then pooled mixtures.
 
         Prior draws serve the broad posteriors, chosen as in :meth:`_prior_served` with ``B``
-        the pilot's largest weight (it grows with the largest seen); the others share adaptive
-        mixtures in groups of neighbours.
+        the pilot's largest weight (it grows with the largest seen), their draws starting after
+        the pilot that chose them; the others share adaptive mixtures in groups of neighbours,
+        each fitted only when its turn comes (memory).
         """
         log_w, draw = pilot[1][rows], self._prior_draw(z)
         price = num / _ESS_FRACTION + _ROUND  # of a row left to a mixture (one round)
         broad = rows[self._prior_served(log_w, log_w.max(-1).values, num, price).to(rows.device)]
-        jobs = [("importance", broad, lambda i, n: draw(broad[i], n), (pilot[0], pilot[1][broad]))]
+        start = torch.full((len(broad),), -math.inf)
+        yield "importance", broad, lambda i, n: draw(broad[i], n), None, start
         for group in self._groups(rows[~torch.isin(rows, broad)], pilot):
             fine, adapted, first = self._adapt(z[group], num, (pilot[0], pilot[1][group]))
-            jobs.append(("importance", group[fine], adapted, first))
-        return [(*job, torch.full((len(job[1]),), -math.inf)) for job in jobs]
+            yield "importance", group[fine], adapted, first, torch.full((len(fine),), -math.inf)
 
     def _draw(self, z: Tensor, num: int) -> tuple[list[Tensor | None], Tensor, list[str]]:
         """Samples (``None`` where the samplers gave up), ESS and sampler per row of ``z``."""
@@ -256,12 +270,13 @@ class TwoTowerSamplers:
             chosen = self._prior_served(pilot[1], bound, num, price).to(z.device)
         # the pilot chose the rows: only a choice made without it ("rejection") may reuse it
         reuse = (pilot[0], pilot[1][chosen]) if self.method == "rejection" else None
+        jobs: Iterable[tuple[str, Tensor, Draw, Any, Tensor]]
         jobs = [("rejection", chosen, lambda i, n: draw(chosen[i], n), reuse, bound[chosen])]
         rest = torch.ones(count, dtype=torch.bool, device=z.device)
         rest[chosen] = False
         rest = rest.nonzero().squeeze(1)
         if len(rest) and self.method != "rejection":
-            jobs += self._importance_jobs(z, num, rest, pilot)
+            jobs = chain(jobs, self._importance_jobs(z, num, rest, pilot))
         for label, idx, job, first, start in jobs:
             if len(idx):
                 share = len(idx) if label == "importance" else 1  # a pool of them all
