@@ -20,6 +20,7 @@ between the cosine bound ``log B = ||z|| / T`` and ``max log r`` (nats). Prior d
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections import Counter
@@ -68,15 +69,13 @@ class EmulatorCount:
 
 def concentration(post: TwoTowerPosterior, x_o: Tensor, draws: int) -> tuple[Tensor, Tensor]:
     """Per observation, ``max r / mean r`` over ``draws`` prior draws, and the bound's gap."""
-    log_r, est = [], post.estimator
+    z = post._encode(x_o)
+    parts = post.prior.sample((draws,)).split(2**15)
+    log_r = torch.cat([post._log_ratio(part.unsqueeze(0), z) for part in parts], dim=1)  # (J, N)
+    top = log_r.max(-1).values
+    mean = log_r.logsumexp(-1) - math.log(draws)
     with torch.no_grad():
-        z = post._encode(x_o) / est.temperature
-        for part in post.prior.sample((draws,)).split(2**15):
-            log_r.append(est.emulate(part) @ z.T)
-    log_r = torch.cat(log_r)  # (draws, J)
-    top = log_r.max(0).values
-    mean = log_r.logsumexp(0) - torch.log(torch.tensor(float(draws)))
-    return (top - mean).exp(), z.norm(dim=-1) - top
+        return (top - mean).exp(), z.norm(dim=-1) / post.estimator.temperature - top
 
 
 def run_task(name: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
